@@ -1,0 +1,77 @@
+"""``python -m study.data``: make phantoms, import NIfTI volumes, validate a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from study._cli import ArgumentParser, run_main
+from study.data import PhantomSettings, builtin_dataset, make_phantom_dataset, open_dataset
+from study.data.check import check_dataset
+from study.errors import SpecError
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m study.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ph = sub.add_parser("phantom", help="write a built-in knee-MRI or abdominal-CT phantom data set")
+    ph.add_argument("--kind", choices=("mri", "ct"), required=True)
+    ph.add_argument("--out", type=Path, help="new folder to write (default: the built-in cache under ./data_cache)")
+    ph.add_argument("--size", type=int, help="image height and width in pixels, 32-512 (default 64)")
+    for name, what in (("train", "training"), ("val", "validation"), ("test", "test"), ("unlabeled", "unlabeled")):
+        ph.add_argument(f"--n-{name}", type=int, help=f"number of {what} subjects")
+    ph.add_argument("--n-slices", type=int, help="slices per MRI volume (default 16)")
+    ph.add_argument("--seed", type=int, help="random seed (default 0)")
+
+    ni = sub.add_parser("import-nifti", help="convert NIfTI volumes and label maps to the platform's format")
+    ni.add_argument("--images", type=Path, required=True, help="folder of image volumes (.nii/.nii.gz)")
+    ni.add_argument("--labels", type=Path, required=True, help="folder of integer label maps, same file names")
+    ni.add_argument("--classes", required=True, help="class=VALUE[+VALUE],... e.g. muscle=1,imat=2,vat=3,sat=4")
+    ni.add_argument("--out", type=Path, required=True, help="new folder to write")
+    ni.add_argument("--modality", choices=("mri", "ct"), default="mri")
+    ni.add_argument("--slice-axis", type=int, default=2, help="array axis that indexes slices (default 2)")
+    ni.add_argument("--unlabeled", type=Path, help="folder of unlabeled volumes (pretraining only)")
+    ni.add_argument("--split-file", type=Path, help="JSON with lists train, val, test of file names")
+    ni.add_argument("--ct-windows", default="400/50,1800/400,500/50", help="CT windows WIDTH/LEVEL,... in HU")
+    ni.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+
+    ck = sub.add_parser("check", help="validate a data set and print a summary")
+    ck.add_argument("path", type=Path, help="a data set folder (platform format or SKM-TEA root)")
+    return parser
+
+
+def _windows(text: str) -> tuple[tuple[float, float], ...]:
+    try:
+        return tuple((float(w), float(l)) for w, l in (p.split("/") for p in text.split(",")))
+    except ValueError:
+        raise SpecError(f"--ct-windows {text!r} must look like 400/50,1800/400,500/50") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "phantom":
+        given = {k: getattr(args, k) for k in ("size", "n_train", "n_val", "n_test", "n_unlabeled", "n_slices", "seed")}
+        settings = PhantomSettings.default(args.kind, **{k: v for k, v in given.items() if v is not None})
+        path = make_phantom_dataset(settings, args.out) if args.out else builtin_dataset(args.kind, settings)
+        print(f"wrote {path}")
+        summary = check_dataset(open_dataset(path))
+    elif args.command == "import-nifti":
+        from study.data.nifti import NiftiImport, import_nifti, parse_classes
+
+        cfg = NiftiImport(
+            image_dir=args.images, label_dir=args.labels, classes=parse_classes(args.classes),
+            modality=args.modality, slice_axis=args.slice_axis, unlabeled_dir=args.unlabeled,
+            split_file=args.split_file, ct_windows=_windows(args.ct_windows), seed=args.seed,
+        )
+        path = import_nifti(cfg, args.out)
+        print(f"wrote {path}")
+        summary = check_dataset(open_dataset(path))
+    else:
+        summary = check_dataset(open_dataset(args.path))
+    print("\n".join(summary.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
