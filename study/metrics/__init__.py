@@ -1,0 +1,39 @@
+"""Per-case evaluation metrics: Dice, inpainting L2, clinical metrics (DESIGN §3 Evaluation).
+
+Everything here works on one test case at a time (an MRI volume, a CT slice) and returns plain
+numbers, arrays or row dicts for the per-case table that tracking logs and analysis reads; the
+table's columns are listed in :mod:`study.metrics._clinical`. Inputs may be numpy arrays or torch
+tensors; outputs are numpy / Python floats.
+"""
+
+from __future__ import annotations
+
+from study.metrics._clinical import (
+    CT_CLASSES,
+    MRI_CLASSES,
+    CtTissue,
+    MriTissue,
+    case_rows,
+    clinical_rows,
+    ct_clinical,
+    mri_clinical,
+    percent_error,
+)
+from study.metrics._dice import binarize, dice_per_class, dice_rows
+from study.metrics._inpainting import inpainting_l2
+
+__all__ = [
+    "CT_CLASSES",
+    "MRI_CLASSES",
+    "CtTissue",
+    "MriTissue",
+    "binarize",
+    "case_rows",
+    "clinical_rows",
+    "ct_clinical",
+    "dice_per_class",
+    "dice_rows",
+    "inpainting_l2",
+    "mri_clinical",
+    "percent_error",
+]

@@ -1,0 +1,190 @@
+"""The training loop shared by pretraining and fine-tuning: one function a trial and a test call.
+
+It reads in running order: learning rate for the epoch, the epoch's steps, validation, early
+stopping and the best weights, a checkpoint with everything a resume needs, then the log callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from study.errors import SpecError
+from study.train._early_stopping import Diverged, EarlyStopping
+from study.train._schedule import StepDecay, set_lr
+
+ADAM_BETAS = (0.99, 0.995)  # the authors' code
+ADAM_EPS = 1e-8
+DEFAULT_SEED = 11725701  # the authors' code
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train, independent of what: batch, budget, device, seed.
+
+    ``max_epochs`` is the upper budget (the paper: 500 with early stopping); ``steps_per_epoch``
+    optionally caps the batches per epoch, so an epoch means the same amount of work on data sets
+    of any size. On CUDA, ``bf16`` autocast and ``channels_last`` are used; on a CPU neither is, and
+    the same seed gives the same numbers.
+    """
+
+    batch_size: int = 9
+    max_epochs: int = 500
+    steps_per_epoch: int | None = None
+    device: str = "cpu"
+    seed: int = DEFAULT_SEED
+    num_workers: int = 0
+    bf16: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SpecError(f"{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+            raise SpecError(f"steps_per_epoch={self.steps_per_epoch!r} must be an integer >= 1 or null")
+        if self.num_workers < 0:
+            raise SpecError(f"num_workers={self.num_workers} must be >= 0")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise SpecError(f"device={self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+
+    @property
+    def on_cuda(self) -> bool:
+        return torch.device(self.device).type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.on_cuda and self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.on_cuda and self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+@dataclass
+class FitResult:
+    """What a fit produced: the best weights (the ones to evaluate) and the learning curve."""
+
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = "max_epochs"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None if there is none or it is unreadable (truncated)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint means "start this fit afresh"
+        return None
+
+
+def fit(
+    model: nn.Module,
+    *,
+    batches: Iterable[dict[str, Tensor]],
+    step_loss: Callable[[nn.Module, dict[str, Tensor]], Tensor],
+    val_loss: Callable[[nn.Module], float],
+    schedule: StepDecay,
+    stopper: EarlyStopping,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` until early stopping or ``settings.max_epochs``; return the best weights.
+
+    ``batches`` is re-iterated every epoch (a DataLoader shuffling with ``generator``);
+    ``step_loss(model, batch)`` returns the training loss of one batch; ``val_loss(model)`` the
+    validation loss (called in eval mode under ``torch.no_grad``). With ``checkpoint`` set, the
+    state after every epoch is saved there and a later call with the same path resumes from it.
+    Raises :class:`Diverged` when the validation or training loss becomes NaN or infinite.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=schedule.initial_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    history: list[dict[str, float]] = []
+    best_state = copy.deepcopy(model.state_dict())
+    start = 0
+    saved = load_checkpoint(checkpoint) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        stopper.load_state_dict(saved["stopper"])
+        generator.set_state(saved["generator"])
+        best_state, history, start = saved["best_state"], saved["history"], saved["epoch"] + 1
+    stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
+
+    for epoch in range(start, settings.max_epochs):
+        if stopper.should_stop:
+            break
+        lr = schedule.lr_at(epoch)
+        set_lr(optimizer, lr)
+
+        model.train()
+        total, n = 0.0, 0
+        for step, batch in enumerate(batches):
+            if settings.steps_per_epoch is not None and step >= settings.steps_per_epoch:
+                break
+            with settings.autocast():
+                loss = step_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, n = total + float(loss.detach()), n + 1
+        train_loss = total / max(n, 1)
+        if not math.isfinite(train_loss):
+            raise Diverged(train_loss, epoch, stopper.best, stopper.best_epoch)
+
+        model.eval()
+        with torch.no_grad(), settings.autocast():
+            val = float(val_loss(model))
+        improved = stopper.step(val, epoch)  # raises Diverged on NaN
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        record = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss, "val_loss": val}
+        history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "stopper": stopper.state_dict(), "generator": generator.get_state(),
+                "best_state": best_state, "history": history, "epoch": epoch,
+            })
+        if on_epoch is not None:
+            on_epoch(record)
+        if stopper.should_stop:
+            stop_reason = "early_stopping"
+
+    return FitResult(
+        best_state=best_state,
+        best_epoch=-1 if stopper.best_epoch is None else stopper.best_epoch,
+        best_val_loss=stopper.best,
+        epochs_run=len(history),
+        history=history,
+        stop_reason=stop_reason,
+    )
