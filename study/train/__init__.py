@@ -1,0 +1,44 @@
+"""Training: the loop, pretraining, fine-tuning with transfer, evaluation, and one whole pipeline.
+
+Plain functions over torch and the data model; nothing here knows of Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+from study.train._early_stopping import Diverged, EarlyStopping
+from study.train._evaluate import evaluate_inpainting, evaluate_segmentation, predict_scan
+from study.train._finetune import FinetuneConfig, FinetuneResult, finetune
+from study.train._loop import FitResult, TrainSettings, fit, load_checkpoint, save_checkpoint
+from study.train._losses import inpainting_loss, soft_dice_loss
+from study.train._pipeline import LAPTOP_GROUPS, LAPTOP_WIDTHS, PAPER_WIDTHS, PipelineResult, run_pipeline
+from study.train._pretrain import PretrainConfig, PretrainResult, pretrain
+from study.train._schedule import StepDecay, lr_at, set_lr
+
+__all__ = [
+    "Diverged",
+    "EarlyStopping",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "FitResult",
+    "LAPTOP_GROUPS",
+    "LAPTOP_WIDTHS",
+    "PAPER_WIDTHS",
+    "PipelineResult",
+    "PretrainConfig",
+    "PretrainResult",
+    "StepDecay",
+    "TrainSettings",
+    "evaluate_inpainting",
+    "evaluate_segmentation",
+    "finetune",
+    "fit",
+    "inpainting_loss",
+    "load_checkpoint",
+    "lr_at",
+    "predict_scan",
+    "pretrain",
+    "run_pipeline",
+    "save_checkpoint",
+    "set_lr",
+    "soft_dice_loss",
+]
