@@ -1,0 +1,222 @@
+"""``python -m study.run SPACE.yaml``: plan a study, run it with Ray Tune + Optuna, log to MLflow.
+
+Running the same command again resumes the study: finished trials are read back, interrupted ones
+continue from their last checkpoint, and configurations added to the space since are the only new
+work. ``--fresh`` starts over (the old study folder is kept, renamed).
+
+    python -m study.run search_spaces/pretext.yaml --dry-run
+    python -m study.run search_spaces/pretext.yaml --set datasets=[/data/skm-tea] --set scale=paper
+    python -m study.run search_spaces/smoke.yaml --address 10.0.0.5:6379 --tracking-uri http://10.0.0.5:5000
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from study._cli import ArgumentParser, run_main
+from study.data import BUILTIN_KINDS, PhantomSettings, builtin_dataset, open_dataset
+from study.errors import DataError, SpecError
+from study.plan import Plan, make_plan
+from study.progress import Progress, StudyCallback, summary_table
+from study.spec import StudySpec, load_spec
+from study.tracking import Tracker, absolute_uri
+from study.trial import read_json, write_json
+from study.tune import (
+    Context,
+    check_resources,
+    finetune_trainable,
+    finished_result,
+    grid_search,
+    pretrain_trainable,
+    read_sampled,
+    sampled_search,
+    slots,
+    start_ray,
+    tune_run,
+)
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
+    p.add_argument("space", type=Path, help="a search space, e.g. search_spaces/pretext.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set resources.cpus_per_trial=2 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
+    p.add_argument("--address", help="join this Ray cluster (default: a local Ray on this machine)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: the spec's, sqlite:///mlflow.db here)")
+    p.add_argument("--fresh", action="store_true", help="start the study over (the old folder is kept, renamed)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    spec = load_spec(args.space, overrides)
+    plan = make_plan(spec)
+    study_dir, uri = spec.storage_dir(), absolute_uri(spec.tracking_uri)
+    data = _check_datasets(spec)
+    if args.dry_run:
+        print("\n".join(_plan_lines(plan, study_dir, uri, _local_resources() if not args.address else None)))
+        return 0
+    Tracker.check(uri)
+    available = start_ray(args.address)
+    res = spec.resources
+    check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
+    if args.fresh and study_dir.exists():
+        kept = study_dir.with_name(f"{study_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        study_dir.rename(kept)
+        print(f"--fresh: the previous study folder is now {kept}")
+    return _execute(spec, plan, args.space, study_dir, uri, data, available)
+
+
+def _check_datasets(spec: StudySpec) -> dict[str, str | None]:
+    """Real data sets are opened now (a bad path fails before anything is written); built-in
+    phantoms are named here and generated when the study starts."""
+    out: dict[str, str | None] = {}
+    for name in spec.datasets:
+        if name in BUILTIN_KINDS:
+            out[name] = None
+            continue
+        path = Path(name).expanduser().resolve()
+        if not path.exists():
+            raise DataError(f"datasets: {name}: no such folder")
+        dataset = open_dataset(path)
+        info = next(iter(dataset.scans.values()))
+        step = 2 ** (len(spec.scale.widths) - 1)
+        if info.height % step or info.width % step:
+            raise SpecError(f"datasets: {name}: images of {info.height} x {info.width} px are not divisible by {step} "
+                            f"for a U-Net of {len(spec.scale.widths)} levels (scale.widths)")
+        out[name] = str(path)
+    return out
+
+
+def _local_resources() -> dict[str, float]:
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        gpus = 0
+    cpus = float(os.cpu_count() or 1)
+    return {"cpu": cpus, "gpu": float(gpus), "nodes": 1.0, "max_node_cpu": cpus, "max_node_gpu": float(gpus)}
+
+
+def _plan_lines(plan: Plan, study_dir: Path, uri: str, available: dict | None) -> list[str]:
+    spec, res = plan.spec, plan.spec.resources
+    lines = [f"study {spec.name}: search {spec.search.algorithm}, seed {spec.search.seed}, scale {spec.scale.profile}"]
+    if plan.enumerable:
+        done = sum(finished_result(study_dir, t.id) is not None for t in plan.trials)
+        for ds, (n, k) in plan.by_dataset().items():
+            lines.append(f"  {ds}: {n} fine-tuning trials, {k} unique pretrainings")
+        lines.append(f"  total: {len(plan.trials)} trials ({done} finished, {len(plan.trials) - done} to run), "
+                     f"{len(plan.pretrainings())} pretrainings")
+    else:
+        lines.append(f"  {plan.num_samples()} sampled trials over {len(spec.axes()) + 2} axes; pretrainings run lazily, once per key")
+    have = "" if available is None else f"; this machine has {available['cpu']:g} CPUs, {available['gpu']:g} GPUs"
+    lines.append(f"  resources: {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial"
+                 f", at most {res.max_concurrent_trials or 'as many as fit'} at once{have}")
+    lines.append(f"  study folder: {study_dir}")
+    lines.append(f"  MLflow: {uri} (experiment {spec.name!r})")
+    return lines
+
+
+def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri: str, data: dict, available: dict) -> int:
+    data_paths = {k: v or str(builtin_dataset(k, PhantomSettings(kind=k, size=spec.scale.image_size))) for k, v in data.items()}
+    study_dir.mkdir(parents=True, exist_ok=True)
+    state = read_json(study_dir / "study.json") or {}
+    tracker = Tracker(uri, spec.name, study_dir)
+    tracker.open_parent(state.get("parent_run_id"), spec.name, {"spec": spec.model_dump_json(), "n_trials": len(plan.trials)},
+                        Path(space_file))
+    write_json(study_dir / "study.json", {
+        "name": spec.name, "spec": json.loads(spec.model_dump_json()), "parent_run_id": tracker.parent_id,
+        "tracking_uri": uri, "data_paths": data_paths, "trials": [t.to_json() for t in plan.trials],
+    })
+    res = spec.resources
+    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+    concurrent = res.max_concurrent_trials or slots(res.cpus_per_trial, res.gpus_per_trial, available)
+    context = Context(str(study_dir), data_paths, spec.model_dump_json(), threads=max(1, int(res.cpus_per_trial)),
+                      use_gpu=res.gpus_per_trial > 0)
+    tune_dir, stamp = study_dir / "tune", time.strftime("%Y%m%d-%H%M%S")
+    tracker.reconcile(plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
+    started, status = time.time(), "FAILED"
+    try:
+        if plan.enumerable:
+            pending = [t for t in plan.trials if finished_result(study_dir, t.id) is None]
+            keys = {t.pretraining.key: t.pretraining for t in pending if t.pretraining is not None}
+            keys = {k: p for k, p in keys.items() if read_json(study_dir / "pretrain" / k / "result.json") is None}
+            if keys:
+                from ray import tune
+
+                progress = Progress(f"{spec.name} pretraining", len(keys))
+                tune_run(f"pretrain-{stamp}", pretrain_trainable, context, None, 1, tune_dir, resources, concurrent,
+                         spec.retries, [StudyCallback(None, context, progress, kind="pretrain")],
+                         param_space={"point": tune.grid_search([asdict(p) for p in keys.values()])})
+            if pending:
+                context = Context(**{**asdict(context), "trials": {t.id: t.to_json() for t in pending}})
+                progress = Progress(spec.name, len(pending), done_before=len(plan.trials) - len(pending))
+                tune_run(f"trials-{stamp}", finetune_trainable, context,
+                         grid_search([t.id for t in pending], spec.search.seed, f"{spec.name}-{stamp}"),
+                         len(pending), tune_dir, resources, concurrent, spec.retries,
+                         [StudyCallback(tracker, context, progress)])
+            trials = plan.trials
+        else:
+            sampled = read_sampled(study_dir)
+            done = [(s["params"], finished_result(study_dir, s["trial_id"])) for s in sampled]
+            done = [(p, r["val_loss"] if r.get("status") == "finished" else float("nan")) for p, r in done if r]
+            remaining = plan.num_samples() - len(done)
+            if remaining > 0:
+                progress = Progress(spec.name, remaining, done_before=len(done))
+                tune_run(f"trials-{stamp}", finetune_trainable, context,
+                         sampled_search(plan, f"{spec.name}-{stamp}", done), remaining, tune_dir, resources,
+                         min(concurrent, 4), spec.retries, [StudyCallback(tracker, context, progress, sampled=True)])
+            trials = _sampled_trials(context, study_dir)
+        results = [r for t in trials if (r := finished_result(study_dir, t.id)) is not None]
+        complete = len(results) == len(trials) if plan.enumerable else len(results) >= plan.num_samples()
+        status = "FINISHED" if complete else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.reconcile(plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
+        results = [r for t in (plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
+                   if (r := finished_result(study_dir, t.id)) is not None]
+        ok = [r for r in results if r.get("status") == "finished"]
+        tracker.close_parent(status, {"trials_finished": len(ok), "trials_failed": len(results) - len(ok),
+                                      "wall_seconds": time.time() - started})
+    _print_summary(spec, results, study_dir, uri, time.time() - started)
+    return 0
+
+
+def _sampled_trials(context: Context, study_dir: Path):
+    seen: dict[str, object] = {}
+    for s in read_sampled(study_dir):
+        if s["trial_id"] not in seen:
+            seen[s["trial_id"]] = context.trial_of(s["params"])
+    return list(seen.values())
+
+
+def _print_summary(spec: StudySpec, results: list[dict], study_dir: Path, uri: str, seconds: float) -> None:
+    table = summary_table(results)
+    failed = [r for r in results if r.get("status") != "finished"]
+    print(f"\n{spec.name}: {len(results) - len(failed)} trials finished, {len(failed)} failed, {seconds / 60:.1f} min")
+    if not table.empty:
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print("mean test Dice per strategy (columns: data set, label fraction):")
+            print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for r in failed:
+        print(f"  failed: {r['trial_id']} {r.get('strategy')} {r.get('dataset')} {r.get('label_fraction')}: {r.get('reason')}")
+    print(f"study folder: {study_dir}")
+    print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {uri}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    run_main(main)

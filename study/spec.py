@@ -1,0 +1,294 @@
+"""A study specification: YAML -> validated :class:`StudySpec`, errors that name the field.
+
+A spec names the data sets, the scale, the design axes (which shape pretraining and which
+fine-tuning), the label fractions, the supervised baseline, the search, the resources per trial and
+where results go. ``--set key=value`` overrides any field before validation
+(``--set resources.cpus_per_trial=2``, ``--set datasets=[/data/skm-tea]``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from study.errors import SpecError
+from study.model import SCHEDULES, SCOPES
+from study.pretext import PAPER_IMAGE_SIZE, SAMPLERS, TASKS
+from study.train._loop import DEFAULT_SEED
+
+BUILTIN_DATASETS = ("mri", "ct")
+ALGORITHMS = ("grid", "tpe", "random", "gp")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogUniform(_Strict):
+    loguniform: tuple[float, float]
+
+
+class Uniform(_Strict):
+    uniform: tuple[float, float]
+
+
+Distribution = Union[LogUniform, Uniform]
+Axis = Union[list[Any], LogUniform, Uniform]
+
+
+def bounds(d: Distribution) -> tuple[float, float, bool]:
+    """``(low, high, log)`` of a continuous axis."""
+    return (*d.loguniform, True) if isinstance(d, LogUniform) else (*d.uniform, False)
+
+
+class Scale(_Strict):
+    """How big a trial is. ``profile: laptop`` (the built-in phantoms on a CPU) or ``paper``
+    (512 x 512, the paper's U-Net and budgets, for GPUs); any field can be set on top."""
+
+    profile: Literal["laptop", "paper"] = "laptop"
+    image_size: int = Field(64, ge=32, le=512, description="built-in phantoms only; real data keep their size")
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    groups: int = Field(8, ge=1)
+    batch_size: int = Field(9, ge=1)
+    pretrain_max_epochs: int = Field(4, ge=1)
+    finetune_max_epochs: int = Field(8, ge=1)
+    steps_per_epoch: int | None = Field(8, ge=1)
+    pretrain_patience: int = Field(4, ge=1)
+    finetune_patience: int = Field(10, ge=1)
+    n_masks: int = Field(100, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"profile": value}
+        if isinstance(value, dict) and value.get("profile") == "paper":
+            return {**PAPER_SCALE, **value}
+        return value
+
+
+PAPER_SCALE = {
+    "image_size": 512, "widths": (32, 64, 128, 256, 512), "groups": 16, "batch_size": 9,
+    "pretrain_max_epochs": 500, "finetune_max_epochs": 500, "steps_per_epoch": None,
+}
+
+
+class PretrainingAxes(_Strict):
+    task: list[str] = ["restoration"]
+    patch_size: list[int] = Field([32], description="K in pixels of a 512 x 512 image")
+    sampler: list[str] = ["poisson_disc"]
+    extent: list[float] = Field([1.0], description="pretraining data in multiples of the training set")
+    lr: Axis = [1e-3]
+
+    @field_validator("task")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        return _members(v, TASKS)
+
+    @field_validator("sampler")
+    @classmethod
+    def _samplers(cls, v: list[str]) -> list[str]:
+        return _members(v, SAMPLERS)
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patches(cls, v: list[int]) -> list[int]:
+        for k in v:
+            if not 1 <= k <= PAPER_IMAGE_SIZE // 2:
+                raise ValueError(f"{k} is not a patch size in 1..{PAPER_IMAGE_SIZE // 2} (pixels of a 512-px image)")
+        return v
+
+    @field_validator("extent")
+    @classmethod
+    def _extents(cls, v: list[float]) -> list[float]:
+        if any(not (e > 0 and math.isfinite(e)) for e in v):
+            raise ValueError(f"{v} must be positive multiples of the training set")
+        return v
+
+
+class FinetuningAxes(_Strict):
+    scope: list[str] = ["encoder"]
+    schedule: list[str] = ["at_once"]
+    lr: Axis = [1e-3]
+    unfrozen_lr: Axis = Field([None], description="initial lr after unfreezing; null: same as lr")
+
+    @field_validator("scope")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        return _members(v, tuple(s for s in SCOPES if s != "none"))
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedules(cls, v: list[str]) -> list[str]:
+        return _members(v, SCHEDULES)
+
+
+class Baseline(_Strict):
+    """The supervised baseline: random init, trained on the same labels, at each fine-tuning lr."""
+
+    enabled: bool = True
+    lr: Axis | None = Field(None, description="default: the fine-tuning lr axis")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
+class Search(_Strict):
+    algorithm: Literal["grid", "tpe", "random", "gp"] = "grid"
+    num_samples: int | None = Field(None, ge=1, description="trials to sample; grid: the grid size")
+    seed: int = 0
+
+
+class Resources(_Strict):
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+
+
+class StudySpec(_Strict):
+    """A validated study: see ``search_spaces/*.yaml`` for annotated examples."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    datasets: list[str] = ["mri", "ct"]
+    scale: Scale = Scale()
+    pretraining: PretrainingAxes | None = PretrainingAxes()
+    finetuning: FinetuningAxes = FinetuningAxes()
+    label_fractions: list[float] = [0.05, 0.25, 1.0]
+    baseline: Baseline = Baseline()
+    search: Search = Search()
+    resources: Resources = Resources()
+    storage: str = "studies"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    retries: int = Field(2, ge=0)
+    seed: int = DEFAULT_SEED
+    split_seed: int = 0
+
+    @field_validator("datasets", "label_fractions")
+    @classmethod
+    def _nonempty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("must list at least one value")
+        if len(set(map(str, v))) != len(v):
+            raise ValueError(f"{v} lists a value twice")
+        return v
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        for f in v:
+            if not 0 < f <= 1:
+                raise ValueError(f"{f} is outside (0, 1]")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _widths(cls, s: Scale) -> Scale:
+        if not s.widths or any(w % s.groups for w in s.widths):
+            raise ValueError(f"widths {list(s.widths)} must all be divisible by groups={s.groups}")
+        if s.image_size % 2 ** (len(s.widths) - 1):
+            raise ValueError(f"image_size={s.image_size} must be divisible by 2^{len(s.widths) - 1} for {len(s.widths)} levels")
+        return s
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        if self.pretraining is None and not self.baseline.enabled:
+            raise ValueError("nothing to run: no pretraining axes and the baseline is disabled")
+        if self.search.algorithm == "grid":
+            for name, axis in self.axes().items():
+                if not isinstance(axis, list):
+                    raise ValueError(f"{name} is a distribution; search.algorithm 'grid' needs a list (or use tpe/random/gp)")
+        for name, axis in self.axes().items():
+            if isinstance(axis, list) and not axis:
+                raise ValueError(f"{name} is empty: list at least one value")
+            if not isinstance(axis, list) and not 0 < bounds(axis)[0] < bounds(axis)[1] < 1:
+                raise ValueError(f"{name}: bounds must satisfy 0 < low < high < 1 for a learning rate")
+            if name.endswith("lr") and isinstance(axis, list):
+                for lr in axis:
+                    if lr is not None and not 0 < lr < 1:
+                        raise ValueError(f"{name}: {lr} is not a learning rate in (0, 1)")
+        return self
+
+    def axes(self) -> dict[str, Axis]:
+        """Every design axis by its dotted field name."""
+        out: dict[str, Axis] = {}
+        if self.pretraining is not None:
+            out.update({f"pretraining.{k}": v for k, v in self.pretraining.model_dump().items()})
+            out["pretraining.lr"] = self.pretraining.lr
+        out.update({f"finetuning.{k}": v for k, v in self.finetuning.model_dump().items()})
+        out["finetuning.lr"], out["finetuning.unfrozen_lr"] = self.finetuning.lr, self.finetuning.unfrozen_lr
+        if self.baseline.enabled and self.baseline.lr is not None:
+            out["baseline.lr"] = self.baseline.lr
+        return out
+
+    def storage_dir(self) -> Path:
+        return Path(self.storage).expanduser().resolve() / self.name
+
+
+def _members(values: list[str], allowed: tuple[str, ...]) -> list[str]:
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
+    """Read, override and validate a spec; every problem is one :class:`SpecError` line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping of fields (name, datasets, ...), got {type(raw).__name__}")
+    for item in overrides:
+        _override(raw, item)
+    raw.setdefault("name", path.stem)
+    return validate(raw, source=str(path))
+
+
+def validate(raw: dict, source: str = "spec") -> StudySpec:
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-")) and p not in ("LogUniform", "Uniform"))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] in ("missing",):
+            message = "is required"
+        got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {err['input']!r})"
+        raise SpecError(f"{source}: {field or 'spec'}: {message}{got}") from None
+
+
+def _override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item!r}: expected key=value, e.g. resources.cpus_per_trial=2")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise SpecError(f"--set {item!r}: the value is not valid YAML") from None
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if child is None or isinstance(child, str):  # e.g. scale: laptop -> {profile: laptop}
+            child = {} if child is None else {"profile": child}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {part} is not a section")
+        node = child
+    node[leaf] = value

@@ -1,0 +1,143 @@
+"""One trial on disk: pretrain-or-reuse -> transfer -> fine-tune -> evaluate; no Ray, no MLflow.
+
+Everything a trial makes lives in the study folder, so any process on any node sharing it can
+resume it::
+
+    pretrain/<key>/weights.pt, result.json   one pretraining, made once under pretrain/<key>.lock
+    pretrain/executed.log                    one line per pretraining actually run
+    trials/<id>/trial.json, result.json      the trial's config and its final result
+    trials/<id>/per_case.csv                 the per-case table (docs/per-case-table.md)
+    trials/<id>/work/                        per-epoch checkpoints: a crashed trial resumes here
+
+A trial whose training diverges ends with status "failed" and the reason; it is not retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+from study.data import Dataset, finetuning_scans, open_dataset, pretraining_scans
+from study.model import TransferPlan, UNetConfig
+from study.plan import PretrainPoint, TrialPoint
+from study.train import Diverged, FinetuneConfig, PretrainConfig, TrainSettings, evaluate_segmentation, finetune, pretrain
+
+Report = Callable[[dict], None]
+_datasets: dict[str, Dataset] = {}  # per worker process: a reused actor opens each data set once
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomic: a reader sees the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def trial_dir(study_dir: Path, trial_id: str) -> Path:
+    return study_dir / "trials" / trial_id
+
+
+def _dataset(path: str) -> Dataset:
+    if path not in _datasets:
+        _datasets[path] = open_dataset(path)
+    return _datasets[path]
+
+
+def _settings(scale: dict, max_epochs: int, device: str, seed: int) -> TrainSettings:
+    return TrainSettings(batch_size=scale["batch_size"], max_epochs=max_epochs, steps_per_epoch=scale["steps_per_epoch"],
+                         device=device, seed=seed)
+
+
+def ensure_pretrained(study_dir: Path, point: PretrainPoint, data_path: str, device: str, report: Report) -> dict:
+    """The pretraining's result, running it first if no process has; safe when many trials ask at
+    once (one runs, the others wait on the lock and then read its weights)."""
+    folder = study_dir / "pretrain" / point.key
+    done = read_json(folder / "result.json")
+    if done is not None:
+        return done
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        done = read_json(folder / "result.json")
+        if done is not None:
+            return done
+        dataset, scale, started = _dataset(data_path), point.scale, time.time()
+        config = PretrainConfig(task=point.task, sampler=point.sampler, patch_size=point.patch_size,
+                                extent=point.extent, lr=point.lr, patience=scale["pretrain_patience"], n_masks=scale["n_masks"])
+        ids = pretraining_scans(dataset.split, point.extent, seed=point.split_seed)
+        result = pretrain(
+            dataset, ids, dataset.split.val, dataset.split.test, scale["widths"], config,
+            _settings(scale, scale["pretrain_max_epochs"], device, point.seed), groups=scale["groups"],
+            workdir=folder / "work", on_epoch=lambda r: report({"stage": "pretrain", **r}),
+        )
+        torch.save(result.state, folder / "weights.pt")
+        result.inpainting.to_csv(folder / "inpainting.csv", index=False)
+        done = {
+            "key": point.key, "strategy": point.strategy, "best_epoch": result.fit.best_epoch,
+            "best_val_loss": result.fit.best_val_loss, "inpainting_l2": float(result.inpainting["l2"].mean()),
+            "history": result.fit.history, "seconds": time.time() - started,
+        }
+        write_json(folder / "result.json", done)
+        with open(study_dir / "pretrain" / "executed.log", "a") as log:
+            log.write(f"{point.key} {os.getpid()} {time.time():.0f}\n")
+        return done
+
+
+def run_trial(study_dir: Path, trial: TrialPoint, data_path: str, device: str = "cpu", report: Report = lambda _: None) -> dict:
+    """Run (or resume, or just read back) one trial and return its result."""
+    folder = trial_dir(study_dir, trial.id)
+    done = read_json(folder / "result.json")
+    if done is not None:
+        return done
+    write_json(folder / "trial.json", trial.to_json())
+    started, scale = time.time(), trial.scale
+    try:
+        result = _fine_tune_and_evaluate(study_dir, folder, trial, data_path, device, report)
+    except Diverged as exc:
+        result = {"status": "failed", "reason": str(exc)}
+    result = {"trial_id": trial.id, **trial.params(), **result, "seconds": time.time() - started,
+              "widths": list(scale["widths"])}
+    write_json(folder / "result.json", result)
+    return result
+
+
+def _fine_tune_and_evaluate(study_dir: Path, folder: Path, trial: TrialPoint, data_path: str, device: str, report: Report) -> dict:
+    dataset, scale = _dataset(data_path), trial.scale
+    pretrained, pre = None, {}
+    if trial.pretraining is not None:
+        pre = ensure_pretrained(study_dir, trial.pretraining, data_path, device, report)
+        pretrained = torch.load(study_dir / "pretrain" / trial.pretraining.key / "weights.pt", weights_only=True)
+    config = FinetuneConfig(plan=TransferPlan(trial.scope, trial.schedule), lr=trial.lr, unfrozen_lr=trial.unfrozen_lr,
+                            patience=scale["finetune_patience"])
+    unet = UNetConfig(in_channels=dataset.in_channels, out_channels=len(dataset.class_names),
+                      widths=tuple(scale["widths"]), groups=scale["groups"])
+    settings = _settings(scale, scale["finetune_max_epochs"], device, trial.seed)
+    train_ids = finetuning_scans(dataset, trial.label_fraction, seed=trial.split_seed)
+    tuned = finetune(dataset, train_ids, dataset.split.val, unet, config, settings, pretrained=pretrained,
+                     workdir=folder / "work", on_epoch=lambda stage, r: report({"stage": stage, **r}))
+    table = evaluate_segmentation(tuned.model, dataset, dataset.split.test, settings)
+    table.insert(1, "label_fraction", trial.label_fraction)
+    table.insert(2, "strategy", trial.strategy)
+    table.to_csv(folder / "per_case.csv", index=False)
+    dice = table.groupby("class", sort=False)["dice"].mean()
+    return {
+        "status": "finished", "dice": float(table.groupby("case_id")["dice"].mean().mean()),
+        **{f"dice_{name}": float(v) for name, v in dice.items()},
+        "val_loss": tuned.fits[-1].best_val_loss, "epochs": sum(f.epochs_run for f in tuned.fits),
+        "n_train_scans": len(train_ids), "n_test_cases": int(table["case_id"].nunique()),
+        "copied_tensors": len(tuned.transfer.copied) if tuned.transfer else 0,
+        "pretrain_seconds": pre.get("seconds"), "inpainting_l2": pre.get("inpainting_l2"),
+    }

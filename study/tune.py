@@ -1,0 +1,242 @@
+"""Ray Tune + Optuna glue: resources, the two phases of a grid, a sampled search, callbacks.
+
+A grid goes to Optuna's ``GridSampler`` as one categorical axis of pending trial ids, so every point
+runs exactly once and a re-run or an enlarged space asks only for what is missing (``Tuner.restore``
+cannot extend a finished experiment; each invocation is a fresh Tune experiment over the study
+folder, whose files say what is done). Sampled searches (TPE, GP, random) get the real axes; what
+an earlier invocation finished is replayed to Optuna as evaluated points, and a repeated draw of
+the same configuration reads back the earlier result instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+from study.errors import SpecError
+from study.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
+from study.trial import ensure_pretrained, read_json, run_trial, trial_dir
+
+OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lower is better
+FAULT_ENV = "SSL_STUDY_FAULT"  # "crash:N": each trial's worker dies once after N epochs (tests retries)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every trial needs besides its config; all paths absolute (Tune changes directories)."""
+
+    study_dir: str
+    data_paths: dict[str, str]
+    spec_json: str
+    trials: dict[str, dict] = field(default_factory=dict)  # grid: id -> TrialPoint json
+    threads: int = 1
+    use_gpu: bool = False
+
+    def trial_of(self, config: dict) -> TrialPoint:
+        if "trial" in config:
+            return TrialPoint.from_json(self.trials[config["trial"]])
+        from study.spec import StudySpec
+
+        spec = StudySpec.model_validate_json(self.spec_json)
+        return resolve(spec, config["dataset"], config)
+
+
+# -- cluster --------------------------------------------------------------------------------------
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
+    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logging, no TensorBoard
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SpecError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    return {
+        "cpu": float(total.get("CPU", 0)), "gpu": float(total.get("GPU", 0)), "nodes": float(len(nodes)),
+        "max_node_cpu": max((n["Resources"].get("CPU", 0) for n in nodes), default=0),
+        "max_node_gpu": max((n["Resources"].get("GPU", 0) for n in nodes), default=0),
+    }
+
+
+def check_resources(cpus: float, gpus: float, available: dict[str, float]) -> None:
+    """Refuse at once what no node can hold: Tune would leave such trials PENDING forever."""
+    where = f"the Ray cluster ({available['cpu']:g} CPUs, {available['gpu']:g} GPUs on {available['nodes']:g} node(s))"
+    if gpus > 0 and available["max_node_gpu"] == 0:
+        raise SpecError(f"resources.gpus_per_trial={gpus:g} but {where} has no GPU; set resources.gpus_per_trial=0")
+    if gpus > available["max_node_gpu"]:
+        raise SpecError(f"resources.gpus_per_trial={gpus:g} but no node of {where} has that many GPUs")
+    if cpus > available["max_node_cpu"]:
+        raise SpecError(f"resources.cpus_per_trial={cpus:g} but no node of {where} has that many CPUs")
+
+
+def slots(cpus: float, gpus: float, available: dict[str, float]) -> int:
+    fit = available["cpu"] // cpus
+    if gpus > 0:
+        fit = min(fit, available["gpu"] // gpus)
+    return max(1, int(fit))
+
+
+# -- trainables (run in Ray workers) ---------------------------------------------------------------
+
+def _prepare_worker(context: Context) -> str:
+    import torch
+
+    torch.set_num_threads(context.threads)
+    return "cuda" if context.use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def _fault(folder: Path) -> Callable[[dict], None]:
+    """Simulated worker death (``SSL_STUDY_FAULT=crash:N``), once per trial, after N epochs."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec.startswith("crash:") or (folder / "crashed-once").exists():
+        return lambda record: None
+    after, seen = int(spec.split(":")[1]), []
+
+    def maybe_crash(record: dict) -> None:
+        seen.append(record)
+        if len(seen) >= after:
+            (folder / "crashed-once").touch()
+            os._exit(1)
+
+    return maybe_crash
+
+
+def pretrain_trainable(config: dict, context: Context) -> None:
+    from ray import tune
+
+    device = _prepare_worker(context)
+    point = PretrainPoint(**config["point"])
+    result = ensure_pretrained(Path(context.study_dir), point, context.data_paths[point.dataset], device,
+                               report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}))
+    tune.report({OBJECTIVE: result["best_val_loss"], "done": 1, "key": point.key})
+
+
+def finetune_trainable(config: dict, context: Context) -> None:
+    from ray import tune
+
+    device = _prepare_worker(context)
+    trial = context.trial_of(config)
+    study_dir = Path(context.study_dir)
+    folder = trial_dir(study_dir, trial.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    crash = _fault(folder)
+    _note_attempt(folder)
+
+    def report(record: dict) -> None:
+        tune.report({OBJECTIVE: record["val_loss"], "trial_id": trial.id, **_numbers(record)})
+        if record.get("stage") != "pretrain":
+            crash(record)
+
+    with FileLock(str(folder) + ".lock"):  # a sampled duplicate waits, then reads the result
+        result = run_trial(study_dir, trial, context.data_paths[trial.dataset], device, report)
+    objective = result.get("val_loss") if result.get("status") == "finished" else math.nan
+    tune.report({OBJECTIVE: objective, "trial_id": trial.id, "done": 1, **_numbers(result)})
+
+
+def _numbers(record: dict) -> dict:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float, str)) and k != OBJECTIVE}
+
+
+def _note_attempt(folder: Path) -> None:
+    """Each start of a trial, with the checkpoint epoch it resumes from (-1: from scratch)."""
+    from study.train import load_checkpoint
+
+    resumed = -1
+    for name in ("unfrozen.pt", "finetune.pt"):
+        path = folder / "work" / name
+        if path.exists():
+            try:
+                resumed = int(load_checkpoint(path)["epoch"])
+            except Exception:
+                pass
+            break
+    with open(folder / "attempts.jsonl", "a") as out:
+        out.write(json.dumps({"pid": os.getpid(), "time": time.time(), "resumed_from_epoch": resumed}) + "\n")
+
+
+# -- driving Tune ---------------------------------------------------------------------------------
+
+def tune_run(
+    name: str,
+    trainable: Callable,
+    context: Context,
+    search: Any,
+    num_samples: int,
+    storage: Path,
+    resources: dict[str, float],
+    max_concurrent: int,
+    retries: int,
+    callbacks: list,
+    param_space: dict | None = None,
+) -> None:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, context=context), resources),
+        param_space=param_space or {},
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE, mode="min", search_alg=search, num_samples=num_samples,
+            max_concurrent_trials=max_concurrent, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), verbose=0, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=retries),
+        ),
+    )
+    tuner.fit()
+
+
+def grid_search(pending: list[str], seed: int, study_name: str):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"trial": optuna.distributions.CategoricalDistribution(pending)}
+    sampler = optuna.samplers.GridSampler({"trial": pending}, seed=seed)
+    return OptunaSearch(space=space, sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min")
+
+
+def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed, algorithm = plan.spec.search.seed, plan.spec.search.algorithm
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }[algorithm]()
+    finished = [(p, r) for p, r in done if math.isfinite(r)]
+    return OptunaSearch(
+        space=optuna_space(plan.spec), sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min",
+        points_to_evaluate=[p for p, _ in finished] or None, evaluated_rewards=[r for _, r in finished] or None,
+    )
+
+
+def read_sampled(study_dir: Path) -> list[dict]:
+    path = study_dir / "sampled.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finished_result(study_dir: Path, trial_id: str) -> dict | None:
+    return read_json(trial_dir(study_dir, trial_id) / "result.json")
