@@ -1,0 +1,74 @@
+"""Spec -> plan, without Ray: counts, stable ids, shared pretraining keys, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from study.errors import SpecError
+from study.plan import make_plan, resolve
+from study.spec import load_spec
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def test_the_pretext_grid_has_the_papers_shape() -> None:
+    plan = make_plan(load_spec(SPACES / "pretext.yaml"))
+    # 2 tasks x 4 patch sizes x 2 samplers = 16 strategies + the baseline, x 3 fractions x 2 data sets
+    assert len(plan.trials) == 17 * 3 * 2
+    assert len({t.id for t in plan.trials}) == len(plan.trials)
+    assert len(plan.pretrainings()) == 16 * 2  # shared by the three label fractions
+    assert plan.by_dataset() == {"mri": (51, 16), "ct": (51, 16)}
+    assert sum(t.pretraining is None for t in plan.trials) == 6
+
+
+def test_ids_are_stable_and_an_enlarged_space_keeps_the_old_points() -> None:
+    small = make_plan(load_spec(SPACES / "pretext.yaml"))
+    again = make_plan(load_spec(SPACES / "pretext.yaml"))
+    big = make_plan(load_spec(SPACES / "pretext.yaml", ["label_fractions=[0.05,0.25,0.5,1.0]"]))
+    assert [t.id for t in small.trials] == [t.id for t in again.trials]
+    assert {t.id for t in small.trials} < {t.id for t in big.trials}
+    assert len(big.trials) - len(small.trials) == 17 * 2
+
+
+def test_fine_tuning_axes_share_a_pretraining() -> None:
+    plan = make_plan(load_spec(SPACES / "pretext.yaml", ["finetuning.lr=[0.001,0.0001]", "datasets=[mri]"]))
+    assert len(plan.pretrainings()) == 16
+    assert len(plan.trials) == (16 * 2 + 2) * 3  # the baseline takes the fine-tuning lr axis too
+
+
+def test_scale_and_seed_change_the_trial_id() -> None:
+    base = make_plan(load_spec(SPACES / "smoke.yaml")).trials[0]
+    for override in ("seed=1", "scale.finetune_max_epochs=3", "split_seed=2"):
+        other = make_plan(load_spec(SPACES / "smoke.yaml", [override])).trials[0]
+        assert other.id != base.id, override
+
+
+def test_a_sampled_baseline_ignores_pretraining_axes() -> None:
+    spec = load_spec(SPACES / "bayes.yaml")
+    a = resolve(spec, "mri", {"pretraining.task": "none", "pretraining.patch_size": 8, "finetuning.lr": 1e-3, "label_fraction": 0.05})
+    b = resolve(spec, "mri", {"pretraining.task": "none", "pretraining.patch_size": 64, "finetuning.lr": 1e-3, "label_fraction": 0.05})
+    assert a.id == b.id and a.pretraining is None and a.scope == "none"
+
+
+def test_overrides_reach_nested_fields_and_profiles() -> None:
+    spec = load_spec(SPACES / "pretext.yaml", ["scale=paper", "resources.gpus_per_trial=0.25"])
+    assert spec.scale.image_size == 512 and spec.scale.widths == (32, 64, 128, 256, 512)
+    assert spec.resources.gpus_per_trial == 0.25
+    spec = load_spec(SPACES / "pretext.yaml", ["scale.finetune_max_epochs=3"])
+    assert spec.scale.profile == "laptop" and spec.scale.finetune_max_epochs == 3
+
+
+@pytest.mark.parametrize("space", sorted(p.name for p in SPACES.glob("*.yaml")))
+def test_every_shipped_space_is_valid_and_says_what_it_answers(space: str) -> None:
+    text = (SPACES / space).read_text()
+    assert text.startswith("# Question:"), space
+    spec = load_spec(SPACES / space)
+    plan = make_plan(spec)
+    assert plan.num_samples() >= 1
+
+
+def test_a_spec_error_names_the_field() -> None:
+    with pytest.raises(SpecError, match=r"pretraining\.sampler: 'poisson' is not one of"):
+        load_spec(SPACES / "pretext.yaml", ["pretraining.sampler=[poisson]"])
