@@ -98,7 +98,7 @@ class StudyCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         point, run_id = self.runs.get(trial.trial_id, (None, None))
-        if run_id is not None and "done" not in result and "stage" in result:
+        if run_id is not None and not result.get("final") and "stage" in result:
             record = {k: v for k, v in result.items() if k in ("stage", "lr", "train_loss", "val_loss")}
             self.tracker.log_epoch(run_id, record, int(result.get("epoch", 0)))
         self.progress.tick()

@@ -125,7 +125,7 @@ def pretrain_trainable(config: dict, context: Context) -> None:
     point = PretrainPoint(**config["point"])
     result = ensure_pretrained(Path(context.study_dir), point, context.data_paths[point.dataset], device,
                                report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}))
-    tune.report({OBJECTIVE: result["best_val_loss"], "done": 1, "key": point.key})
+    tune.report({OBJECTIVE: result["best_val_loss"], "final": 1, "key": point.key})
 
 
 def finetune_trainable(config: dict, context: Context) -> None:
@@ -147,7 +147,7 @@ def finetune_trainable(config: dict, context: Context) -> None:
     with FileLock(str(folder) + ".lock"):  # a sampled duplicate waits, then reads the result
         result = run_trial(study_dir, trial, context.data_paths[trial.dataset], device, report)
     objective = result.get("val_loss") if result.get("status") == "finished" else math.nan
-    tune.report({OBJECTIVE: objective, "trial_id": trial.id, "done": 1, **_numbers(result)})
+    tune.report({OBJECTIVE: objective, "trial_id": trial.id, "final": 1, **_numbers(result)})
 
 
 def _numbers(record: dict) -> dict:

@@ -1,0 +1,144 @@
+"""Studies through the real runner: a local Ray, an MLflow SQLite store, the study folder on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import run_cli
+from tests.run.conftest import write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(tmp_path: Path, name: str, kind: str = "trial") -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("study.kind") == kind]
+
+
+def _results(study: Path) -> dict[str, tuple[dict, float]]:
+    """Trial id -> (result, modification time of result.json)."""
+    out = {}
+    for path in (study / "trials").glob("*/result.json"):
+        out[path.parent.name] = (json.loads(path.read_text()), path.stat().st_mtime_ns)
+    return out
+
+
+def _attempts(study: Path, trial_id: str) -> list[dict]:
+    return [json.loads(line) for line in (study / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()]
+
+
+def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny_mri: Path) -> None:
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
+    study = tmp_path / "studies" / "tiny"
+    first = _run(tmp_path, spec)
+    assert "tiny: 4 trials finished, 0 failed" in first.stdout
+    results = _results(study)
+    assert len(results) == 4
+    assert {r["strategy"] for r, _ in results.values()} == {"supervised", "restoration/K64/random|encoder/at_once"}
+    assert sorted((r["strategy"], r["label_fraction"]) for r, _ in results.values()) == sorted(
+        (s, f) for s in ("supervised", "restoration/K64/random|encoder/at_once") for f in (0.5, 1.0))
+    # one pretraining for the two fractions that share it
+    assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 1
+    runs = _runs(tmp_path, "tiny")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["study.trial_id"] for r in runs} == set(results)
+    run = runs[0]
+    assert "finetune/val_loss" in run.data.metrics and "dice" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)}
+    assert {"per_case.json", "per_case.csv"} <= artifacts
+    parents = _runs(tmp_path, "tiny", kind="study")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+    # the same command again: nothing re-runs
+    again = _run(tmp_path, spec)
+    assert "4/4 done" not in again.stdout or "0 to run" in again.stdout
+    assert {k: m for k, (_, m) in _results(study).items()} == {k: m for k, (_, m) in results.items()}
+    assert all(len(_attempts(study, t)) == 1 for t in results)
+
+    # an enlarged space runs only the new points
+    bigger = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5, 1.0])
+    assert bigger == spec
+    _run(tmp_path, spec)
+    after = _results(study)
+    assert len(after) == 6
+    assert all(after[k][1] == m for k, (_, m) in results.items())  # old results untouched
+    assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 1
+    runs = _runs(tmp_path, "tiny")
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(_runs(tmp_path, "tiny", kind="study")) == 1
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri: Path) -> None:
+    scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
+             "pretrain_max_epochs": 1, "finetune_max_epochs": 3, "steps_per_epoch": 2, "n_masks": 4}
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[1.0], pretraining=None)
+    _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "crash:2"})
+    study = tmp_path / "studies" / "tiny"
+    (trial_id,) = _results(study)
+    attempts = _attempts(study, trial_id)
+    assert [a["resumed_from_epoch"] for a in attempts] == [-1, 1]  # died after epoch 2, resumed after it
+    result, _ = _results(study)[trial_id]
+    assert result["status"] == "finished" and result["epochs"] == 3
+    runs = _runs(tmp_path, "tiny")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path) -> None:
+    scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
+             "pretrain_max_epochs": 2, "finetune_max_epochs": 6, "steps_per_epoch": 4, "n_masks": 4}
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[0.25, 0.5, 0.75, 1.0])
+    study = tmp_path / "studies" / "tiny"
+    driver = subprocess.Popen([sys.executable, "-m", "study.run", str(spec)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_results(study)) < 2:
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = _results(study)
+    assert 2 <= len(before) < 8, "the driver was killed too late to test a resume"
+    _run(tmp_path, spec)
+    after = _results(study)
+    assert len(after) == 8
+    assert all(after[k][1] == m for k, (_, m) in before.items())  # finished trials untouched
+    runs = _runs(tmp_path, "tiny")
+    assert sorted(r.data.tags["study.trial_id"] for r in runs) == sorted(after)  # one run per trial
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert [r.info.status for r in _runs(tmp_path, "tiny", kind="study")] == ["FINISHED"]
+
+
+def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path) -> None:
+    spec = write_spec(
+        tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0],
+        finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
+        search={"algorithm": "tpe", "num_samples": 5, "seed": 1},
+    )
+    out = _run(tmp_path, spec)
+    study = tmp_path / "studies" / "tiny"
+    sampled = [json.loads(line) for line in (study / "sampled.jsonl").read_text().splitlines()]
+    assert len(sampled) == 5
+    unique = {s["trial_id"] for s in sampled}
+    assert len(unique) <= 2  # the space holds the baseline and one pretrained strategy
+    assert set(_results(study)) == unique
+    assert all(len(_attempts(study, t)) >= 1 for t in unique)
+    runs = _runs(tmp_path, "tiny")
+    assert len(runs) == len(unique) and {r.info.status for r in runs} == {"FINISHED"}
+    assert "trials finished" in out.stdout
