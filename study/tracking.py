@@ -59,6 +59,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, study_dir: Path) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our summary prints the store
         import mlflow
         from mlflow.tracking import MlflowClient
 

@@ -64,8 +64,10 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise SpecError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...: all end here
+        hint = " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)" if "uth" in str(exc) else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise SpecError(f"--address {address}: cannot join the Ray cluster: {first}{hint}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
     return {
@@ -167,8 +169,11 @@ def _note_attempt(folder: Path) -> None:
             except Exception:
                 pass
             break
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     with open(folder / "attempts.jsonl", "a") as out:
-        out.write(json.dumps({"pid": os.getpid(), "time": time.time(), "resumed_from_epoch": resumed}) + "\n")
+        out.write(json.dumps({"pid": os.getpid(), "node": node, "time": time.time(), "resumed_from_epoch": resumed}) + "\n")
 
 
 # -- driving Tune ---------------------------------------------------------------------------------

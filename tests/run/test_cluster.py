@@ -1,0 +1,86 @@
+"""A two-node Ray cluster on loopback and an MLflow tracking server: the cluster path end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.run.conftest import write_spec
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    # Ray 2.60 makes new clusters require a token; every process of this test shares ~/.ray/auth_token.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_port, mlflow_port = _free_port(), _free_port()
+    address = f"127.0.0.1:{ray_port}"
+    run = lambda *a: subprocess.run([str(BIN / "ray"), *a], env=env, capture_output=True, text=True, timeout=180)  # noqa: E731
+    server = None
+    try:
+        started = run("start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                      "--include-dashboard", "false")
+        assert started.returncode == 0, started.stderr[-2000:]
+        joined = run("start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1")
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for(f"http://127.0.0.1:{mlflow_port}/health")
+        yield address, f"http://127.0.0.1:{mlflow_port}", env
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        run("stop")
+
+
+def test_smoke_study_on_a_two_node_cluster_logs_to_a_tracking_server(tmp_path: Path, tiny_mri: Path, cluster) -> None:
+    address, uri, env = cluster
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", str(spec), "--address", address, "--tracking-uri", uri],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tiny: 4 trials finished, 0 failed" in result.stdout
+    attempts = [json.loads(line) for path in (tmp_path / "studies" / "tiny" / "trials").glob("*/attempts.jsonl")
+                for line in path.read_text().splitlines()]
+    assert len({a["node"] for a in attempts}) == 2  # two 1-CPU nodes, two trials at a time: both used
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if r.data.tags.get("study.kind") == "trial"]
+    assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
+    assert {a.path for a in client.list_artifacts(trials[0].info.run_id)} >= {"per_case.json", "per_case.csv"}
+    assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
