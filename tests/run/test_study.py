@@ -142,3 +142,28 @@ def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tin
     runs = _runs(tmp_path, "tiny")
     assert len(runs) == len(unique) and {r.info.status for r in runs} == {"FINISHED"}
     assert "trials finished" in out.stdout
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path) -> None:
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    data = tmp_path / "nan-mri"
+    shutil.copytree(tiny_mri, data)
+    manifest = json.loads((data / "dataset.json").read_text())
+    victim = manifest["split"]["train"][0]
+    with h5py.File(data / "scans" / f"{victim}.h5", "r+") as f:
+        f["image"][...] = np.nan  # a corrupt scan: every loss it touches is NaN
+    spec = write_spec(tmp_path, datasets=[str(data)], label_fractions=[1.0], pretraining=None,
+                      finetuning={"lr": [0.001, 0.002]})
+    out = _run(tmp_path, spec)
+    study = tmp_path / "studies" / "tiny"
+    results = _results(study)
+    assert len(results) == 2
+    assert all(r["status"] == "failed" and "diverged" in r["reason"] for r, _ in results.values())
+    assert all(len(_attempts(study, t)) == 1 for t in results)  # a divergence is not retried
+    assert "0 trials finished, 2 failed" in out.stdout and out.stdout.count("failed: ") == 2
+    runs = _runs(tmp_path, "tiny")
+    assert {r.info.status for r in runs} == {"FAILED"} and all("diverged" in r.data.tags["study.failure"] for r in runs)
