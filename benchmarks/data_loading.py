@@ -71,10 +71,13 @@ def slices_per_second(dataset: torch.utils.data.Dataset, epochs: int = 1) -> flo
 
 
 def _reader(root: str, kind: str, ready: mp.Queue, go: mp.Event) -> None:
-    if kind != "idle":  # idle: the interpreter, torch and h5py alone, the floor of every reader
-        slices_per_second(InMemory(Path(root)) if kind == "memory" else lazy(Path(root)))
-    ready.put(psutil.Process().memory_info().rss)
+    data = None  # idle: the interpreter, torch and h5py alone, the floor of every reader
+    if kind != "idle":
+        data = InMemory(Path(root)) if kind == "memory" else lazy(Path(root))
+        slices_per_second(data)
+    ready.put(psutil.Process().memory_info().rss)  # measured while the reader still holds its data
     go.wait()  # stay alive so concurrent readers overlap
+    del data
 
 
 def resident_mb(root: Path, kind: str, n_readers: int) -> float:
