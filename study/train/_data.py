@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -11,11 +11,37 @@ from study.data import Dataset, SliceDataset
 from study.train._loop import TrainSettings
 
 
+class EpochBatches:
+    """One epoch of batches: a shuffled pass over the data, or exactly ``steps`` batches.
+
+    With ``steps`` an epoch is the same amount of work at every label fraction: a subset smaller
+    than ``steps`` batches is passed over again (reshuffled), a larger one is cut short. The
+    per-epoch step decay and the early-stopping patience then mean the same at 5 % and at 100 %
+    of the labels, as they do at paper scale, where even 5 % of the scans fill many batches.
+    """
+
+    def __init__(self, loader: DataLoader, steps: int | None) -> None:
+        self.loader, self.steps = loader, steps
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.steps is None:
+            yield from self.loader
+            return
+        done = 0
+        while True:
+            for batch in self.loader:
+                yield batch
+                done += 1
+                if done == self.steps:
+                    return
+
+
 def train_batches(
     dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, generator: torch.Generator, with_masks: bool
-) -> DataLoader:
-    """Shuffled batches of every slice of ``scan_ids``; the order follows ``generator``."""
-    return DataLoader(
+) -> Iterable[dict[str, torch.Tensor]]:
+    """Shuffled batches of the slices of ``scan_ids``, ``settings.steps_per_epoch`` per epoch when
+    set (see :class:`EpochBatches`); the order follows ``generator``."""
+    loader = DataLoader(
         SliceDataset(dataset, scan_ids, with_masks=with_masks),
         batch_size=settings.batch_size,
         shuffle=True,
@@ -24,6 +50,7 @@ def train_batches(
         persistent_workers=settings.num_workers > 0,
         pin_memory=settings.on_cuda,
     )
+    return EpochBatches(loader, settings.steps_per_epoch)
 
 
 def eval_batches(dataset: Dataset, scan_ids: Sequence[str], batch_size: int, with_masks: bool) -> Iterator[dict[str, torch.Tensor]]:

@@ -31,8 +31,8 @@ class TrainSettings:
     """How to train, independent of what: batch, budget, device, seed.
 
     ``max_epochs`` is the upper budget (the paper: 500 with early stopping); ``steps_per_epoch``
-    optionally caps the batches per epoch, so an epoch means the same amount of work on data sets
-    of any size. On CUDA, ``bf16`` autocast and ``channels_last`` are used; on a CPU neither is, and
+    optionally fixes the batches per epoch (cycling a small subset, cutting a large one), so an
+    epoch means the same amount of work on data sets of any size. On CUDA, ``bf16`` autocast and ``channels_last`` are used; on a CPU neither is, and
     the same seed gives the same numbers.
     """
 
