@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from study import __version__
+from study.errors import SpecError
 from study.spec import StudySpec, bounds
 
 SUPERVISED = "supervised"
+MAX_GRID_TRIALS = 20_000  # a typo in an axis should not plan a study that would run for years
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,11 @@ def make_plan(spec: StudySpec) -> Plan:
     if spec.search.algorithm != "grid":
         return Plan(spec, [])
     axes = spec.axes()
+    size = len(spec.datasets) * len(spec.label_fractions) * math.prod(
+        len(v) for n, v in axes.items() if n.startswith(("pretraining.", "finetuning.")))
+    if size > MAX_GRID_TRIALS:
+        raise SpecError(f"the grid has {size:,} trials, more than {MAX_GRID_TRIALS:,}: narrow the axes or use "
+                        "search.algorithm tpe with num_samples")
     trials: dict[str, TrialPoint] = {}
     for dataset, fraction in itertools.product(spec.datasets, spec.label_fractions):
         if spec.pretraining is not None:

@@ -27,7 +27,7 @@ from study.errors import DataError, SpecError
 from study.plan import Plan, make_plan
 from study.progress import Progress, StudyCallback, summary_table
 from study.spec import StudySpec, load_spec
-from study.tracking import Tracker, absolute_uri
+from study.tracking import Tracker, absolute_uri, redacted
 from study.trial import read_json, write_json
 from study.tune import (
     Context,
@@ -124,7 +124,7 @@ def _plan_lines(plan: Plan, study_dir: Path, uri: str, available: dict | None) -
     lines.append(f"  resources: {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial"
                  f", at most {res.max_concurrent_trials or 'as many as fit'} at once{have}")
     lines.append(f"  study folder: {study_dir}")
-    lines.append(f"  MLflow: {uri} (experiment {spec.name!r})")
+    lines.append(f"  MLflow: {redacted(uri)} (experiment {spec.name!r})")
     return lines
 
 
@@ -133,11 +133,11 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
     study_dir.mkdir(parents=True, exist_ok=True)
     state = read_json(study_dir / "study.json") or {}
     tracker = Tracker(uri, spec.name, study_dir)
-    tracker.open_parent(state.get("parent_run_id"), spec.name, {"spec": spec.model_dump_json(), "n_trials": len(plan.trials)},
-                        Path(space_file))
+    public = spec.model_copy(update={"tracking_uri": redacted(spec.tracking_uri)}).model_dump_json()
+    tracker.open_parent(state.get("parent_run_id"), spec.name, {"spec": public, "n_trials": len(plan.trials)}, Path(space_file))
     write_json(study_dir / "study.json", {
-        "name": spec.name, "spec": json.loads(spec.model_dump_json()), "parent_run_id": tracker.parent_id,
-        "tracking_uri": uri, "data_paths": data_paths, "trials": [t.to_json() for t in plan.trials],
+        "name": spec.name, "spec": json.loads(public), "parent_run_id": tracker.parent_id,
+        "tracking_uri": redacted(uri), "data_paths": data_paths, "trials": [t.to_json() for t in plan.trials],
     })
     res = spec.resources
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
@@ -214,7 +214,7 @@ def _print_summary(spec: StudySpec, results: list[dict], study_dir: Path, uri: s
     for r in failed:
         print(f"  failed: {r['trial_id']} {r.get('strategy')} {r.get('dataset')} {r.get('label_fraction')}: {r.get('reason')}")
     print(f"study folder: {study_dir}")
-    print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {uri}")
+    print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {redacted(uri)}")
     sys.stdout.flush()
 
 

@@ -9,6 +9,7 @@ its own run, and :meth:`Tracker.reconcile` closes runs that a killed driver left
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import time
@@ -38,6 +39,19 @@ def absolute_uri(uri: str, cwd: Path | None = None) -> str:
     return uri
 
 
+def redacted(uri: str) -> str:
+    """The URI as it may be printed or logged: a password in it (``http://user:secret@host``) is
+    replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
     """Retry on SQLite's "database is locked" (another writer on the same file), never lose a write."""
 
@@ -63,6 +77,8 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+
         self.uri, self.study_dir = uri, study_dir
         self.client = MlflowClient(tracking_uri=uri)
         self._mlflow = mlflow
@@ -82,7 +98,7 @@ class Tracker:
             try:
                 urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
             except Exception as exc:
-                raise SpecError(f"tracking_uri {uri}: no MLflow server answers ({exc.__class__.__name__}: {exc})") from None
+                raise SpecError(f"tracking_uri {redacted(uri)}: no MLflow server answers ({exc.__class__.__name__}: {exc})") from None
 
     @_retry
     def _experiment(self, name: str) -> str:

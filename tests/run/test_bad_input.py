@@ -31,6 +31,8 @@ CASES = [
     ({}, ["--set", "resources.gpus_per_trial=1"], "has no GPU"),
     ({}, ["--set", "resources.cpus_per_trial=64"], "cpus_per_trial=64"),
     ({"baseline": False, "pretraining": None}, [], "nothing to run"),
+    ({"pretraining": {"patch_size": list(range(1, 201)), "extent": [0.1 * i for i in range(1, 201)]}}, [],
+     "the grid has 160,000 trials"),
 ]
 
 
@@ -46,6 +48,13 @@ def test_not_yaml(tmp_path: Path) -> None:
     spec = tmp_path / "broken.yaml"
     spec.write_text("name: x\npretraining: [unclosed\n")
     assert_user_error(run_cli("study.run", str(spec), cwd=tmp_path), "broken.yaml line", "not valid YAML")
+
+
+def test_yaml_python_tags_are_refused_not_run(tmp_path: Path) -> None:
+    spec = tmp_path / "evil.yaml"
+    spec.write_text("name: !!python/object/apply:os.system ['touch pwned']\n")
+    assert_user_error(run_cli("study.run", str(spec), cwd=tmp_path), "evil.yaml", "not valid YAML")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:
