@@ -129,7 +129,7 @@ def _plan_lines(plan: Plan, study_dir: Path, uri: str, available: dict | None) -
 
 
 def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri: str, data: dict, available: dict) -> int:
-    data_paths = {k: v or str(builtin_dataset(k, PhantomSettings(kind=k, size=spec.scale.image_size))) for k, v in data.items()}
+    data_paths = {k: v or str(builtin_dataset(k, PhantomSettings.default(k, size=spec.scale.image_size))) for k, v in data.items()}
     study_dir.mkdir(parents=True, exist_ok=True)
     state = read_json(study_dir / "study.json") or {}
     tracker = Tracker(uri, spec.name, study_dir)
@@ -192,7 +192,22 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
         tracker.close_parent(status, {"trials_finished": len(ok), "trials_failed": len(results) - len(ok),
                                       "wall_seconds": time.time() - started})
     _print_summary(spec, results, study_dir, uri, time.time() - started)
+    _refresh_report(study_dir)
     return 0
+
+
+def _refresh_report(study_dir: Path) -> None:
+    """The dashboard is part of a finished study; a study it cannot draw yet still ends well."""
+    from study.analyze import load_study
+    from study.errors import StudyError
+    from study.report import build_report
+    from study.report.__main__ import results_of
+
+    try:
+        state, table, _ = load_study(study_dir)
+        print(f"report: {build_report(study_dir, state, table, results_of(study_dir))}")
+    except StudyError as exc:
+        print(f"report: not written ({exc})")
 
 
 def _sampled_trials(context: Context, study_dir: Path):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from study.data import PhantomSettings, make_phantom_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,3 +30,12 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_mri(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MRI phantom in the platform format, written once per test session."""
+    out = tmp_path_factory.getbasetemp() / "tiny-mri"
+    settings = PhantomSettings(kind="mri", size=32, n_train=4, n_val=1, n_test=2, n_unlabeled=2, n_slices=4)
+    make_phantom_dataset(settings, out)
+    return out

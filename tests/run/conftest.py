@@ -2,24 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
-
-from study.data import PhantomSettings, make_phantom_dataset
 
 TINY_SCALE = {
     "profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
     "pretrain_max_epochs": 2, "finetune_max_epochs": 2, "steps_per_epoch": 2, "n_masks": 4,
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_mri(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small MRI phantom in the platform format, written once per test session."""
-    out = tmp_path_factory.getbasetemp() / "tiny-mri"
-    settings = PhantomSettings(kind="mri", size=32, n_train=4, n_val=1, n_test=2, n_unlabeled=2, n_slices=4)
-    make_phantom_dataset(settings, out)
-    return out
 
 
 def write_spec(folder: Path, name: str = "tiny", **fields) -> Path:

@@ -46,6 +46,8 @@ def cluster(tmp_path: Path):
     run = lambda *a: subprocess.run([str(BIN / "ray"), *a], env=env, capture_output=True, text=True, timeout=180)  # noqa: E731
     server = None
     try:
+        # a fresh machine has no token yet; the output (the token itself) is captured, never shown
+        assert run("get-auth-token", "--generate").returncode == 0
         started = run("start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                       "--include-dashboard", "false")
         assert started.returncode == 0, started.stderr[-2000:]

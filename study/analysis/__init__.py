@@ -1,0 +1,72 @@
+"""Post-hoc statistics of a study (Dominic et al. 2023, sec. 2.8-2.9; DESIGN §3 Statistics).
+
+Pure functions over the per-case table (``docs/per-case-table.md``), no Ray and no MLflow:
+:func:`analyze` ranks strategies by one-sided Wilcoxon p against the supervised baseline with
+corrections and effect sizes, summarises the transfer study, fits the pretraining-extent power law
+and the clinical percent errors. ``python -m study.analyze`` reads a study folder and prints it.
+"""
+
+from __future__ import annotations
+
+from study.analysis._analysis import Analysis, analyze, format_ranking, records
+from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
+from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability
+from study.analysis._scaling import fit_power_law, power_law, scaling, strategy_extents
+from study.analysis._settings import PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
+from study.analysis._stats import (
+    benjamini_hochberg,
+    bootstrap_counts,
+    bootstrap_median,
+    bootstrap_rank_biserial,
+    hodges_lehmann,
+    holm,
+    percentile_ci,
+    rank_biserial,
+    scipy_method,
+    underpowered,
+    walsh_order_stats,
+    wilcoxon_greater,
+)
+from study.analysis._tables import case_dice, normalise, pair_with_baseline, select_trials, units
+from study.analysis._transfer import transfer_summary
+
+__all__ = [
+    "PAPER_FRACTIONS",
+    "RANKING_COLUMNS",
+    "SUPERVISED",
+    "Analysis",
+    "AnalysisSettings",
+    "analyze",
+    "benjamini_hochberg",
+    "bootstrap_counts",
+    "bootstrap_median",
+    "bootstrap_rank_biserial",
+    "case_dice",
+    "clinical_cases",
+    "clinical_metrics",
+    "clinical_summary",
+    "fit_power_law",
+    "format_ranking",
+    "hodges_lehmann",
+    "holm",
+    "normalise",
+    "optimum",
+    "pair_with_baseline",
+    "percentile_ci",
+    "pooled_fractions",
+    "power_law",
+    "rank_biserial",
+    "rank_dataset",
+    "rank_strategies",
+    "records",
+    "scaling",
+    "scipy_method",
+    "seed_stability",
+    "select_trials",
+    "strategy_extents",
+    "transfer_summary",
+    "underpowered",
+    "units",
+    "walsh_order_stats",
+    "wilcoxon_greater",
+]

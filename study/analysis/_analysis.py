@@ -1,0 +1,181 @@
+"""Everything ``python -m study.analyze`` reports, as numbers first (:class:`Analysis`), then text."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from study.analysis._clinical import clinical_cases, clinical_summary
+from study.analysis._ranking import optimum, rank_dataset, rank_strategies, seed_stability
+from study.analysis._scaling import scaling
+from study.analysis._settings import AnalysisSettings, pooled_fractions
+from study.analysis._tables import case_dice, normalise, select_trials, units
+from study.analysis._transfer import transfer_summary
+
+
+@dataclass
+class Analysis:
+    """The study's answers; each table is what the dashboard draws and what is written as CSV.
+
+    ``chosen`` is, per data set, the strategy the clinical tables describe: the best-ranked member
+    of ``optimum`` (strategies in every data set's top k), else the data set's rank 1.
+    """
+
+    settings: AnalysisSettings
+    fractions: dict[str, tuple[float, ...]]
+    unit: dict[str, str]
+    ranking: pd.DataFrame
+    optimum: list[str]
+    chosen: dict[str, str]
+    seed_ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seed_stability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seed_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    transfer: pd.DataFrame = field(default_factory=pd.DataFrame)
+    scaling_fits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    scaling_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    clinical_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    clinical_cases: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The non-empty tables by file stem."""
+        names = ("ranking", "seed_ranking", "seed_stability", "seed_agreement", "transfer", "scaling_fits",
+                 "scaling_tests", "clinical_summary", "clinical_cases")
+        return {n: getattr(self, n) for n in names if not getattr(self, n).empty}
+
+    def summary(self) -> dict:
+        """Settings, choices and notes as plain JSON values."""
+        return {"settings": asdict(self.settings), "fractions": {k: list(v) for k, v in self.fractions.items()},
+                "unit": self.unit, "optimum": self.optimum, "chosen": self.chosen, "notes": self.notes}
+
+    def to_json(self) -> dict:
+        """The summary and every table as records; NaN becomes null."""
+        return {**self.summary(), "tables": {n: records(t) for n, t in self.tables().items()}}
+
+
+def records(table: pd.DataFrame) -> list[dict]:
+    def clean(v: object) -> object:
+        if isinstance(v, (np.bool_, bool)):
+            return bool(v)
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            return None if math.isnan(v) or math.isinf(v) else float(v)
+        return None if v is pd.NA else v
+    return [{k: clean(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+
+
+def _chosen(ranking: pd.DataFrame, best: list[str]) -> dict[str, str]:
+    out = {}
+    for dataset, frame in ranking.groupby("dataset", sort=True):
+        pick = [s for s in best if s in set(frame["strategy"])]
+        out[str(dataset)] = pick[0] if pick else str(frame.sort_values("rank")["strategy"].iloc[0])
+    return out
+
+
+def _per_seed(cases: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
+              kind: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    seeded, _ = units(cases, settings.aggregate, by_seed=True)
+    parts, notes = [], []
+    for (dataset, seed), frame in seeded.groupby(["dataset", "seed"], sort=True):
+        if not (frame["strategy"] == settings.baseline).any():
+            notes.append(f"{dataset}: seed {seed} has no baseline run and is left out of the per-seed rankings")
+            continue
+        table, _ = rank_dataset(frame, str(dataset), fractions[dataset], settings, kind.get(dataset, "case"),
+                                stream=f"seed-{seed}")
+        parts.append(table.assign(seed=seed))
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), notes
+
+
+def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> Analysis:
+    """Rank, correct, measure and fit from a per-case table (one row per trial, case and class).
+
+    Needs columns dataset, strategy, label_fraction, case_id, class, dice; uses subject_id, seed,
+    trial_id, val_loss, extent, scope, schedule, lr, unfrozen_lr and ``*_pct_err`` when present.
+    """
+    settings = settings or AnalysisSettings()
+    full = normalise(table)
+    selected, notes = select_trials(full)
+    cases = case_dice(selected)
+    fractions = {ds: pooled_fractions(f["label_fraction"], settings.fractions)
+                 for ds, f in cases.groupby("dataset", sort=True)}
+    per_unit, kind = units(cases, settings.aggregate)
+    ranking, more = rank_strategies(per_unit, fractions, settings, kind)
+    notes += more
+    best = optimum(ranking, settings.top_k)
+    if ranking["dataset"].nunique() == 1:
+        notes.append("one data set: the optimum is its top k (the paper intersects the top k of MRI and CT)")
+    chosen = _chosen(ranking, best)
+    result = Analysis(settings, fractions, kind, ranking, best, chosen, notes=notes)
+    if cases["seed"].nunique() > 1:
+        result.seed_ranking, more = _per_seed(cases, fractions, settings, kind)
+        result.notes += more
+        result.seed_stability, result.seed_agreement = seed_stability(result.seed_ranking, settings.top_k)
+    result.transfer = transfer_summary(full, ranking, fractions, settings)
+    extents = None
+    if "extent" in selected:
+        known = selected.dropna(subset=["extent"]).drop_duplicates("strategy")
+        extents = dict(zip(known["strategy"], known["extent"].astype(float)))
+    result.scaling_fits, result.scaling_tests = scaling(per_unit, settings.baseline, extents)
+    result.clinical_summary = clinical_summary(selected, chosen, settings.baseline)
+    result.clinical_cases = clinical_cases(selected, chosen, settings.baseline, fractions)
+    return result
+
+
+def _p(v: float) -> str:
+    if v != v:
+        return "-"
+    return f"{v:.2e}" if v < 1e-3 else f"{v:.3f}"
+
+
+def _num(v: float, digits: int = 3) -> str:
+    return "-" if v != v else f"{v:+.{digits}f}"
+
+
+def format_ranking(analysis: Analysis) -> str:
+    """The terminal table: per data set, strategies by p with effect sizes and adjusted p."""
+    lines: list[str] = []
+    headers = ["rank", "strategy", "n", "median dDice", "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p", "flag"]
+    for dataset, frame in analysis.ranking.groupby("dataset", sort=True):
+        fr = ", ".join(f"{f:g}" for f in analysis.fractions[dataset])
+        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}, one-sided Wilcoxon, "
+                     f"pairs per {analysis.unit.get(dataset, 'case')} pooled over label fractions {fr}")
+        rows = [[str(r.rank), r.strategy, str(r.n), _num(r.median_diff),
+                 f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]", _num(r.rank_biserial, 2),
+                 _p(r.p), _p(r.p_holm), _p(r.p_bh),
+                 ",".join(f for f, on in (("underpowered", r.underpowered), (r.method, r.method != "exact")) if on)]
+                for r in frame.itertuples()]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        left = {1, 9}
+        fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        lines += ["  " + fmt(headers), "  " + fmt(["-" * w for w in widths])]
+        lines += ["  " + fmt(row).rstrip() for row in rows]
+        lines.append("")
+    best = ", ".join(analysis.optimum) or "none (no strategy is in the top k of every data set)"
+    lines.append(f"optimum (top {analysis.settings.top_k} of every data set): {best}")
+    lines += _seed_lines(analysis) + _scaling_lines(analysis)
+    lines += [f"note: {n}" for n in analysis.notes]
+    return "\n".join(lines)
+
+
+def _seed_lines(analysis: Analysis) -> list[str]:
+    if analysis.seed_stability.empty:
+        return []
+    lines = []
+    for dataset, frame in analysis.seed_stability.groupby("dataset", sort=True):
+        tau = analysis.seed_agreement.loc[analysis.seed_agreement["dataset"] == dataset, "kendall_tau"].mean()
+        always = frame.loc[frame["top_k_share"] == 1.0, "strategy"].tolist()
+        lines.append(f"seeds, {dataset}: {frame['n_seeds'].max()} seeds, mean Kendall tau {tau:.2f}; in the top "
+                     f"{analysis.settings.top_k} on every seed: {', '.join(always) or 'none'}")
+    return lines
+
+
+def _scaling_lines(analysis: Analysis) -> list[str]:
+    lines = []
+    for r in analysis.scaling_fits.itertuples():
+        fit = (f"a={r.a:.4g}, k={r.k:.3g}, c={r.c:.4g}, S={r.rse:.2g}" if not r.note else r.note)
+        lines.append(f"scaling, {r.dataset} {r.family} at fraction {r.label_fraction:g}: {fit}")
+    return lines

@@ -1,0 +1,159 @@
+"""The paper's ranking (P §2.8): strategies sorted by one-sided Wilcoxon p against the baseline.
+
+Per data set each strategy's units are paired with the supervised baseline's at the same label
+fraction and pooled over the label-limited fractions; the test is ``wilcoxon(ssl, sup,
+alternative="greater")``. Beside the paper's p: n, zeros, ties, the method scipy ran, Holm and BH
+adjusted p across the data set's strategies, three effect sizes with 95 % intervals, and a flag
+where n cannot reach significance. The optimum is the set of strategies in every data set's top k.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from study.analysis._settings import AnalysisSettings
+from study.analysis._stats import (
+    benjamini_hochberg,
+    bootstrap_counts,
+    bootstrap_median,
+    bootstrap_rank_biserial,
+    hodges_lehmann,
+    holm,
+    percentile_ci,
+    rank_biserial,
+    scipy_method,
+    tie_and_zero_counts,
+    underpowered,
+    wilcoxon_greater,
+)
+from study.analysis._tables import PairGroup, pair_with_baseline
+from study.errors import DataError
+
+RANKING_COLUMNS = [
+    "dataset", "rank", "strategy", "unit", "fractions", "n", "n_zero", "ties", "method", "statistic", "p",
+    "p_holm", "p_bh", "median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low",
+    "hl_ci_high", "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_dice",
+    "mean_dice_baseline", "underpowered", "top_k",
+]
+BOOT_CHUNK = 2_000_000  # resamples x pairs per chunk: bounds memory for long pooled vectors
+
+
+def _rng(seed: int, *names: str) -> np.random.Generator:
+    """One stream per data set (and seed), so adding a data set leaves the others' intervals as they were."""
+    return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])
+
+
+def _bootstrap(D: np.ndarray, settings: AnalysisSettings, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Percentile intervals of the median difference and the rank-biserial correlation."""
+    n = D.shape[1]
+    step = max(1, BOOT_CHUNK // n)
+    medians, correlations = [], []
+    for start in range(0, settings.n_boot, step):
+        b = min(step, settings.n_boot - start)
+        medians.append(bootstrap_median(D, bootstrap_counts(n, b, rng)))
+        correlations.append(bootstrap_rank_biserial(D, bootstrap_counts(n, b, rng)))
+    med_lo, med_hi = percentile_ci(np.concatenate(medians, axis=1), settings.confidence)
+    rb_lo, rb_hi = percentile_ci(np.concatenate(correlations, axis=1), settings.confidence)
+    return med_lo, med_hi, rb_lo, rb_hi
+
+
+def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng: np.random.Generator) -> pd.DataFrame:
+    n = group.x.shape[1]
+    if n < 2:
+        raise DataError(f"data set {dataset}: strategy {group.strategies[0]!r} has {n} pair with the baseline; "
+                        f"the signed-rank test needs at least 2")
+    y = np.broadcast_to(group.y, group.x.shape)
+    D = group.x - y
+    statistic, p = wilcoxon_greater(group.x, y)
+    n_zero, ties = tie_and_zero_counts(D)
+    hl, hl_lo, hl_hi = hodges_lehmann(D, settings.confidence)
+    med_lo, med_hi, rb_lo, rb_hi = _bootstrap(D, settings, rng)
+    return pd.DataFrame({
+        "strategy": group.strategies, "fractions": group.fractions, "n": n, "n_zero": n_zero, "ties": ties,
+        "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
+        "statistic": statistic, "p": p,
+        "median_diff": np.median(D, axis=1), "median_diff_ci_low": med_lo, "median_diff_ci_high": med_hi,
+        "hl_shift": hl, "hl_ci_low": hl_lo, "hl_ci_high": hl_hi,
+        "rank_biserial": rank_biserial(D), "rank_biserial_ci_low": rb_lo, "rank_biserial_ci_high": rb_hi,
+        "mean_dice": group.x.mean(axis=1), "mean_dice_baseline": float(group.y.mean()),
+        "underpowered": underpowered(n - n_zero, settings.alpha),
+    })
+
+
+def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...], settings: AnalysisSettings,
+                 unit: str = "case", stream: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """One data set's ranking (columns :data:`RANKING_COLUMNS`) and notes on what was left out.
+
+    ``frame``: the data set's units (strategy, label_fraction, unit, dice). Ranked by p, then by the
+    larger Hodges-Lehmann shift, then by name; Holm and BH adjust across the ranked strategies.
+    """
+    pairing = pair_with_baseline(frame, dataset, settings.baseline, fractions)
+    rng = _rng(settings.seed, dataset, stream)
+    parts = [_test_group(g, dataset, settings, rng) for g in pairing.groups]
+    notes = []
+    if pairing.unpaired:
+        notes.append(f"{dataset}: {len(pairing.unpaired)} strategy(ies) have no trial at the pooled fractions "
+                     f"and are not ranked: {', '.join(pairing.unpaired[:5])}")
+    if len({tuple(g.y.shape) for g in pairing.groups}) > 1:
+        notes.append(f"{dataset}: strategies were paired on different fractions (failed or missing trials); "
+                     f"see the fractions column")
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(0, "dataset", dataset)
+    table["unit"] = unit
+    table["p_holm"] = holm(table["p"].to_numpy())
+    table["p_bh"] = benjamini_hochberg(table["p"].to_numpy())
+    table = table.assign(_hl=-table["hl_shift"]).sort_values(["p", "_hl", "strategy"], na_position="last")
+    table["rank"] = np.arange(1, len(table) + 1)
+    table["top_k"] = table["rank"] <= settings.top_k
+    return table[RANKING_COLUMNS].reset_index(drop=True), notes
+
+
+def rank_strategies(units: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
+                    unit_kind: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every data set's ranking, stacked; ``fractions`` per data set (see ``pooled_fractions``)."""
+    parts, notes = [], []
+    for dataset, frame in units.groupby("dataset", sort=True):
+        table, more = rank_dataset(frame, str(dataset), fractions[dataset], settings,
+                                   (unit_kind or {}).get(dataset, "case"))
+        parts.append(table)
+        notes += more
+    return pd.concat(parts, ignore_index=True), notes
+
+
+def optimum(ranking: pd.DataFrame, top_k: int) -> list[str]:
+    """Strategies in the top k of every data set, best mean rank first (the paper's choice)."""
+    top = ranking[ranking["rank"] <= top_k]
+    n_sets = ranking["dataset"].nunique()
+    counts = top.groupby("strategy")["dataset"].nunique()
+    chosen = counts[counts == n_sets].index
+    mean_rank = top[top["strategy"].isin(chosen)].groupby("strategy")["rank"].mean()
+    return list(mean_rank.sort_values(kind="stable").index)
+
+
+def seed_stability(seed_ranking: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How stable the ranking is across seeds.
+
+    Returns (per data set and strategy: seeds ranked, share of seeds in the top k, mean / min / max
+    rank) and (per data set and pair of seeds: Kendall's tau between their rankings over the
+    strategies both ranked).
+    """
+    if seed_ranking.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    stability = (seed_ranking.assign(in_top=seed_ranking["rank"] <= top_k)
+                 .groupby(["dataset", "strategy"], sort=True)
+                 .agg(n_seeds=("seed", "nunique"), top_k_share=("in_top", "mean"), mean_rank=("rank", "mean"),
+                      min_rank=("rank", "min"), max_rank=("rank", "max"))
+                 .reset_index().sort_values(["dataset", "mean_rank", "strategy"]))
+    rows = []
+    for dataset, frame in seed_ranking.groupby("dataset", sort=True):
+        ranks = frame.pivot(index="strategy", columns="seed", values="rank")
+        for a, b in itertools.combinations(ranks.columns, 2):
+            both = ranks[[a, b]].dropna()
+            tau = stats.kendalltau(both[a], both[b]).statistic if len(both) >= 2 else np.nan
+            rows.append({"dataset": dataset, "seed_a": a, "seed_b": b, "n_strategies": len(both), "kendall_tau": tau})
+    return stability.reset_index(drop=True), pd.DataFrame(rows)

@@ -1,0 +1,286 @@
+"""Paired one-sided tests, multiplicity corrections and effect sizes, vectorised over strategies.
+
+Every function takes a matrix ``D`` of paired differences (strategy - baseline), one row per
+strategy and one column per pair (``(S, n)``), so 500 strategies cost a few array operations rather
+than 500 Python loops. The test is always ``scipy.stats.wilcoxon(x, y, alternative="greater")`` with
+the default ``zero_method="wilcox"`` (zero differences dropped) and ``method="auto"``: forcing
+``method="exact"`` with ties or zeros gives a silently wrong p-value.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import numpy as np
+from scipy import stats
+
+ZERO_METHOD = "wilcox"
+# scipy's method="auto" switches to the normal approximation above this many pairs (scipy >= 1.13).
+EXACT_MAX_N = 50
+PERMUTATION_MAX_N = 13
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN stays NaN and does not count as a test."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    order = np.argsort(p[ok], kind="stable")
+    scaled = (m - np.arange(m)) * p[ok][order]
+    adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    idx = np.flatnonzero(ok)[order]
+    out[idx] = adjusted
+    return out
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (false discovery rate); NaN stays NaN."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    order = np.argsort(p[ok], kind="stable")
+    scaled = m * p[ok][order] / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    idx = np.flatnonzero(ok)[order]
+    out[idx] = adjusted
+    return out
+
+
+def tie_and_zero_counts(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the number of zero differences, and whether two non-zero |differences| are equal."""
+    zeros = (D == 0).sum(axis=1)
+    a = np.sort(np.where(D == 0, np.nan, np.abs(D)), axis=1)  # NaN sorts last
+    ties = ((a[:, 1:] == a[:, :-1]) & ~np.isnan(a[:, 1:])).any(axis=1)
+    return zeros, ties
+
+
+def scipy_method(n: int, n_zero: int, ties: bool) -> str:
+    """The method ``scipy.stats.wilcoxon(method="auto")`` runs for these pairs (scipy >= 1.13).
+
+    "exact" only without ties and zeros; with them, an exhaustive permutation test up to 13 pairs,
+    else the normal approximation with continuity correction ("asymptotic").
+    """
+    if n > EXACT_MAX_N:
+        return "asymptotic"
+    if not ties and n_zero == 0:
+        return "exact"
+    return "permutation" if n <= PERMUTATION_MAX_N else "asymptotic"
+
+
+def _permutation_greater(d: np.ndarray) -> tuple[float, float]:
+    """(R+, p) of scipy's exhaustive permutation test (its "auto" choice for <= 13 pairs with ties
+    or zeros), enumerated directly: scipy's generic ``permutation_test`` takes about a second per
+    call. Zeros keep their sign under every flip, so only the non-zero differences are enumerated;
+    the tolerance is scipy's (100 eps relative)."""
+    nz = d[d != 0]
+    r = stats.rankdata(np.abs(nz))
+    observed = float(r[nz > 0].sum())
+    bits = (np.arange(2**nz.size)[:, None] >> np.arange(nz.size)) & 1
+    null = bits @ r
+    gamma = abs(np.finfo(float).eps * 100 * observed)
+    return observed, np.count_nonzero(null >= observed - gamma) / 2**nz.size
+
+
+def wilcoxon_greater(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided signed-rank test of ``x > y`` per row of ``(S, n)`` arrays: (statistic R+, p).
+
+    Rows above 50 pairs go to scipy in one call (its "auto" is the normal approximation for all of
+    them); smaller rows one at a time, because scipy picks exact or permutation per call from the
+    ties and zeros of the whole array it is given.
+    """
+    x, y = np.atleast_2d(x), np.atleast_2d(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-n and zero warnings: the method is reported instead
+        if x.shape[1] > EXACT_MAX_N:
+            res = stats.wilcoxon(x, y, zero_method=ZERO_METHOD, alternative="greater", axis=1)
+            return np.asarray(res.statistic, dtype=float), np.asarray(res.pvalue, dtype=float)
+        n_zero, ties = tie_and_zero_counts(x - y)
+        out = []
+        for a, b, z, t in zip(x, y, n_zero, ties):
+            if scipy_method(len(a), int(z), bool(t)) == "permutation":
+                out.append(_permutation_greater(a - b))
+            else:
+                res = stats.wilcoxon(a, b, zero_method=ZERO_METHOD, alternative="greater")
+                out.append((res.statistic, res.pvalue))
+    statistic, p = zip(*out)
+    return np.array(statistic, dtype=float), np.array(p, dtype=float)
+
+
+def rank_biserial(D: np.ndarray) -> np.ndarray:
+    """Matched-pairs rank-biserial correlation (R+ - R-) / (R+ + R-) per row, zeros dropped as in
+    the test (Kerby 2014); NaN when every difference is zero."""
+    a = np.where(D == 0, np.nan, np.abs(D))
+    r = stats.rankdata(a, axis=1, nan_policy="omit")
+    m = (~np.isnan(a)).sum(axis=1)
+    r_plus = np.nansum(np.where(D > 0, r, 0.0), axis=1)
+    total = m * (m + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m > 0, 2.0 * r_plus / total - 1.0, np.nan)
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    """P(R+ <= t), t = 0..n(n+1)/2, under the null without ties (exact counts, n <= 50)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for i in range(1, n + 1):
+        counts[i:] = counts[i:] + counts[:-i].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def walsh_ci_rank(n: int, confidence: float) -> int:
+    """k such that the k-th smallest and k-th largest Walsh averages bound the distribution-free
+    confidence interval of the Hodges-Lehmann shift (Hollander & Wolfe, 3.6); 0 when n is too
+    small for any interval at this level."""
+    half = (1 - confidence) / 2
+    if n <= EXACT_MAX_N:
+        return int(np.searchsorted(_signed_rank_cdf(n), half, side="right"))
+    big_n = n * (n + 1) / 2
+    sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    return max(0, int(math.floor(big_n / 2 - stats.norm.ppf(1 - half) * sd)))
+
+
+def _walsh_window(d: np.ndarray, ts: list[int], lo: float, hi: float) -> list[float] | None:
+    """The ``ts``-th smallest Walsh averages of sorted ``d`` if they lie in [lo, hi], else None.
+
+    Index bounds come from searchsorted with a margin far above rounding error; the candidates in
+    between are compared exactly, so the answer never depends on how the bracket was guessed.
+    """
+    n = d.size
+    i = np.arange(n)
+    tol = 1e-9 * (1.0 + float(np.abs(d).max()))
+    left = np.maximum(np.searchsorted(d, 2 * lo - d - tol, side="left"), i)
+    right = np.maximum(np.searchsorted(d, 2 * hi - d + tol, side="right"), left)
+    below = int((left - i).sum())  # certainly < lo
+    lengths = right - left
+    total = int(lengths.sum())
+    starts = np.repeat(left - np.cumsum(lengths) + lengths, lengths)
+    rows = np.repeat(i, lengths)
+    w = (d[rows] + d[starts + np.arange(total)]) / 2
+    r = [t - below for t in ts]
+    if not (np.count_nonzero(w < lo) < min(r) and max(r) <= np.count_nonzero(w <= hi)):
+        return None
+    w.partition([x - 1 for x in r])
+    return [float(w[x - 1]) for x in r]
+
+
+def walsh_order_stats(Ds: np.ndarray, ranks: list[int], sample: int = 6000) -> np.ndarray:
+    """The ``ranks``-th (1-based) smallest Walsh averages (d_i + d_j) / 2, i <= j, of each row of
+    the row-sorted matrix ``Ds`` (``(S, n)``) -> ``(S, len(ranks))``.
+
+    Exact, in O(n log n) per row instead of materialising n(n+1)/2 averages: a shared random sample
+    of averages brackets each rank, and only the averages inside the bracket are selected from.
+    """
+    S, n = Ds.shape
+    big_n = n * (n + 1) // 2
+    out = np.empty((S, len(ranks)))
+    if big_n <= 8 * sample:
+        iu, ju = np.triu_indices(n)
+        w = (Ds[:, iu] + Ds[:, ju]) / 2
+        w.partition(sorted({r - 1 for r in ranks}), axis=1)
+        return w[:, [r - 1 for r in ranks]]
+    rng = np.random.default_rng(n)  # only guides the bracket; the result is exact whatever it draws
+    a, b = rng.integers(0, n, sample), rng.integers(0, n, sample)
+    ws = (Ds[:, np.minimum(a, b)] + Ds[:, np.maximum(a, b)]) / 2
+    windows: dict[tuple[int, int], list[int]] = {}  # ranks sharing a bracket share one selection
+    for t in ranks:
+        q = (t - 0.5) / big_n
+        margin = 4 * math.sqrt(q * (1 - q) / sample) + 2 / sample
+        windows.setdefault((math.floor((q - margin) * sample), math.ceil((q + margin) * sample)), []).append(t)
+    kth = sorted({p for pair in windows for p in pair if 0 <= p < sample})
+    ws.partition(kth, axis=1)
+    col = {t: j for j, t in enumerate(ranks)}
+    for s in range(S):
+        d = Ds[s]
+        for (p_lo, p_hi), ts in windows.items():
+            lo = ws[s, p_lo] if p_lo >= 0 else d[0]
+            hi = ws[s, p_hi] if p_hi < sample else d[-1]
+            values = _walsh_window(d, ts, lo, hi)
+            if values is None:  # the sample missed: fall back to the whole set of averages
+                values = _walsh_window(d, ts, d[0], d[-1])
+            for t, v in zip(ts, values):
+                out[s, col[t]] = v
+    return out
+
+
+def hodges_lehmann(D: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hodges-Lehmann shift (median of the Walsh averages) per row, with its distribution-free
+    confidence interval from the Walsh averages' order statistics; NaN bounds when n is too small."""
+    Ds = np.sort(D, axis=1)
+    n = Ds.shape[1]
+    big_n = n * (n + 1) // 2
+    mid = [(big_n + 1) // 2, big_n // 2 + 1]
+    k = walsh_ci_rank(n, confidence)
+    ranks = mid + ([k, big_n + 1 - k] if k >= 1 else [])
+    w = walsh_order_stats(Ds, ranks)
+    hl = (w[:, 0] + w[:, 1]) / 2
+    if k < 1:
+        nan = np.full(len(Ds), np.nan)
+        return hl, nan, nan.copy()
+    return hl, w[:, 2], w[:, 3]
+
+
+def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n)`` resampling counts, each row summing to n (a bootstrap sample)."""
+    idx = rng.integers(0, n, (n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+
+
+def bootstrap_median(D: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Bootstrap medians ``(S, B)`` of each row of ``D``.
+
+    A statistic of the multiset alone is unchanged by relabelling the pairs, so one count matrix
+    applied to every row's *sorted* values gives each row a valid bootstrap; the resample's
+    median positions then depend on the counts alone and are found once for all rows.
+    """
+    Ds = np.sort(D, axis=1)
+    n = Ds.shape[1]
+    cum = np.cumsum(counts, axis=1)
+    p1 = (cum > (n - 1) // 2).argmax(axis=1)
+    p2 = (cum > n // 2).argmax(axis=1)
+    return (Ds[:, p1] + Ds[:, p2]) / 2
+
+
+def bootstrap_rank_biserial(D: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Bootstrap matched-pairs rank-biserial correlations ``(S, B)``, as :func:`rank_biserial`.
+
+    Each row is ordered by |difference| (zeros first) and shares the count matrix; the rank of a
+    resampled value is its running count, so R+ - R- for all rows is one matrix product. Tied
+    |differences| of opposite sign are ranked by position instead of sharing a midrank: an
+    approximation of the interval only, the point estimate is exact.
+    """
+    S, n = D.shape
+    order = np.argsort(np.abs(D), axis=1, kind="stable")
+    signs = np.sign(np.take_along_axis(D, order, axis=1)).T  # (n, S), zeros -> 0
+    n_zero = (D == 0).sum(axis=1)
+    c = counts.astype(float)
+    cum = np.cumsum(c, axis=1)
+    ranks = cum - (c - 1) / 2  # midrank of a value drawn several times
+    zeros_drawn = np.where(n_zero > 0, cum[:, np.maximum(n_zero - 1, 0)], 0.0)  # (B, S)
+    diff = (c * ranks) @ signs - zeros_drawn * (c @ signs)
+    m = n - zeros_drawn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m > 0, diff / (m * (m + 1) / 2), np.nan).T
+
+
+def percentile_ci(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval per row of ``(S, B)``; NaN resamples are left out."""
+    half = (1 - confidence) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row of only NaN gives NaN bounds
+        lo, hi = np.nanquantile(boot, [half, 1 - half], axis=1)
+    return lo, hi
+
+
+def underpowered(n_nonzero: np.ndarray, alpha: float) -> np.ndarray:
+    """True where even all-positive differences cannot reach p < alpha: the smallest one-sided
+    exact p-value is 1 / 2^n (n <= 4 at alpha 0.05)."""
+    return 0.5 ** np.asarray(n_nonzero, dtype=float) >= alpha

@@ -1,0 +1,161 @@
+"""The study's dashboard: one self-contained HTML file with the paper's figures and tables.
+
+``build_report(study_dir)`` writes ``<study>/report/report.html`` (every image inline as a data URI,
+no script, nothing fetched from a network) and each figure as PNG and SVG in
+``<study>/report/figures/``. Templates and styles live in ``dashboards/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+from study.analysis import Analysis, AnalysisSettings, analyze
+from study.report import _figures as figures
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
+                 "p", "p_holm", "p_bh", "underpowered"]
+
+
+def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None, digits: int = 3) -> str:
+    frame = frame[[c for c in (columns or list(frame.columns)) if c in frame]]
+    head = "".join(f'<th class="{"text" if frame[c].dtype == object else ""}">{html.escape(str(c))}</th>' for c in frame)
+    rows = []
+    for values in frame.itertuples(index=False):
+        cells = []
+        for v in values:
+            if isinstance(v, float):
+                text = "" if pd.isna(v) else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
+                cells.append(f"<td>{text}</td>")
+            else:
+                cells.append(f'<td class="text">{html.escape(str(v))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _section(title: str, body: str, caption: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{body}<p class=\"caption\">{html.escape(caption)}</p></section>"
+
+
+def _missing(title: str, why: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2><p class=\"note\">Left out: {html.escape(why)}</p></section>"
+
+
+def _image(fig, folder: Path, stem: str, alt: str) -> str:
+    png, _ = figures.save(fig, folder, stem)
+    data = base64.b64encode(png.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> str:
+    spec = state.get("spec", {})
+    done = [r for r in results if r.get("status") == "finished"]
+    failed = [r for r in results if r.get("status") != "finished"]
+    planned = len(state.get("trials", [])) or len(results)
+    pretrainings = {r.get("pretrain_key") for r in results if r.get("pretrain_key")}
+    wall = sum(r.get("seconds") or 0 for r in results)
+    uri = state.get("tracking_uri", "")
+    run = state.get("parent_run_id", "")
+    link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
+    counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
+              f'<span class="failed">failed: <b>{len(failed)}</b></span><span>pending: <b>{max(planned - len(results), 0)}</b></span>'
+              f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
+    res = spec.get("resources", {})
+    rows = pd.DataFrame([
+        {"field": "data sets", "value": ", ".join(map(str, spec.get("datasets", [])))},
+        {"field": "scale", "value": str(spec.get("scale", {}))},
+        {"field": "pretraining axes", "value": str(spec.get("pretraining"))},
+        {"field": "fine-tuning axes", "value": str(spec.get("finetuning"))},
+        {"field": "label fractions", "value": str(spec.get("label_fractions"))},
+        {"field": "search", "value": str(spec.get("search"))},
+        {"field": "resources per trial", "value": f"{res.get('cpus_per_trial')} CPU, {res.get('gpus_per_trial')} GPU"},
+        {"field": "MLflow parent run", "value": f"{run}"},
+    ])
+    body = counts + _table(rows) + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}.</p>"
+    if failed:
+        items = "".join(f"<li>{html.escape(str(r.get('strategy')))} on {html.escape(str(r.get('dataset')))} at "
+                        f"{r.get('label_fraction')}: {html.escape(str(r.get('reason', '')))}</li>" for r in failed)
+        body += f'<p class="failed">Failed trials:</p><ul class="failed">{items}</ul>'
+    if analysis is not None and analysis.notes:
+        body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
+    return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")
+
+
+def build_report(study_dir: Path, state: dict, table: pd.DataFrame, results: list[dict],
+                 settings: AnalysisSettings | None = None) -> Path:
+    """Write the dashboard of a study whose per-case ``table`` is loaded; returns the HTML path."""
+    out = study_dir / "report"
+    figs = out / "figures"
+    analysis = analyze(table, settings)
+    chosen = analysis.chosen
+    parts = [_overview(state, results, analysis)]
+
+    fig = figures.corruption_examples(study_dir, state)
+    parts.append(_section("Figure 1. Corruptions", _image(fig, figs, "fig1_corruptions", "corruption examples"),
+                          "One training slice corrupted by each pretext task, sampler and patch size of the study "
+                          "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).")
+                 if fig else _missing("Figure 1. Corruptions", "the study has no pretraining axes or its data cannot be opened."))
+
+    l2 = figures.inpainting_table(study_dir, state)
+    parts.append(_section("Table 2. Inpainting L2 norm", _table(l2, 'class="inpainting"'),
+                          "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
+                          "lower is a better restoration.") if not l2.empty
+                 else _missing("Table 2. Inpainting L2 norm", "no pretraining has finished."))
+
+    fig = figures.dice_vs_fraction(table, chosen)
+    parts.append(_section("Figures 3-4. Dice against label fraction", _image(fig, figs, "fig3_dice_vs_fraction", "Dice vs label fraction"),
+                          "Mean test Dice per class and data set at each label fraction: every strategy (thin), the "
+                          "chosen strategy (red), the supervised baseline (black) and its value with the most labels (dashed).")
+                 if fig else _missing("Figures 3-4. Dice against label fraction", "the study has a single label fraction."))
+
+    ranking = analysis.ranking
+    body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"', RANKING_SHOWN)
+                   for ds, part in ranking.groupby("dataset", sort=True))
+    optimum = ", ".join(analysis.optimum) or "none"
+    parts.append(_section("Table 3. Ranking against the supervised baseline", body + f"<p>In the top {analysis.settings.top_k} of every data set: <b>{html.escape(optimum)}</b>.</p>",
+                          "One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, pooled "
+                          "over the label-limited fractions; Holm and Benjamini-Hochberg adjusted p; median paired "
+                          "difference, Hodges-Lehmann shift with bootstrap 95 % interval, matched-pairs rank-biserial.")
+                 if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."))
+
+    fig = figures.scaling_figure(table, analysis.scaling_fits)
+    parts.append(_section("Figure 5. Scaling with unlabeled data", _image(fig, figs, "fig5_scaling", "scaling fits")
+                          + _table(analysis.scaling_fits, 'class="scaling"'),
+                          "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.")
+                 if fig else _missing("Figure 5. Scaling", "the study has fewer than two pretraining extents."))
+
+    fig = figures.clinical_figure(analysis.clinical_summary)
+    parts.append(_section("Figure 6. Clinical metric errors", _image(fig, figs, "fig6_clinical", "clinical errors"),
+                          "Median signed percent error of each clinical measurement from the predicted masks, per class "
+                          "and label fraction, for the chosen strategy and the supervised baseline.")
+                 if fig else _missing("Figure 6. Clinical metric errors", "the data carry no clinical measurements."))
+
+    fig = figures.clinical_cases_figure(analysis.clinical_cases)
+    parts.append(_section("Figure 7. Per-case clinical errors", _image(fig, figs, "fig7_clinical_cases", "per-case errors"),
+                          "Per test case, absolute percent error of the baseline (x) against the chosen strategy (y), "
+                          "averaged over classes and label-limited fractions; points below the diagonal favour the strategy.")
+                 if fig else _missing("Figure 7. Per-case clinical errors", "the data carry no clinical measurements."))
+
+    fig = figures.transfer_figure(table)
+    parts.append(_section("Figure A1. Transfer choices", _image(fig, figs, "figA1_transfer", "transfer box plots"),
+                          "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.")
+                 if fig else _missing("Figure A1. Transfer choices", "the study varies no transfer choice."))
+
+    template = Template((DASHBOARDS / "report.html").read_text())
+    page = template.substitute(
+        title=html.escape(f"Study {state.get('name', study_dir.name)}"),
+        subtitle=html.escape(f"{study_dir}"), css=(DASHBOARDS / "report.css").read_text(),
+        sections="\n".join(parts), written=time.strftime("%Y-%m-%d %H:%M"), figures=html.escape(str(figs)),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.html"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path

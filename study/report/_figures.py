@@ -1,0 +1,228 @@
+"""The paper's figures for one study, as matplotlib figures (Agg; nothing is shown on a screen).
+
+Each function takes the study's tables and returns a figure, or None when the study lacks the data
+(the report then says so in one line).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SUPERVISED = "supervised"
+
+
+def corruption_examples(study_dir: Path, state: dict) -> Figure | None:
+    """Figure 1: one slice of the study's data corrupted per task, sampler and patch size."""
+    from study.data import open_dataset
+    from study.pretext import preview_figure
+
+    spec = state.get("spec", {})
+    pre = spec.get("pretraining") or {}
+    if not pre or not state.get("data_paths"):
+        return None
+    name, path = next(iter(state["data_paths"].items()))
+    try:
+        dataset = open_dataset(path)
+    except Exception:
+        return None
+    scan = dataset.split.train[0]
+    image = dataset.read_image(scan, slice(dataset.scans[scan].n_slices // 2, dataset.scans[scan].n_slices // 2 + 1))[0, 0]
+    preview = preview_figure(image, patch_sizes_512=tuple(pre.get("patch_size", (32,))), seed=0,
+                             tasks=tuple(pre.get("task", ("restoration",))), samplers=tuple(pre.get("sampler", ("poisson_disc",))))
+    n_cols, n_rows = len(preview.patch_sizes_512) + 1, len(preview.tasks) * len(preview.samplers)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows), squeeze=False)
+    low, high = np.percentile(preview.original, [1, 99])
+    panels = iter(preview.panels)
+    for row in range(n_rows):
+        task, sampler = preview.tasks[row // len(preview.samplers)], preview.samplers[row % len(preview.samplers)]
+        axes[row, 0].imshow(preview.original, cmap="gray", vmin=low, vmax=high)
+        axes[row, 0].set_ylabel(f"{task}\n{sampler}", fontsize=7)
+        for col in range(1, n_cols):
+            panel = next(panels)
+            axes[row, col].imshow(panel.image, cmap="gray", vmin=low, vmax=high)
+            if row == 0:
+                axes[row, col].set_title(f"K={panel.patch_size_512} ({panel.patch_size} px)", fontsize=7)
+    axes[0, 0].set_title(f"original ({name})", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def inpainting_table(study_dir: Path, state: dict) -> pd.DataFrame:
+    """Table 2: held-out inpainting L2 per data set, task, patch size and sampler (mean and SD)."""
+    rows = []
+    for entry in state.get("trials", []):
+        pre = entry.get("pretraining")
+        if not pre:
+            continue
+        rows.append({"dataset": entry["dataset"], "task": pre["task"], "patch_size": pre["patch_size"],
+                     "sampler": pre["sampler"], "extent": pre["extent"], "key": _pretrain_key(entry)})
+    if not rows:
+        return pd.DataFrame()
+    keys = pd.DataFrame(rows).drop_duplicates("key")
+    out = []
+    for row in keys.itertuples():
+        path = study_dir / "pretrain" / row.key / "inpainting.csv"
+        if path.exists():
+            l2 = pd.read_csv(path)["l2"]
+            out.append({"dataset": row.dataset, "task": row.task, "patch_size": row.patch_size, "sampler": row.sampler,
+                        "extent": row.extent, "l2_mean": l2.mean(), "l2_sd": l2.std(), "n_slices": len(l2)})
+    return pd.DataFrame(out).sort_values(["dataset", "task", "patch_size", "sampler"]) if out else pd.DataFrame()
+
+
+def _pretrain_key(entry: dict) -> str:
+    from study.plan import TrialPoint
+
+    return TrialPoint.from_json(entry).pretraining.key
+
+
+def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure | None:
+    """Figures 3-4: mean test Dice against label fraction, per data set (rows) and class (columns);
+    every strategy thin, the chosen one and the supervised baseline bold, 100 %-label baseline dashed."""
+    if table.empty or table["label_fraction"].nunique() < 2:
+        return None
+    datasets = sorted(table["dataset"].unique())
+    classes = {ds: list(dict.fromkeys(table.loc[table["dataset"] == ds, "class"])) for ds in datasets}
+    n_cols = max(len(c) for c in classes.values())
+    mean = table.groupby(["dataset", "class", "strategy", "label_fraction"])["dice"].mean()
+    fig, axes = plt.subplots(len(datasets), n_cols, figsize=(2.6 * n_cols, 2.3 * len(datasets)),
+                             squeeze=False, sharey=True)
+    for i, ds in enumerate(datasets):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            if j >= len(classes[ds]):
+                ax.set_visible(False)
+                continue
+            cls = classes[ds][j]
+            part = mean.loc[(ds, cls)]
+            for strategy, curve in part.groupby(level="strategy"):
+                x = curve.index.get_level_values("label_fraction")
+                if strategy == SUPERVISED:
+                    ax.plot(x, curve.values, "k-o", lw=2, ms=3, label="supervised", zorder=3)
+                    full = curve[x == x.max()]
+                    ax.axhline(float(full.iloc[0]), color="k", ls="--", lw=0.8, label="supervised, most labels")
+                elif strategy == highlight.get(ds):
+                    ax.plot(x, curve.values, "-o", color="tab:red", lw=2, ms=3, label="chosen strategy", zorder=2)
+                else:
+                    ax.plot(x, curve.values, "-", color="tab:blue", lw=0.6, alpha=0.4)
+            ax.set_xscale("log")
+            ax.set_title(f"{ds}: {cls}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("label fraction", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("test Dice", fontsize=7)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.ravel()), key=lambda hl: len(hl[0]))
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def scaling_figure(table: pd.DataFrame, fits: pd.DataFrame) -> Figure | None:
+    """Figure 5: Dice against pretraining extent per label fraction, with the fitted a x^k + c."""
+    if fits.empty or "extent" not in table or table["extent"].dropna().nunique() < 2:
+        return None
+    datasets = sorted(fits["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3), squeeze=False)
+    points = table.dropna(subset=["extent"]).groupby(["dataset", "label_fraction", "extent", "case_id"])["dice"].mean()
+    for ax, ds in zip(axes[0], datasets):
+        for fit in fits[fits["dataset"] == ds].itertuples():
+            try:
+                part = points.loc[(ds, fit.label_fraction)].groupby(level="extent").mean()
+            except KeyError:
+                continue
+            line = ax.plot(part.index, part.values, "o", ms=4, label=f"{fit.label_fraction:g} labels")[0]
+            if all(np.isfinite([fit.a, fit.k, fit.c])):
+                x = np.linspace(part.index.min(), part.index.max(), 100)
+                ax.plot(x, fit.a * x ** fit.k + fit.c, "-", color=line.get_color(), lw=1)
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("pretraining extent (x training set)", fontsize=8)
+        ax.set_ylabel("test Dice", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def clinical_figure(summary: pd.DataFrame) -> Figure | None:
+    """Figure 6: median signed percent error per class and label fraction, chosen strategy vs baseline."""
+    if summary.empty:
+        return None
+    groups = list(summary.groupby(["dataset", "metric"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3), squeeze=False)
+    for ax, ((ds, metric), part) in zip(axes[0], groups):
+        labels = [f"{c}\n{f:g}" for c, f in zip(part["class"], part["label_fraction"])]
+        x = np.arange(len(part))
+        ax.bar(x - 0.2, part["median_pct_err_baseline"], 0.4, label="supervised", color="0.5")
+        ax.bar(x + 0.2, part["median_pct_err_strategy"], 0.4, label="chosen strategy", color="tab:red")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, labels, fontsize=5, rotation=90)
+        ax.set_title(f"{ds}: {metric}", fontsize=8)
+        ax.set_ylabel("median % error", fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def clinical_cases_figure(cases: pd.DataFrame) -> Figure | None:
+    """Figure 7: per test case, the baseline's absolute % error against the chosen strategy's."""
+    if cases.empty:
+        return None
+    groups = list(cases.dropna(subset=["baseline_abs_pct_err", "strategy_abs_pct_err"]).groupby(["dataset", "metric"]))
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(3 * len(groups), 3), squeeze=False)
+    for ax, ((ds, metric), part) in zip(axes[0], groups):
+        ax.scatter(part["baseline_abs_pct_err"], part["strategy_abs_pct_err"], s=8)
+        top = float(np.nanmax(part[["baseline_abs_pct_err", "strategy_abs_pct_err"]].to_numpy())) or 1.0
+        ax.plot([0, top], [0, top], "k--", lw=0.6)
+        ax.set_title(f"{ds}: {metric}", fontsize=8)
+        ax.set_xlabel("supervised |% error|", fontsize=7)
+        ax.set_ylabel("strategy |% error|", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_figure(table: pd.DataFrame) -> Figure | None:
+    """Figure A1: per-case Dice of each transfer combination (scope, schedule, learning rates)."""
+    cols = ("scope", "schedule", "lr", "unfrozen_lr")
+    if not all(c in table for c in cols):
+        return None
+    pre = table[table["strategy"] != SUPERVISED]
+    if pre.empty or pre[list(cols)].astype(str).drop_duplicates().shape[0] < 2:
+        return None
+    cases = table.groupby(["dataset", "scope", "schedule", "lr", "unfrozen_lr", "strategy", "case_id"], dropna=False)["dice"].mean().reset_index()
+    cases["combination"] = [
+        SUPERVISED if s == SUPERVISED else f"{sc}\n{sch}\nlr {lr:g}" + ("" if pd.isna(u) else f"/{u:g}")
+        for s, sc, sch, lr, u in zip(cases["strategy"], cases["scope"], cases["schedule"], cases["lr"], cases["unfrozen_lr"])
+    ]
+    datasets = sorted(cases["dataset"].unique())
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(max(6, 0.8 * cases["combination"].nunique()), 3 * len(datasets)), squeeze=False)
+    for ax, ds in zip(axes[:, 0], datasets):
+        part = cases[cases["dataset"] == ds]
+        order = part.groupby("combination")["dice"].median().sort_values(ascending=False).index
+        ax.boxplot([part.loc[part["combination"] == c, "dice"] for c in order], tick_labels=list(order))
+        ax.tick_params(labelsize=6)
+        ax.set_title(ds, fontsize=9)
+        ax.set_ylabel("test Dice per case", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, folder: Path, stem: str) -> tuple[Path, Path]:
+    """PNG (for the HTML and slides) and SVG (for papers) side by side."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
+    fig.savefig(png, dpi=110)
+    fig.savefig(svg)
+    plt.close(fig)
+    return png, svg

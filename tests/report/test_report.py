@@ -1,0 +1,87 @@
+"""The dashboard of a finished study, opened in headless Chromium as a researcher would."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_user_error, run_cli
+from tests.run.conftest import write_spec
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    spec = write_spec(folder, name="smoke", datasets=[str(tiny_mri)], label_fractions=[0.5, 1.0],
+                      pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
+    done = subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "report:" in done.stdout  # the runner refreshes the dashboard at the end
+    return folder / "studies" / "smoke"
+
+
+def test_the_report_is_self_contained_with_figures_as_files(finished_study: Path) -> None:
+    result = run_cli("study.report", str(finished_study))
+    assert result.returncode == 0, result.stderr
+    page = (finished_study / "report" / "report.html").read_text()
+    # nothing a browser would fetch: no src/href to another host, no stylesheet or script links
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert page.count('src="data:image/png;base64,') >= 3
+    for stem in ("fig1_corruptions", "fig3_dice_vs_fraction"):
+        assert (finished_study / "report" / "figures" / f"{stem}.png").stat().st_size > 0
+        assert (finished_study / "report" / "figures" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    assert "Left out: the study has fewer than two pretraining extents." in page
+
+
+@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: Path, tmp_path: Path) -> None:
+    from selenium import webdriver
+
+    assert run_cli("study.report", str(finished_study)).returncode == 0
+    analysis = run_cli("study.analyze", str(finished_study), "--no-mlflow", "--out", str(tmp_path / "analysis"))
+    assert analysis.returncode == 0, analysis.stderr
+    import pandas as pd
+
+    expected = pd.read_csv(tmp_path / "analysis" / "ranking.csv")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    try:
+        browser.get((finished_study / "report" / "report.html").as_uri())
+        shot = finished_study / "report" / "screenshot.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        widths = browser.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) >= 3 and all(w > 0 for w in widths), widths
+        shown = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table.ranking')).map(t => [t.dataset.dataset,"
+            " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent])])")
+        assert {ds: [(int(r), s) for r, s in rows] for ds, rows in shown} == {
+            ds: list(zip(part["rank"].astype(int), part["strategy"])) for ds, part in expected.groupby("dataset")}
+    finally:
+        browser.quit()
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    assert_user_error(run_cli("study.report", "no-such-study", cwd=tmp_path), "no-such-study")
+    empty = tmp_path / "studies" / "empty"
+    (empty / "trials").mkdir(parents=True)
+    (empty / "study.json").write_text('{"name": "empty", "trials": []}')
+    assert_user_error(run_cli("study.report", "empty", cwd=tmp_path), "no finished trial")
+    assert not (empty / "report").exists()
