@@ -200,8 +200,7 @@ def _refresh_report(study_dir: Path) -> None:
     """The dashboard is part of a finished study; a study it cannot draw yet still ends well."""
     from study.analyze import load_study
     from study.errors import StudyError
-    from study.report import build_report
-    from study.report.__main__ import results_of
+    from study.report import build_report, results_of
 
     try:
         state, table, _ = load_study(study_dir)

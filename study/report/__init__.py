@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import time
 from pathlib import Path
 from string import Template
@@ -21,6 +22,17 @@ from study.report import _figures as figures
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
                  "p", "p_holm", "p_bh", "underpowered"]
+
+
+def results_of(folder: Path) -> list[dict]:
+    """Every readable trial result of a study, finished or failed."""
+    out = []
+    for path in sorted((folder / "trials").glob("*/result.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
 
 
 def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None, digits: int = 3) -> str:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import webbrowser
 from pathlib import Path
 from typing import Sequence
@@ -24,21 +23,11 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def results_of(folder: Path) -> list[dict]:
-    out = []
-    for path in sorted((folder / "trials").glob("*/result.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     folder = find_study(args.study).resolve()
     state, table, _ = load_study(folder)
-    from study.report import build_report
+    from study.report import build_report, results_of
 
     path = build_report(folder, state, table, results_of(folder), AnalysisSettings(top_k=args.top_k))
     print(f"report: {path}")
