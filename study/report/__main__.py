@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import webbrowser
-from pathlib import Path
 from typing import Sequence
 
 from study._cli import ArgumentParser, run_main

@@ -13,7 +13,6 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import run_cli
 from tests.run.conftest import write_spec
 
 pytestmark = pytest.mark.slow
