@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from study.trial import trial_dir
+from study.trial import read_json, trial_dir
 from study.tune import Context, finished_result
 
 HEARTBEAT_S = 30.0
@@ -106,8 +106,6 @@ class StudyCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if self.kind == "pretrain":
-            from study.trial import read_json
-
             key = trial.last_result.get("key", "")
             done = read_json(self.study_dir / "pretrain" / key / "result.json")
             self.progress.finished(None if done is None else {"status": "finished"}, self._label(trial.config))

@@ -166,7 +166,6 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
                          grid_search([t.id for t in pending], spec.search.seed, f"{spec.name}-{stamp}"),
                          len(pending), tune_dir, resources, concurrent, spec.retries,
                          [StudyCallback(tracker, context, progress)])
-            trials = plan.trials
         else:
             sampled = read_sampled(study_dir)
             done = [(s["params"], finished_result(study_dir, s["trial_id"])) for s in sampled]
@@ -177,17 +176,17 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
                 tune_run(f"trials-{stamp}", finetune_trainable, context,
                          sampled_search(plan, f"{spec.name}-{stamp}", done), remaining, tune_dir, resources,
                          min(concurrent, 4), spec.retries, [StudyCallback(tracker, context, progress, sampled=True)])
-            trials = _sampled_trials(context, study_dir)
-        results = [r for t in trials if (r := finished_result(study_dir, t.id)) is not None]
-        complete = len(results) == len(trials) if plan.enumerable else len(results) >= plan.num_samples()
-        status = "FINISHED" if complete else "FAILED"
+        status = "ran"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        tracker.reconcile(plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
-        results = [r for t in (plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
-                   if (r := finished_result(study_dir, t.id)) is not None]
+        trials = plan.trials if plan.enumerable else _sampled_trials(context, study_dir)
+        tracker.reconcile(trials)
+        results = [r for t in trials if (r := finished_result(study_dir, t.id)) is not None]
+        if status == "ran":
+            complete = len(results) == len(trials) if plan.enumerable else len(results) >= plan.num_samples()
+            status = "FINISHED" if complete else "FAILED"
         ok = [r for r in results if r.get("status") == "finished"]
         tracker.close_parent(status, {"trials_finished": len(ok), "trials_failed": len(results) - len(ok),
                                       "wall_seconds": time.time() - started})
