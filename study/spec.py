@@ -55,7 +55,7 @@ class Scale(_Strict):
     groups: int = Field(8, ge=1)
     batch_size: int = Field(9, ge=1)
     pretrain_max_epochs: int = Field(6, ge=1)
-    finetune_max_epochs: int = Field(12, ge=1)
+    finetune_max_epochs: int = Field(18, ge=1)
     steps_per_epoch: int | None = Field(12, ge=1, description="batches per epoch; null: one pass over the data")
     pretrain_patience: int = Field(4, ge=1)
     finetune_patience: int = Field(10, ge=1)

@@ -26,6 +26,8 @@ from study.errors import SpecError
 PhantomKind = Literal["mri", "ct"]
 BUILTIN_KINDS: tuple[str, ...] = ("mri", "ct")
 CACHE_ENV = "SSL_STUDY_DATA_CACHE"
+# Bumped whenever a phantom generator changes what it draws, so no cache of the old phantoms is reused.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class PhantomSettings:
         return cls(kind=kind, **{**base[kind], **overrides})
 
     def key(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        text = json.dumps({**dataclasses.asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -229,3 +229,18 @@ def test_mri_bad_slice_count_raises(n_slices: int) -> None:
 def test_a_seed_instead_of_a_generator_is_refused(make) -> None:
     with pytest.raises(SpecError, match=r"rng=int must be a numpy.random.Generator"):
         make(0)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_key_follows_settings_and_generator_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from study.data import _builtin
+
+    settings = _builtin.PhantomSettings.default("ct")
+    key = settings.key()
+    assert key == _builtin.PhantomSettings.default("ct").key()
+    assert key != _builtin.PhantomSettings.default("ct", n_train=99).key()
+    # A changed generator must not reuse data sets the old one cached.
+    monkeypatch.setattr(_builtin, "GENERATOR_VERSION", _builtin.GENERATOR_VERSION + 1)
+    assert settings.key() != key

@@ -212,7 +212,9 @@ def _render(ab: _Abdomen, ys: np.ndarray, xs: np.ndarray, min_blob: float) -> tu
     """HU (noise-free) and labels on the grid spanned by the 1-D axes ys (rows), xs (cols), mm.
 
     Intramuscular fat blobs are drawn at least ``min_blob`` mm in radius, so that they stay
-    visible (and labelled) on coarse grids instead of vanishing between pixel centres.
+    visible (and labelled) on coarse grids instead of vanishing between pixel centres. At 64 px a
+    radius of 0.55 pixel left them so faint after partial-volume blurring that a model learnt the
+    class on some seeds only (test Dice 0.12 to 0.48 at 100 % labels); 0.8 pixel is learnable.
     """
     y, x = ys[:, None], xs[None, :]
     shape = (len(ys), len(xs))
@@ -311,7 +313,7 @@ def make_ct_phantom(rng: np.random.Generator, size: int = 64, noise: float = 1.0
     pixel = ab.fov / size
     ss = 3 if pixel > 1.2 else 1  # sub-pixels for partial volume where pixels are coarse
     axis = (np.arange(size * ss) + 0.5) * (pixel / ss) - ab.fov / 2
-    hu, lab = _render(ab, axis, axis, min_blob=0.55 * pixel)
+    hu, lab = _render(ab, axis, axis, min_blob=0.8 * pixel)
     if ss > 1:  # partial volume with a tent-shaped point spread, sharper than a box
         tent = np.array([1.0, 3.0, 1.0]) / 5.0
         hu = np.einsum("iajb,a,b->ij", hu.reshape(size, ss, size, ss), tent, tent)
