@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -23,6 +24,13 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is the user's to fix, and nothing finished is lost: say so in one line.
+        print(f"error: {exc.filename or 'storage'}: {exc.strerror}; free space, then run the same command "
+              "again to resume", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -19,3 +19,7 @@ class SpecError(StudyError):
 
 class DataError(StudyError):
     """Raised when a data set, file or split is missing, unreadable, malformed or would leak."""
+
+
+class StorageError(StudyError):
+    """Raised when the study folder or the tracking store cannot be written (e.g. the disk is full)."""

@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from study import faults
 from study.trial import read_json, trial_dir
-from study.tune import Context, finished_result
+from study.tune import Context, finished_result, storage_full
 
 HEARTBEAT_S = 30.0
 
@@ -71,9 +72,10 @@ class Progress:
 class StudyCallback(Callback):
     """Maps each Tune trial to its study trial, logs it to MLflow and keeps the live view."""
 
-    def __init__(self, tracker: Any, context: Context, progress: Progress, kind: str = "trial", sampled: bool = False) -> None:
+    def __init__(self, tracker: Any, context: Context, progress: Progress, kind: str = "trial", sampled: bool = False,
+                 halt: Any = None) -> None:
         self.tracker, self.context, self.progress = tracker, context, progress
-        self.kind, self.sampled = kind, sampled
+        self.kind, self.sampled, self.halt = kind, sampled, halt
         self.study_dir = Path(context.study_dir)
         self.runs: dict[str, tuple[Any, str | None]] = {}
 
@@ -101,6 +103,8 @@ class StudyCallback(Callback):
         if run_id is not None and not result.get("final") and "stage" in result:
             record = {k: v for k, v in result.items() if k in ("stage", "lr", "train_loss", "val_loss")}
             self.tracker.log_epoch(run_id, record, int(result.get("epoch", 0)))
+        if not result.get("final"):
+            faults.driver_point("pretrain" if self.kind == "pretrain" else "finetune")
         self.progress.tick()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -115,7 +119,19 @@ class StudyCallback(Callback):
             self.tracker.finish_trial(run_id, point.id, result)
         self.progress.finished(result, self._label(trial.config))
 
+    def _check_storage(self, trial: Any) -> None:
+        if self.halt is None:
+            return
+        try:  # Tune appends each failure's traceback to the trial's local error file
+            error = Path(trial.error_file).read_text()
+        except Exception:  # no file: on a really full disk it may be what could not be written
+            error = None
+        reason = storage_full(error)
+        if reason and self.halt.reason is None:
+            self.halt.reason = reason
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check_storage(trial)
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if run_id is not None:
             self.tracker.stop_trial(run_id, "FAILED")
@@ -124,6 +140,7 @@ class StudyCallback(Callback):
         self.progress.finished(None, f"{self._label(trial.config)} after {attempts} attempts (see the Tune log under {self.study_dir / 'tune'})")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check_storage(trial)
         self.progress.running = max(0, self.progress.running - 1)
         self.progress.line(f"retrying {self._label(trial.config)} from its last checkpoint")
 

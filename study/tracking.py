@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
+from study import faults
 from study.errors import SpecError
 from study.plan import TrialPoint
 from study.trial import read_json, trial_dir
@@ -175,12 +176,17 @@ class Tracker:
         """Final metrics, the per-case table, and the run's end state (FAILED with the reason)."""
         from mlflow.entities import Metric
 
-        if self.client.get_run(run_id).info.status == "FINISHED":
+        run = self.client.get_run(run_id)
+        if run.info.status == "FINISHED":
             return
         now = int(time.time() * 1000)
+        # A driver killed half-way through this method already logged some: never log a row twice.
         metrics = [Metric(k, float(v), now, 0) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("label_fraction", "patch_size", "extent", "lr", "pretrain_lr", "unfrozen_lr")]
-        self.client.log_batch(run_id, metrics=metrics)
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in run.data.metrics
+                   and k not in ("label_fraction", "patch_size", "extent", "lr", "pretrain_lr", "unfrozen_lr")]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        faults.driver_point("logging")
         table = trial_dir(self.study_dir, trial_id) / "per_case.csv"
         if table.exists():
             self._mlflow.set_tracking_uri(self.uri)

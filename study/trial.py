@@ -6,10 +6,13 @@ resume it::
     pretrain/<key>/weights.pt, result.json   one pretraining, made once under pretrain/<key>.lock
     pretrain/executed.log                    one line per pretraining actually run
     trials/<id>/trial.json, result.json      the trial's config and its final result
+    trials/finished.log                      one line per trial result written
     trials/<id>/per_case.csv                 the per-case table (docs/per-case-table.md)
     trials/<id>/work/                        per-epoch checkpoints: a crashed trial resumes here
 
 A trial whose training diverges ends with status "failed" and the reason; it is not retried.
+An unreadable checkpoint (truncated on disk) is never fatal: a fit restarts from scratch, and
+pretrained weights that cannot be loaded are made again.
 """
 
 from __future__ import annotations
@@ -20,13 +23,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
 from filelock import FileLock
 
+from study import faults
 from study.data import Dataset, finetuning_scans, open_dataset, pretraining_scans
 from study.model import TransferPlan, UNetConfig
 from study.plan import PretrainPoint, TrialPoint
-from study.train import Diverged, FinetuneConfig, PretrainConfig, TrainSettings, evaluate_segmentation, finetune, pretrain
+from study.train import (
+    Diverged,
+    FinetuneConfig,
+    PretrainConfig,
+    TrainSettings,
+    evaluate_segmentation,
+    finetune,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+)
 
 Report = Callable[[dict], None]
 _datasets: dict[str, Dataset] = {}  # per worker process: a reused actor opens each data set once
@@ -41,6 +54,7 @@ def read_json(path: Path) -> dict | None:
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomic: a reader sees the old file or the whole new one, never half of it."""
+    faults.before_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
@@ -83,7 +97,7 @@ def ensure_pretrained(study_dir: Path, point: PretrainPoint, data_path: str, dev
             _settings(scale, scale["pretrain_max_epochs"], device, point.seed), groups=scale["groups"],
             workdir=folder / "work", on_epoch=lambda r: report({"stage": "pretrain", **r}),
         )
-        torch.save(result.state, folder / "weights.pt")
+        save_checkpoint(folder / "weights.pt", result.state)
         result.inpainting.to_csv(folder / "inpainting.csv", index=False)
         done = {
             "key": point.key, "strategy": point.strategy, "best_epoch": result.fit.best_epoch,
@@ -111,15 +125,39 @@ def run_trial(study_dir: Path, trial: TrialPoint, data_path: str, device: str = 
     result = {"trial_id": trial.id, **trial.params(), **result, "seconds": time.time() - started,
               "widths": list(scale["widths"])}
     write_json(folder / "result.json", result)
+    with open(study_dir / "trials" / "finished.log", "a") as log:
+        log.write(f"{trial.id} {os.getpid()} {time.time():.0f}\n")
     return result
+
+
+def _pretrained_weights(study_dir: Path, point: PretrainPoint, data_path: str, device: str, report: Report) -> tuple[dict, dict]:
+    """The pretraining's result and weights; weights that no longer load are made again."""
+    folder = study_dir / "pretrain" / point.key
+    pre = ensure_pretrained(study_dir, point, data_path, device, report)
+    weights = _load_own(study_dir, folder / "weights.pt")
+    if weights is None:
+        with FileLock(str(folder) + ".lock"):
+            if _load_own(study_dir, folder / "weights.pt") is None:
+                (folder / "weights.pt").unlink(missing_ok=True)
+                (folder / "result.json").unlink(missing_ok=True)
+        pre = ensure_pretrained(study_dir, point, data_path, device, report)
+        weights = _load_own(study_dir, folder / "weights.pt")
+    return pre, weights
+
+
+def _load_own(study_dir: Path, path: Path) -> dict | None:
+    """Weights only (``weights_only=True``), and only from the study's own storage: a file that
+    resolves elsewhere (a planted symlink) is treated as unreadable."""
+    if not path.resolve().is_relative_to(study_dir.resolve()):
+        return None
+    return load_checkpoint(path)
 
 
 def _fine_tune_and_evaluate(study_dir: Path, folder: Path, trial: TrialPoint, data_path: str, device: str, report: Report) -> dict:
     dataset, scale = _dataset(data_path), trial.scale
     pretrained, pre = None, {}
     if trial.pretraining is not None:
-        pre = ensure_pretrained(study_dir, trial.pretraining, data_path, device, report)
-        pretrained = torch.load(study_dir / "pretrain" / trial.pretraining.key / "weights.pt", weights_only=True)
+        pre, pretrained = _pretrained_weights(study_dir, trial.pretraining, data_path, device, report)
     config = FinetuneConfig(plan=TransferPlan(trial.scope, trial.schedule), lr=trial.lr, unfrozen_lr=trial.unfrozen_lr,
                             patience=scale["finetune_patience"])
     unet = UNetConfig(in_channels=dataset.in_channels, out_channels=len(dataset.class_names),

@@ -13,20 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock
 
+from study import faults
 from study.errors import SpecError
 from study.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
 from study.trial import ensure_pretrained, read_json, run_trial, trial_dir
 
 OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lower is better
-FAULT_ENV = "SSL_STUDY_FAULT"  # "crash:N": each trial's worker dies once after N epochs (tests retries)
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,13 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logging, no TensorBoard
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # the results of trials a halt stopped
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
+            _loopback_only()
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...: all end here
         hint = " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)" if "uth" in str(exc) else ""
@@ -75,6 +79,17 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
         "max_node_cpu": max((n["Resources"].get("CPU", 0) for n in nodes), default=0),
         "max_node_gpu": max((n["Resources"].get("GPU", 0) for n in nodes), default=0),
     }
+
+
+def _loopback_only() -> None:
+    """A local Ray listens on 127.0.0.1 only. On Linux Ray announces the node's network address and
+    its servers listen on every interface, unless clusters are switched off as on macOS: that
+    switch is read from the environment by Ray's processes, and, in this already running process,
+    from ``ray_constants`` (ray was imported before this point)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def check_resources(cpus: float, gpus: float, available: dict[str, float]) -> None:
@@ -104,22 +119,6 @@ def _prepare_worker(context: Context) -> str:
     return "cuda" if context.use_gpu and torch.cuda.is_available() else "cpu"
 
 
-def _fault(folder: Path) -> Callable[[dict], None]:
-    """Simulated worker death (``SSL_STUDY_FAULT=crash:N``), once per trial, after N epochs."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith("crash:") or (folder / "crashed-once").exists():
-        return lambda record: None
-    after, seen = int(spec.split(":")[1]), []
-
-    def maybe_crash(record: dict) -> None:
-        seen.append(record)
-        if len(seen) >= after:
-            (folder / "crashed-once").touch()
-            os._exit(1)
-
-    return maybe_crash
-
-
 def pretrain_trainable(config: dict, context: Context) -> None:
     from ray import tune
 
@@ -138,13 +137,13 @@ def finetune_trainable(config: dict, context: Context) -> None:
     study_dir = Path(context.study_dir)
     folder = trial_dir(study_dir, trial.id)
     folder.mkdir(parents=True, exist_ok=True)
-    crash = _fault(folder)
+    fault = faults.trial_hook(study_dir, folder)
     _note_attempt(folder)
 
     def report(record: dict) -> None:
         tune.report({OBJECTIVE: record["val_loss"], "trial_id": trial.id, **_numbers(record)})
         if record.get("stage") != "pretrain":
-            crash(record)
+            fault(record)
 
     with FileLock(str(folder) + ".lock"):  # a sampled duplicate waits, then reads the result
         result = run_trial(study_dir, trial, context.data_paths[trial.dataset], device, report)
@@ -178,6 +177,34 @@ def _note_attempt(folder: Path) -> None:
 
 # -- driving Tune ---------------------------------------------------------------------------------
 
+def new_halt() -> Any:
+    """A Tune stopper that ends the whole run once its ``reason`` is set: when the storage is
+    full, retrying trials or starting new ones only fails again."""
+    from ray.tune.stopper import Stopper
+
+    class Halt(Stopper):
+        reason: str | None = None
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return self.reason is not None
+
+        def stop_all(self) -> bool:
+            return self.reason is not None
+
+    return Halt()
+
+
+_NO_SPACE = re.compile(r"\[Errno 28\] No space left on device(?:: '([^']*)')?")
+
+
+def storage_full(error_text: str | None) -> str | None:
+    """The path a trial could not write (or a general word) when its error was a full disk."""
+    match = _NO_SPACE.search(error_text or "")
+    if match is None:
+        return None
+    return f"{match.group(1) or 'the study storage'}: no space left on device"
+
+
 def tune_run(
     name: str,
     trainable: Callable,
@@ -190,9 +217,14 @@ def tune_run(
     retries: int,
     callbacks: list,
     param_space: dict | None = None,
+    halt: Any = None,
 ) -> None:
     from ray import tune
 
+    # A failed attempt is named by the progress view, its traceback kept in the Tune folder; on the
+    # terminal it would bury the study's own lines. A retried trial re-reports its resumed epochs.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step=")
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), resources),
         param_space=param_space or {},
@@ -201,7 +233,7 @@ def tune_run(
             max_concurrent_trials=max_concurrent, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=callbacks,
+            name=name, storage_path=str(storage), verbose=0, callbacks=callbacks, stop=halt,
             failure_config=tune.FailureConfig(max_failures=retries),
         ),
     )

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from study import faults
 from study.errors import SpecError
 from study.train._early_stopping import Diverged, EarlyStopping
 from study.train._schedule import StepDecay, set_lr
@@ -88,6 +89,7 @@ class FitResult:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    faults.before_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(payload, tmp)

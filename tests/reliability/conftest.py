@@ -1,0 +1,75 @@
+"""The reliability suite's tally: each test records what it tried and what held, and the run ends
+with one summary line per category (faults, hostile inputs, load, determinism, results lost)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, wait_for_url
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.tried: dict[str, list[str]] = defaultdict(list)
+        self.held: dict[str, list[str]] = defaultdict(list)
+        self.lost = 0
+        self.rows: dict[str, int] = defaultdict(int)
+
+    def trying(self, category: str, name: str) -> None:
+        self.tried[category].append(name)
+
+    def held_up(self, category: str, name: str) -> None:
+        self.held[category].append(name)
+
+    def results_lost(self, count: int) -> None:
+        self.lost += count
+
+    def logged(self, store: str, rows: int) -> None:
+        self.rows[store] += rows
+
+
+TALLY = Tally()
+
+
+@pytest.fixture
+def tally() -> Tally:
+    return TALLY
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """An MLflow tracking server on 127.0.0.1 with its own SQLite store; yields its URI."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not TALLY.tried:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability summary")
+    labels = {"fault": "faults survived", "input": "hostile inputs refused cleanly",
+              "load": "load runs without a lost row", "determinism": "determinism checks held",
+              "safe": "safe-default checks held"}
+    for category, label in labels.items():
+        tried = TALLY.tried.get(category, [])
+        if tried:
+            write(f"{label}: {len(TALLY.held.get(category, []))} of {len(tried)} tried")
+    if TALLY.rows:
+        write("metric rows logged and read back: " + ", ".join(f"{k} {v}" for k, v in sorted(TALLY.rows.items())))
+    write(f"results lost: {TALLY.lost}")
