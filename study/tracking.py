@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,25 @@ def redacted(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@\s/]+@")  # the password of any user:password@host
+
+
+def _health(uri: str) -> None:
+    """GET the server's /health; credentials in the URI go in a header (urllib cannot parse them)."""
+    import base64
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    bare = urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    urllib.request.urlopen(request, timeout=5).read()
+
+
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
     """Retry on SQLite's "database is locked" (another writer on the same file), never lose a write."""
 
@@ -86,6 +106,12 @@ class Tracker:
         self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks, and so this tracker, into the study folder (tuner.pkl):
+        # what it writes there must carry no credential. Nothing unpickles it to log again.
+        return {"uri": redacted(self.uri), "study_dir": self.study_dir, "experiment_id": self.experiment_id,
+                "parent_id": self.parent_id}
+
     @staticmethod
     def check(uri: str) -> None:
         """Fail at once, in one line, when the store cannot be reached or opened."""
@@ -94,10 +120,8 @@ class Tracker:
             if not folder.is_dir() or not os.access(folder, os.W_OK):
                 raise SpecError(f"tracking_uri {uri}: folder {folder} does not exist or is not writable")
         elif uri.startswith(("http://", "https://")):
-            import urllib.request
-
             try:
-                urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+                _health(uri)
             except Exception as exc:
                 raise SpecError(f"tracking_uri {redacted(uri)}: no MLflow server answers ({exc.__class__.__name__}: {exc})") from None
 
@@ -124,7 +148,7 @@ class Tracker:
         self.parent_id = run.info.run_id
         versions = {f"version.{p}": _version(p) for p in PACKAGES}
         self._params(self.parent_id, {**params, **versions, "python": platform.python_version()})
-        self.client.log_artifact(self.parent_id, str(spec_file))
+        self.client.log_text(self.parent_id, _PASSWORD.sub(r"\1***@", spec_file.read_text()), spec_file.name)
         return self.parent_id
 
     def _exists(self, run_id: str) -> bool:

@@ -19,6 +19,7 @@ class Tally:
         self.held: dict[str, list[str]] = defaultdict(list)
         self.lost = 0
         self.rows: dict[str, int] = defaultdict(int)
+        self.notes: list[str] = []
 
     def trying(self, category: str, name: str) -> None:
         self.tried[category].append(name)
@@ -31,6 +32,9 @@ class Tally:
 
     def logged(self, store: str, rows: int) -> None:
         self.rows[store] += rows
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
 
 TALLY = Tally()
@@ -72,4 +76,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
             write(f"{label}: {len(TALLY.held.get(category, []))} of {len(tried)} tried")
     if TALLY.rows:
         write("metric rows logged and read back: " + ", ".join(f"{k} {v}" for k, v in sorted(TALLY.rows.items())))
+    for text in TALLY.notes:
+        write(text)
     write(f"results lost: {TALLY.lost}")

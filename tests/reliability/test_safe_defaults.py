@@ -107,13 +107,14 @@ def test_credentials_are_never_printed_stored_or_logged(tmp_path: Path, tiny_mri
     assert secret not in result.stdout + result.stderr
     leaked = [p for p in (tmp_path / "studies").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked, leaked
-    client = mlflow.MlflowClient(mlflow_server)
+    client, downloads = mlflow.MlflowClient(mlflow_server), tmp_path / "downloads"
+    downloads.mkdir()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert runs
     for run in runs:
         assert secret not in json.dumps({**run.data.params, **run.data.tags})
         for artifact in client.list_artifacts(run.info.run_id):
             if not artifact.is_dir:
-                local = client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path))
+                local = client.download_artifacts(run.info.run_id, artifact.path, str(downloads))
                 assert secret.encode() not in Path(local).read_bytes()
     tally.held_up("safe", "credentials kept out of output, files and runs")
