@@ -22,8 +22,17 @@ from typing import Sequence
 import pandas as pd
 
 from study._cli import ArgumentParser, run_main
-from study.data import BUILTIN_KINDS, PhantomSettings, builtin_dataset, open_dataset
-from study.errors import DataError, SpecError
+from study import faults
+from study.data import (
+    BUILTIN_KINDS,
+    CONTENT_RECORD,
+    PhantomSettings,
+    builtin_dataset,
+    check_contents,
+    open_dataset,
+    write_record,
+)
+from study.errors import DataError, SpecError, StorageError
 from study.plan import Plan, make_plan
 from study.progress import Progress, StudyCallback, summary_table
 from study.spec import StudySpec, load_spec
@@ -35,6 +44,7 @@ from study.tune import (
     finetune_trainable,
     finished_result,
     grid_search,
+    new_halt,
     pretrain_trainable,
     read_sampled,
     sampled_search,
@@ -62,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = load_spec(args.space, overrides)
     plan = make_plan(spec)
     study_dir, uri = spec.storage_dir(), absolute_uri(spec.tracking_uri)
-    data = _check_datasets(spec)
+    unrecorded: dict = {}
+    data = _check_datasets(spec, unrecorded)
     if args.dry_run:
         print("\n".join(_plan_lines(plan, study_dir, uri, _local_resources() if not args.address else None)))
         return 0
@@ -74,26 +85,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = study_dir.with_name(f"{study_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         study_dir.rename(kept)
         print(f"--fresh: the previous study folder is now {kept}")
-    return _execute(spec, plan, args.space, study_dir, uri, data, available)
+    return _execute(spec, plan, args.space, study_dir, uri, data, available, unrecorded)
 
 
-def _check_datasets(spec: StudySpec) -> dict[str, str | None]:
-    """Real data sets are opened now (a bad path fails before anything is written); built-in
-    phantoms are named here and generated when the study starts."""
+def _check_datasets(spec: StudySpec, unrecorded: dict) -> dict[str, str | None]:
+    """Real data sets are opened and their voxels checked now (bad data fail before anything is
+    written); built-in phantoms are named here and generated when the study starts."""
     out: dict[str, str | None] = {}
+    # What passed is recorded in the study folder, so a resumed study re-reads only changed files;
+    # a study that has no folder yet records it when it makes one (a dry run never does).
+    record = spec.storage_dir() / CONTENT_RECORD
     for name in spec.datasets:
         if name in BUILTIN_KINDS:
             out[name] = None
             continue
-        path = Path(name).expanduser().resolve()
+        try:
+            path = Path(name).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # an unknown ~user, a symlink loop
+            raise DataError(f"datasets: {name}: {exc}") from None
         if not path.exists():
             raise DataError(f"datasets: {name}: no such folder")
         dataset = open_dataset(path)
-        info = next(iter(dataset.scans.values()))
         step = 2 ** (len(spec.scale.widths) - 1)
-        if info.height % step or info.width % step:
-            raise SpecError(f"datasets: {name}: images of {info.height} x {info.width} px are not divisible by {step} "
-                            f"for a U-Net of {len(spec.scale.widths)} levels (scale.widths)")
+        for height, width in sorted({(i.height, i.width) for i in dataset.scans.values()}):
+            if height % step or width % step:
+                raise SpecError(f"datasets: {name}: images of {height} x {width} px are not divisible by {step} "
+                                f"for a U-Net of {len(spec.scale.widths)} levels (scale.widths)")
+        check_contents(dataset, record, pending=unrecorded)
+        dataset.close()
         out[name] = str(path)
     return out
 
@@ -128,9 +147,12 @@ def _plan_lines(plan: Plan, study_dir: Path, uri: str, available: dict | None) -
     return lines
 
 
-def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri: str, data: dict, available: dict) -> int:
+def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri: str, data: dict, available: dict,
+             unrecorded: dict) -> int:
     data_paths = {k: v or str(builtin_dataset(k, PhantomSettings.default(k, size=spec.scale.image_size))) for k, v in data.items()}
     study_dir.mkdir(parents=True, exist_ok=True)
+    if unrecorded:
+        write_record(study_dir / CONTENT_RECORD, unrecorded)
     state = read_json(study_dir / "study.json") or {}
     tracker = Tracker(uri, spec.name, study_dir)
     public = spec.model_copy(update={"tracking_uri": redacted(spec.tracking_uri)}).model_dump_json()
@@ -142,11 +164,11 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
     res = spec.resources
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     concurrent = res.max_concurrent_trials or slots(res.cpus_per_trial, res.gpus_per_trial, available)
-    context = Context(str(study_dir), data_paths, spec.model_dump_json(), threads=max(1, int(res.cpus_per_trial)),
+    context = Context(str(study_dir), data_paths, public, threads=max(1, int(res.cpus_per_trial)),
                       use_gpu=res.gpus_per_trial > 0)
     tune_dir, stamp = study_dir / "tune", time.strftime("%Y%m%d-%H%M%S")
     tracker.reconcile(plan.trials if plan.enumerable else _sampled_trials(context, study_dir))
-    started, status = time.time(), "FAILED"
+    started, status, halt = time.time(), "FAILED", new_halt()
     try:
         if plan.enumerable:
             pending = [t for t in plan.trials if finished_result(study_dir, t.id) is None]
@@ -157,15 +179,17 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
 
                 progress = Progress(f"{spec.name} pretraining", len(keys))
                 tune_run(f"pretrain-{stamp}", pretrain_trainable, context, None, 1, tune_dir, resources, concurrent,
-                         spec.retries, [StudyCallback(None, context, progress, kind="pretrain")],
-                         param_space={"point": tune.grid_search([asdict(p) for p in keys.values()])})
+                         spec.retries, [StudyCallback(None, context, progress, kind="pretrain", halt=halt)],
+                         param_space={"point": tune.grid_search([asdict(p) for p in keys.values()])}, halt=halt)
+                _stop_if_halted(halt)
+                faults.driver_point("between")
             if pending:
                 context = Context(**{**asdict(context), "trials": {t.id: t.to_json() for t in pending}})
                 progress = Progress(spec.name, len(pending), done_before=len(plan.trials) - len(pending))
                 tune_run(f"trials-{stamp}", finetune_trainable, context,
                          grid_search([t.id for t in pending], spec.search.seed, f"{spec.name}-{stamp}"),
                          len(pending), tune_dir, resources, concurrent, spec.retries,
-                         [StudyCallback(tracker, context, progress)])
+                         [StudyCallback(tracker, context, progress, halt=halt)], halt=halt)
         else:
             sampled = read_sampled(study_dir)
             done = [(s["params"], finished_result(study_dir, s["trial_id"])) for s in sampled]
@@ -175,7 +199,9 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
                 progress = Progress(spec.name, remaining, done_before=len(done))
                 tune_run(f"trials-{stamp}", finetune_trainable, context,
                          sampled_search(plan, f"{spec.name}-{stamp}", done), remaining, tune_dir, resources,
-                         min(concurrent, 4), spec.retries, [StudyCallback(tracker, context, progress, sampled=True)])
+                         min(concurrent, 4), spec.retries, [StudyCallback(tracker, context, progress, sampled=True, halt=halt)],
+                         halt=halt)
+        _stop_if_halted(halt)
         status = "ran"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -193,6 +219,12 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
     _print_summary(spec, results, study_dir, uri, time.time() - started)
     _refresh_report(study_dir)
     return 0
+
+
+def _stop_if_halted(halt) -> None:
+    if halt.reason:
+        raise StorageError(f"{halt.reason}; the study stopped with every finished trial kept: free space, then run "
+                           "the same command again to resume")
 
 
 def _refresh_report(study_dir: Path) -> None:

@@ -9,11 +9,15 @@ where results go. ``--set key=value`` overrides any field before validation
 from __future__ import annotations
 
 import math
+import os
+import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from yaml.constructor import ConstructorError
 
 from study.errors import SpecError
 from study.model import SCHEDULES, SCOPES
@@ -22,10 +26,13 @@ from study.train._loop import DEFAULT_SEED
 
 BUILTIN_DATASETS = ("mri", "ct")
 ALGORITHMS = ("grid", "tpe", "random", "gp")
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few lines; a bigger file is a mistake, not a study
+MAX_SAMPLES = 20_000  # as plan.MAX_GRID_TRIALS: a typo should not plan a study that runs for years
+MAX_SEED = 2**32 - 1  # the largest seed every consumer (NumPy, Optuna, torch) accepts
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LogUniform(_Strict):
@@ -141,8 +148,8 @@ class Baseline(_Strict):
 
 class Search(_Strict):
     algorithm: Literal["grid", "tpe", "random", "gp"] = "grid"
-    num_samples: int | None = Field(None, ge=1, description="trials to sample; grid: the grid size")
-    seed: int = 0
+    num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="trials to sample; grid: the grid size")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Resources(_Strict):
@@ -154,7 +161,7 @@ class Resources(_Strict):
 class StudySpec(_Strict):
     """A validated study: see ``search_spaces/*.yaml`` for annotated examples."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str
     datasets: list[str] = ["mri", "ct"]
     scale: Scale = Scale()
     pretraining: PretrainingAxes | None = PretrainingAxes()
@@ -166,8 +173,8 @@ class StudySpec(_Strict):
     storage: str = "studies"
     tracking_uri: str = "sqlite:///mlflow.db"
     retries: int = Field(2, ge=0)
-    seed: int = DEFAULT_SEED
-    split_seed: int = 0
+    seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED)
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("datasets", "label_fractions")
     @classmethod
@@ -176,6 +183,25 @@ class StudySpec(_Strict):
             raise ValueError("must list at least one value")
         if len(set(map(str, v))) != len(v):
             raise ValueError(f"{v} lists a value twice")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        # The study folder is <storage>/<name>: a path here could climb out of storage or overwrite.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
+            raise ValueError("a study name is a folder name, not a path: up to 100 letters, digits, '_', '.' "
+                             "or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("datasets", "storage", "tracking_uri")
+    @classmethod
+    def _printable(cls, v: str | list[str]) -> str | list[str]:
+        for text in [v] if isinstance(v, str) else v:
+            if not text.strip():
+                raise ValueError("must name a folder or location, got an empty string")
+            if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise ValueError("holds a control character (a NUL byte, a newline, ...)")
         return v
 
     @field_validator("label_fractions")
@@ -227,7 +253,10 @@ class StudySpec(_Strict):
         return out
 
     def storage_dir(self) -> Path:
-        return Path(self.storage).expanduser().resolve() / self.name
+        try:
+            return Path(self.storage).expanduser().resolve() / self.name
+        except (RuntimeError, OSError) as exc:  # an unknown ~user, a symlink loop
+            raise SpecError(f"storage: {self.storage}: {exc}") from None
 
 
 def _members(values: list[str], allowed: tuple[str, ...]) -> list[str]:
@@ -237,25 +266,73 @@ def _members(values: list[str], allowed: tuple[str, ...]) -> list[str]:
     return values
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` (no Python tags, so nothing in a spec runs) that also refuses a key given
+    twice: YAML forbids it, and PyYAML would silently keep the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    raise ConstructorError(None, None, f"{key.value!r} is given twice", key.start_mark)
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - _SpecLoader is a SafeLoader
+
+
 def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
     """Read, override and validate a spec; every problem is one :class:`SpecError` line."""
     path = Path(path)
+    name = _one_line(str(path))  # the path as typed may hold a newline: the error stays one line
     try:
-        raw = yaml.safe_load(path.read_text())
+        if path.exists() and not path.is_file():  # a folder, or /dev/zero that would never end
+            raise SpecError(f"{name}: not a spec file (a folder or a device)")
+        if path.exists() and path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{name}: {path.stat().st_size:,} bytes is too large for a spec "
+                            f"(at most {MAX_SPEC_BYTES:,}); is it the right file?")
+        raw = _parse_yaml(path.read_text())
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
+        raise SpecError(f"{name}: no such spec file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read ({exc})") from None
+        raise SpecError(f"{name}: cannot read ({_one_line(str(exc))})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise SpecError(f"{name}{where}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise SpecError(f"{name}: nested too deeply to be a spec") from None
+    if raw is None:
+        raise SpecError(f"{name}: the file is empty; a spec is a mapping of fields (name, datasets, ...)")
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a spec is a mapping of fields (name, datasets, ...), got {type(raw).__name__}")
+        raise SpecError(f"{name}: a spec is a mapping of fields (name, datasets, ...), got {type(raw).__name__}")
     for item in overrides:
         _override(raw, item)
     raw.setdefault("name", path.stem)
-    return validate(raw, source=str(path))
+    spec = validate(raw, source=str(path))
+    check_storage(spec)
+    return spec
+
+
+def check_storage(spec: StudySpec) -> None:
+    """Refuse, before anything runs, a study folder that could never be made; nothing is created."""
+    folder = spec.storage_dir()
+    if any(len(part.encode()) > 255 for part in folder.parts):
+        raise SpecError(f"storage: {_short(str(folder))}: a folder name is longer than 255 bytes")
+    existing = folder
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except PermissionError:
+        raise SpecError(f"storage: {existing}: permission denied") from None
+    if not existing.is_dir():
+        raise SpecError(f"storage: {existing} is a file, not a folder: the study folder {folder} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        raise SpecError(f"storage: {existing}: {'read-only file system' if read_only else 'permission denied'}")
 
 
 def validate(raw: dict, source: str = "spec") -> StudySpec:
@@ -269,18 +346,38 @@ def validate(raw: dict, source: str = "spec") -> StudySpec:
             message = "unknown field"
         elif err["type"] in ("missing",):
             message = "is required"
-        got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {err['input']!r})"
-        raise SpecError(f"{source}: {field or 'spec'}: {message}{got}") from None
+        got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {_short(err['input'])})"
+        raise SpecError(_one_line(f"{source}: {field or 'spec'}: {message}{got}")) from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 80, 80, 2
+
+
+def _short(value: Any) -> str:
+    """repr, cut short: an input may be a megabyte string or an alias bomb of nested lists."""
+    return _REPR.repr(value)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):  # binary junk: its str() spans two lines
+        return f"character #x{exc.character:04x} at byte {exc.position} is not text: {exc.reason}"
+    return _one_line(str(getattr(exc, "problem", None) or exc))
+
+
+def _one_line(text: str) -> str:
+    """Errors are one line: control characters (from a YAML key, a parser's message) are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise SpecError(f"--set {item!r}: expected key=value, e.g. resources.cpus_per_trial=2")
+        raise SpecError(f"--set {_short(item)}: expected key=value, e.g. resources.cpus_per_trial=2")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise SpecError(f"--set {item!r}: the value is not valid YAML") from None
+        value = _parse_yaml(text)
+    except (yaml.YAMLError, RecursionError):
+        raise SpecError(f"--set {_short(item)}: the value is not valid YAML") from None
     node = raw
     *parents, leaf = key.split(".")
     for part in parents:
@@ -289,6 +386,6 @@ def _override(raw: dict, item: str) -> None:
             child = {} if child is None else {"profile": child}
             node[part] = child
         if not isinstance(child, dict):
-            raise SpecError(f"--set {key}: {part} is not a section")
+            raise SpecError(_one_line(f"--set {key}: {part} is not a section"))
         node = child
     node[leaf] = value

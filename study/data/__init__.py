@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from study.data._builtin import BUILTIN_KINDS, PhantomSettings, builtin_dataset, make_phantom_dataset
+from study.data._checks import CONTENT_RECORD, check_contents, write_record
 from study.data._h5 import DatasetWriter, H5Dataset, open_h5_dataset
 from study.data._model import Dataset, ScanInfo, Split, labels_to_masks
 from study.data._skmtea import SkmTeaDataset, is_skmtea_root
@@ -25,6 +27,7 @@ from study.errors import DataError
 
 __all__ = [
     "BUILTIN_KINDS",
+    "CONTENT_RECORD",
     "DEFAULT_LABEL_FRACTIONS",
     "Dataset",
     "DatasetWriter",
@@ -35,6 +38,8 @@ __all__ = [
     "SliceDataset",
     "Split",
     "builtin_dataset",
+    "check_contents",
+    "write_record",
     "finetuning_scans",
     "guard_training_scans",
     "label_subsets",
@@ -54,6 +59,8 @@ def open_dataset(path: str | Path) -> Dataset:
         raise DataError(f"{root}: data set not found")
     if not root.is_dir():
         raise DataError(f"{root}: a data set is a folder, this is a file")
+    if not os.access(root, os.R_OK | os.X_OK):  # else it would look like a folder that is not a data set
+        raise DataError(f"{root}: permission denied")
     try:
         if (root / "dataset.json").exists():
             return open_h5_dataset(root)

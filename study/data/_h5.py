@@ -27,6 +27,8 @@ MANIFEST = "dataset.json"
 
 MODALITIES = ("mri", "ct")
 _NOT_RAW = ("image", "labels")
+# What h5py raises for a damaged file, depending on which structure the damage hit.
+_H5_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError)
 
 
 class _HandleCache:
@@ -57,6 +59,8 @@ class _HandleCache:
 def open_h5(path: Path) -> h5py.File:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if not os.access(path, os.R_OK):  # h5py would call it corrupt
+        raise DataError(f"{path}: permission denied")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -65,11 +69,11 @@ def open_h5(path: Path) -> h5py.File:
 
 def h5_array(f: h5py.File, key: str, index: Any = ()) -> np.ndarray:
     """Read ``f[key][index]`` with errors that name the file and key."""
-    if key not in f:
-        raise DataError(f"{f.filename}: missing key {key!r}")
     try:
+        if key not in f:
+            raise DataError(f"{f.filename}: missing key {key!r}")
         return f[key][index]
-    except (OSError, ValueError, TypeError) as exc:
+    except _H5_ERRORS as exc:  # a corrupt file fails anywhere, even in looking a key up
         raise DataError(f"{f.filename}: cannot read {key!r}: {exc}") from None
 
 
@@ -104,6 +108,15 @@ class H5Dataset(Dataset):
         """Label map (n, H, W) uint8, 0 = background, k = class_names[k - 1]."""
         idx = as_index(slices, self.scans[scan_id].n_slices)
         return h5_array(self._file(scan_id), "labels", idx)
+
+    def stored_dtype(self, scan_id: str, key: str) -> np.dtype | None:
+        """The dtype ``key`` is stored as, from the file's header without reading voxels; None if absent."""
+        f = self._file(scan_id)
+        try:
+            node = f.get(key)
+        except _H5_ERRORS as exc:
+            raise DataError(f"{f.filename}: cannot read {key!r}: {exc}") from None
+        return node.dtype if isinstance(node, h5py.Dataset) else None
 
     def read_raw(self, scan_id: str) -> dict[str, np.ndarray]:
         f = self._file(scan_id)
@@ -149,6 +162,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:

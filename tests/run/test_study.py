@@ -54,6 +54,7 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny
     assert {r["strategy"] for r, _ in results.values()} == {"supervised", "restoration/K64/random|encoder/at_once"}
     assert sorted((r["strategy"], r["label_fraction"]) for r, _ in results.values()) == sorted(
         (s, f) for s in ("supervised", "restoration/K64/random|encoder/at_once") for f in (0.5, 1.0))
+    assert "mri0000.h5" in (study / "data_checked.json").read_text()  # the data check is recorded at once
     # one pretraining for the two fractions that share it
     assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 1
     runs = _runs(tmp_path, "tiny")
@@ -147,7 +148,6 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     import shutil
 
     import h5py
-    import numpy as np
 
     data = tmp_path / "nan-mri"
     shutil.copytree(tiny_mri, data)
