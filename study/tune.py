@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
