@@ -41,20 +41,13 @@ def absolute_uri(uri: str, cwd: Path | None = None) -> str:
     return uri
 
 
-def redacted(uri: str) -> str:
-    """The URI as it may be printed or logged: a password in it (``http://user:secret@host``) is
-    replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 _PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@\s/]+@")  # the password of any user:password@host
+
+
+def redacted(text: str) -> str:
+    """A URI, or a whole spec's text, as it may be printed or logged: every password in a
+    ``scheme://user:secret@host`` is replaced by ``***``."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def _health(uri: str) -> None:
@@ -148,7 +141,7 @@ class Tracker:
         self.parent_id = run.info.run_id
         versions = {f"version.{p}": _version(p) for p in PACKAGES}
         self._params(self.parent_id, {**params, **versions, "python": platform.python_version()})
-        self.client.log_text(self.parent_id, _PASSWORD.sub(r"\1***@", spec_file.read_text()), spec_file.name)
+        self.client.log_text(self.parent_id, redacted(spec_file.read_text()), spec_file.name)
         return self.parent_id
 
     def _exists(self, run_id: str) -> bool:
