@@ -5,6 +5,8 @@ The value is a comma-separated list of faults, each fired at a named point of th
     crash:N              a trial's worker exits after N fine-tuning epochs (once per trial)
     kill-worker:N        a trial's worker SIGKILLs itself after N fine-tuning epochs (once per study)
     raise:N              a trial raises RuntimeError after N fine-tuning epochs (once per study)
+    data-error:N         a trial raises DataError after N fine-tuning epochs (every attempt: an
+                         error no retry can fix)
     kill-driver:POINT    the driver SIGKILLs itself at POINT: pretrain (first pretraining epoch
                          seen), between (pretrainings done, fine-tuning not started), finetune
                          (first fine-tuning epoch seen), logging (a trial's final MLflow logging
@@ -54,7 +56,7 @@ def _kill_self() -> None:
 def trial_hook(study_dir: Path, trial_folder: Path) -> Callable[[dict], None]:
     """Called with every fine-tuning epoch record of one trial attempt; fires the worker faults."""
     faults = _faults()
-    if not faults.keys() & {"crash", "kill-worker", "raise"}:
+    if not faults.keys() & {"crash", "kill-worker", "raise", "data-error"}:
         return lambda record: None
     seen: list[dict] = []
 
@@ -66,6 +68,10 @@ def trial_hook(study_dir: Path, trial_folder: Path) -> Callable[[dict], None]:
             _kill_self()
         if "raise" in faults and len(seen) >= int(faults["raise"]) and _once(study_dir, "raise"):
             raise RuntimeError(f"injected fault after {len(seen)} fine-tuning epochs")
+        if "data-error" in faults and len(seen) >= int(faults["data-error"]):
+            from study.errors import DataError
+
+            raise DataError(f"injected data error after {len(seen)} fine-tuning epochs")
 
     return hook
 

@@ -14,7 +14,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from study import faults
-from study.trial import read_json, trial_dir
+from study.trial import read_json, trial_dir, write_error
 from study.tune import Context, finished_result, storage_full
 
 HEARTBEAT_S = 30.0
@@ -112,22 +112,23 @@ class StudyCallback(Callback):
         if self.kind == "pretrain":
             key = trial.last_result.get("key", "")
             done = read_json(self.study_dir / "pretrain" / key / "result.json")
-            self.progress.finished(None if done is None else {"status": "finished"}, self._label(trial.config))
+            self.progress.finished(None if done is None else {"status": "finished", **done}, self._label(trial.config))
             return
         result = finished_result(self.study_dir, point.id)
         if result is not None:
             self.tracker.finish_trial(run_id, point.id, result)
         self.progress.finished(result, self._label(trial.config))
 
-    def _check_storage(self, trial: Any) -> None:
-        if self.halt is None:
-            return
+    @staticmethod
+    def _error_text(trial: Any) -> str | None:
         try:  # Tune appends each failure's traceback to the trial's local error file
-            error = Path(trial.error_file).read_text()
+            return Path(trial.error_file).read_text()
         except Exception:  # no file: on a really full disk it may be what could not be written
-            error = None
-        reason = storage_full(error)
-        if reason and self.halt.reason is None:
+            return None
+
+    def _check_storage(self, trial: Any) -> None:
+        reason = storage_full(self._error_text(trial))
+        if self.halt is not None and reason and self.halt.reason is None:
             self.halt.reason = reason
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -135,9 +136,14 @@ class StudyCallback(Callback):
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if run_id is not None:
             self.tracker.stop_trial(run_id, "FAILED")
-        log = trial_dir(self.study_dir, point.id) / "attempts.jsonl" if point is not None else None
-        attempts = len(log.read_text().splitlines()) if log is not None and log.exists() else "?"
-        self.progress.finished(None, f"{self._label(trial.config)} after {attempts} attempts (see the Tune log under {self.study_dir / 'tune'})")
+        if point is None:  # a pretraining: its trials fail or error in their own right
+            self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.study_dir / 'tune'})")
+            return
+        log = trial_dir(self.study_dir, point.id) / "attempts.jsonl"
+        attempts = len(log.read_text().splitlines()) if log.exists() else 0
+        reason = f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is under {self.study_dir / 'tune'})"
+        write_error(self.study_dir, point.id, reason)
+        self.progress.finished(None, f"{self._label(trial.config)}: {reason}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check_storage(trial)
@@ -146,6 +152,12 @@ class StudyCallback(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.progress.tick()
+
+
+def last_line(text: str | None) -> str:
+    """The exception line that ends a traceback: what went wrong, in one line."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "the trial errored without a traceback"
 
 
 def summary_table(results: list[dict]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,15 +29,19 @@ from study.data import (
     PhantomSettings,
     builtin_dataset,
     check_contents,
+    check_selections,
+    default_rounding,
     open_dataset,
+    phantom_rounding,
+    phantom_split,
     write_record,
 )
-from study.errors import DataError, SpecError, StorageError
+from study.errors import DataError, SpecError, StorageError, StudyError
 from study.plan import Plan, make_plan
 from study.progress import Progress, StudyCallback, summary_table
 from study.spec import StudySpec, load_spec
 from study.tracking import Tracker, absolute_uri, redacted
-from study.trial import read_json, write_json
+from study.trial import read_json, trial_error, write_json
 from study.tune import (
     Context,
     check_resources,
@@ -54,8 +58,14 @@ from study.tune import (
 )
 
 
+INCOMPLETE = 3  # exit status: the study ran, but some planned trial has no finished result
+
+
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0],
+                       epilog=f"exit status: 0 every planned trial finished; 2 the spec, data or resources were "
+                              f"refused (nothing ran); {INCOMPLETE} the study ran but some planned trial failed, "
+                              "errored or did not run (the summary lists each with its reason)")
     p.add_argument("space", type=Path, help="a search space, e.g. search_spaces/pretext.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set resources.cpus_per_trial=2 (repeatable)")
@@ -98,6 +108,8 @@ def _check_datasets(spec: StudySpec, unrecorded: dict) -> dict[str, str | None]:
     for name in spec.datasets:
         if name in BUILTIN_KINDS:
             out[name] = None
+            settings = PhantomSettings.default(name, size=spec.scale.image_size)
+            _check_selections(spec, name, phantom_split(settings), phantom_rounding(settings))
             continue
         try:
             path = Path(name).expanduser().resolve()
@@ -111,10 +123,21 @@ def _check_datasets(spec: StudySpec, unrecorded: dict) -> dict[str, str | None]:
             if height % step or width % step:
                 raise SpecError(f"datasets: {name}: images of {height} x {width} px are not divisible by {step} "
                                 f"for a U-Net of {len(spec.scale.widths)} levels (scale.widths)")
+        _check_selections(spec, name, dataset.split, default_rounding(dataset))
         check_contents(dataset, record, pending=unrecorded)
         dataset.close()
         out[name] = str(path)
     return out
+
+
+def _check_selections(spec: StudySpec, name: str, split, rounding: str) -> None:
+    """Every pretraining subset and label subset the study asks of a data set, drawn now: a
+    selection a trial would refuse stops the study before anything runs."""
+    extents = spec.pretraining.extent if spec.pretraining is not None else []
+    try:
+        check_selections(split, rounding, extents, spec.label_fractions, seed=spec.split_seed)
+    except StudyError as exc:
+        raise type(exc)(f"datasets: {name}: {exc}") from None
 
 
 def _local_resources() -> dict[str, float]:
@@ -209,16 +232,37 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
     finally:
         trials = plan.trials if plan.enumerable else _sampled_trials(context, study_dir)
         tracker.reconcile(trials)
-        results = [r for t in trials if (r := finished_result(study_dir, t.id)) is not None]
+        outcome = Outcome.of(trials, study_dir, planned=plan.num_samples())
         if status == "ran":
-            complete = len(results) == len(trials) if plan.enumerable else len(results) >= plan.num_samples()
-            status = "FINISHED" if complete else "FAILED"
-        ok = [r for r in results if r.get("status") == "finished"]
-        tracker.close_parent(status, {"trials_finished": len(ok), "trials_failed": len(results) - len(ok),
-                                      "wall_seconds": time.time() - started})
-    _print_summary(spec, results, study_dir, uri, time.time() - started)
+            status = "FINISHED" if outcome.complete else "FAILED"
+        tracker.close_parent(status, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed),
+                                      "trials_errored": len(outcome.errored), "wall_seconds": time.time() - started})
+    _print_summary(spec, outcome, study_dir, uri, time.time() - started)
     _refresh_report(study_dir)
-    return 0
+    return 0 if outcome.complete else INCOMPLETE
+
+
+@dataclass
+class Outcome:
+    """What became of the planned trials: finished, failed (with a result saying why), errored
+    (Tune gave up, no result) and not run at all (a sampled search cut short)."""
+
+    finished: list[dict]
+    failed: list[dict]
+    errored: list[tuple[str, str]]  # (trial id, reason)
+    not_run: int
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.errored or self.not_run)
+
+    @classmethod
+    def of(cls, trials: list, study_dir: Path, planned: int) -> Outcome:
+        results = {t.id: r for t in trials if (r := finished_result(study_dir, t.id)) is not None}
+        finished = [r for r in results.values() if r.get("status") == "finished"]
+        errored = [(t.id, trial_error(study_dir, t.id) or "no result") for t in trials if t.id not in results]
+        return cls(finished, [r for r in results.values() if r.get("status") != "finished"], errored,
+                   max(0, planned - len(trials)))
 
 
 def _stop_if_halted(halt) -> None:
@@ -248,16 +292,23 @@ def _sampled_trials(context: Context, study_dir: Path):
     return list(seen.values())
 
 
-def _print_summary(spec: StudySpec, results: list[dict], study_dir: Path, uri: str, seconds: float) -> None:
-    table = summary_table(results)
-    failed = [r for r in results if r.get("status") != "finished"]
-    print(f"\n{spec.name}: {len(results) - len(failed)} trials finished, {len(failed)} failed, {seconds / 60:.1f} min")
+def _print_summary(spec: StudySpec, outcome: Outcome, study_dir: Path, uri: str, seconds: float) -> None:
+    table = summary_table(outcome.finished)
+    counts = [f"{len(outcome.finished)} trials finished", f"{len(outcome.failed)} failed"]
+    counts += [f"{len(outcome.errored)} errored"] if outcome.errored else []
+    counts += [f"{outcome.not_run} not run"] if outcome.not_run else []
+    print(f"\n{spec.name}: {', '.join(counts)}, {seconds / 60:.1f} min")
     if not table.empty:
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print("mean test Dice per strategy (columns: data set, label fraction):")
             print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-    for r in failed:
+    for r in outcome.failed:
         print(f"  failed: {r['trial_id']} {r.get('strategy')} {r.get('dataset')} {r.get('label_fraction')}: {r.get('reason')}")
+    for trial_id, reason in outcome.errored:
+        print(f"  errored: {trial_id}: {reason}")
+    if not outcome.complete:
+        print(f"the study is incomplete (exit status {INCOMPLETE}): failed trials keep their result; errored and "
+              "unrun ones run again when the same command is repeated")
     print(f"study folder: {study_dir}")
     print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {redacted(uri)}")
     sys.stdout.flush()

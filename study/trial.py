@@ -10,8 +10,11 @@ resume it::
     trials/<id>/per_case.csv                 the per-case table (docs/per-case-table.md)
     trials/<id>/work/                        per-epoch checkpoints: a crashed trial resumes here
 
-A trial whose training diverges ends with status "failed" and the reason; it is not retried.
-An unreadable checkpoint (truncated on disk) is never fatal: a fit restarts from scratch, and
+A trial that cannot succeed however often it is run (its training diverges; a data, spec or
+pretraining error) ends with status "failed" and the reason, after one attempt: retrying is for
+what a retry can fix (a worker or node lost, a transient I/O error), which Tune does from the
+trial's last checkpoint. A pretraining that cannot succeed is recorded the same way, once, and
+every trial that needs it fails with its reason. An unreadable checkpoint (truncated on disk) is never fatal: a fit restarts from scratch, and
 pretrained weights that cannot be loaded are made again.
 """
 
@@ -26,7 +29,8 @@ from typing import Callable
 from filelock import FileLock
 
 from study import faults
-from study.data import Dataset, finetuning_scans, open_dataset, pretraining_scans
+from study.errors import StudyError
+from study.data import Dataset, default_rounding, finetuning_scans, open_dataset, pretraining_scans
 from study.model import TransferPlan, UNetConfig
 from study.plan import PretrainPoint, TrialPoint
 from study.train import (
@@ -42,6 +46,8 @@ from study.train import (
 )
 
 Report = Callable[[dict], None]
+# What a retry cannot fix: the trial or pretraining fails once, with the reason.
+UNRECOVERABLE = (Diverged, StudyError)
 _datasets: dict[str, Dataset] = {}  # per worker process: a reused actor opens each data set once
 
 
@@ -63,6 +69,15 @@ def write_json(path: Path, obj: dict) -> None:
 
 def trial_dir(study_dir: Path, trial_id: str) -> Path:
     return study_dir / "trials" / trial_id
+
+
+def write_error(study_dir: Path, trial_id: str, reason: str) -> None:
+    """Why Tune gave up on a trial that left no result (its retries spent); a later run retries it."""
+    write_json(trial_dir(study_dir, trial_id) / "error.json", {"trial_id": trial_id, "reason": reason})
+
+
+def trial_error(study_dir: Path, trial_id: str) -> str | None:
+    return (read_json(trial_dir(study_dir, trial_id) / "error.json") or {}).get("reason")
 
 
 def _dataset(path: str) -> Dataset:
@@ -88,26 +103,43 @@ def ensure_pretrained(study_dir: Path, point: PretrainPoint, data_path: str, dev
         done = read_json(folder / "result.json")
         if done is not None:
             return done
-        dataset, scale, started = _dataset(data_path), point.scale, time.time()
-        config = PretrainConfig(task=point.task, sampler=point.sampler, patch_size=point.patch_size,
-                                extent=point.extent, lr=point.lr, patience=scale["pretrain_patience"], n_masks=scale["n_masks"])
-        ids = pretraining_scans(dataset.split, point.extent, seed=point.split_seed)
-        result = pretrain(
-            dataset, ids, dataset.split.val, dataset.split.test, scale["widths"], config,
-            _settings(scale, scale["pretrain_max_epochs"], device, point.seed), groups=scale["groups"],
-            workdir=folder / "work", on_epoch=lambda r: report({"stage": "pretrain", **r}),
-        )
-        save_checkpoint(folder / "weights.pt", result.state)
-        result.inpainting.to_csv(folder / "inpainting.csv", index=False)
-        done = {
-            "key": point.key, "strategy": point.strategy, "best_epoch": result.fit.best_epoch,
-            "best_val_loss": result.fit.best_val_loss, "inpainting_l2": float(result.inpainting["l2"].mean()),
-            "history": result.fit.history, "seconds": time.time() - started,
-        }
+        started = time.time()
+        try:
+            done = _pretrain(folder, point, data_path, device, report)
+        except UNRECOVERABLE as exc:
+            done = {"key": point.key, "strategy": point.strategy, "status": "failed", "reason": str(exc)}
+        done = {**done, "seconds": time.time() - started}
         write_json(folder / "result.json", done)
         with open(study_dir / "pretrain" / "executed.log", "a") as log:
             log.write(f"{point.key} {os.getpid()} {time.time():.0f}\n")
         return done
+
+
+def _pretrain(folder: Path, point: PretrainPoint, data_path: str, device: str, report: Report) -> dict:
+    dataset, scale = _dataset(data_path), point.scale
+    config = PretrainConfig(task=point.task, sampler=point.sampler, patch_size=point.patch_size,
+                            extent=point.extent, lr=point.lr, patience=scale["pretrain_patience"], n_masks=scale["n_masks"])
+    ids = pretraining_scans(dataset.split, point.extent, seed=point.split_seed, rounding=default_rounding(dataset))
+    result = pretrain(
+        dataset, ids, dataset.split.val, dataset.split.test, scale["widths"], config,
+        _settings(scale, scale["pretrain_max_epochs"], device, point.seed), groups=scale["groups"],
+        workdir=folder / "work", on_epoch=lambda r: report({"stage": "pretrain", **r}),
+    )
+    save_checkpoint(folder / "weights.pt", result.state)
+    result.inpainting.to_csv(folder / "inpainting.csv", index=False)
+    return {
+        "key": point.key, "strategy": point.strategy, "status": "finished", "best_epoch": result.fit.best_epoch,
+        "best_val_loss": result.fit.best_val_loss, "inpainting_l2": float(result.inpainting["l2"].mean()),
+        "history": result.fit.history, "n_scans": len(ids),
+    }
+
+
+class PretrainingFailed(Exception):
+    """A trial's pretraining has a failed result: the trial cannot succeed either."""
+
+
+def pretrain_failed(result: dict) -> bool:
+    return result.get("status") == "failed"  # results of earlier versions have no status: finished
 
 
 def run_trial(study_dir: Path, trial: TrialPoint, data_path: str, device: str = "cpu", report: Report = lambda _: None) -> dict:
@@ -120,11 +152,12 @@ def run_trial(study_dir: Path, trial: TrialPoint, data_path: str, device: str = 
     started, scale = time.time(), trial.scale
     try:
         result = _fine_tune_and_evaluate(study_dir, folder, trial, data_path, device, report)
-    except Diverged as exc:
+    except (*UNRECOVERABLE, PretrainingFailed) as exc:
         result = {"status": "failed", "reason": str(exc)}
     result = {"trial_id": trial.id, **trial.params(), **result, "seconds": time.time() - started,
               "widths": list(scale["widths"])}
     write_json(folder / "result.json", result)
+    (folder / "error.json").unlink(missing_ok=True)  # an earlier invocation's give-up, now superseded
     with open(study_dir / "trials" / "finished.log", "a") as log:
         log.write(f"{trial.id} {os.getpid()} {time.time():.0f}\n")
     return result
@@ -134,14 +167,16 @@ def _pretrained_weights(study_dir: Path, point: PretrainPoint, data_path: str, d
     """The pretraining's result and weights; weights that no longer load are made again."""
     folder = study_dir / "pretrain" / point.key
     pre = ensure_pretrained(study_dir, point, data_path, device, report)
-    weights = _load_own(study_dir, folder / "weights.pt")
-    if weights is None:
+    weights = None if pretrain_failed(pre) else _load_own(study_dir, folder / "weights.pt")
+    if weights is None and not pretrain_failed(pre):
         with FileLock(str(folder) + ".lock"):
             if _load_own(study_dir, folder / "weights.pt") is None:
                 (folder / "weights.pt").unlink(missing_ok=True)
                 (folder / "result.json").unlink(missing_ok=True)
         pre = ensure_pretrained(study_dir, point, data_path, device, report)
-        weights = _load_own(study_dir, folder / "weights.pt")
+        weights = None if pretrain_failed(pre) else _load_own(study_dir, folder / "weights.pt")
+    if pretrain_failed(pre):
+        raise PretrainingFailed(f"its pretraining {point.strategy} failed: {pre.get('reason')}")
     return pre, weights
 
 

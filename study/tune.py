@@ -126,7 +126,7 @@ def pretrain_trainable(config: dict, context: Context) -> None:
     point = PretrainPoint(**config["point"])
     result = ensure_pretrained(Path(context.study_dir), point, context.data_paths[point.dataset], device,
                                report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}))
-    tune.report({OBJECTIVE: result["best_val_loss"], "final": 1, "key": point.key})
+    tune.report({OBJECTIVE: result.get("best_val_loss", math.nan), "final": 1, "key": point.key})
 
 
 def finetune_trainable(config: dict, context: Context) -> None:

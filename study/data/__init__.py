@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from study.data._builtin import BUILTIN_KINDS, PhantomSettings, builtin_dataset, make_phantom_dataset
+from study.data._builtin import (
+    BUILTIN_KINDS,
+    PhantomSettings,
+    builtin_dataset,
+    make_phantom_dataset,
+    phantom_rounding,
+    phantom_split,
+)
 from study.data._checks import CONTENT_RECORD, check_contents, write_record
 from study.data._h5 import DatasetWriter, H5Dataset, open_h5_dataset
 from study.data._model import Dataset, ScanInfo, Split, labels_to_masks
@@ -17,6 +24,8 @@ from study.data._skmtea import SkmTeaDataset, is_skmtea_root
 from study.data.slices import SliceDataset
 from study.data.subsets import (
     DEFAULT_LABEL_FRACTIONS,
+    check_selections,
+    default_rounding,
     finetuning_scans,
     guard_training_scans,
     label_subsets,
@@ -31,6 +40,8 @@ __all__ = [
     "DEFAULT_LABEL_FRACTIONS",
     "Dataset",
     "DatasetWriter",
+    "check_selections",
+    "default_rounding",
     "H5Dataset",
     "PhantomSettings",
     "ScanInfo",
@@ -46,6 +57,8 @@ __all__ = [
     "labels_to_masks",
     "make_phantom_dataset",
     "open_dataset",
+    "phantom_rounding",
+    "phantom_split",
     "pretraining_scans",
     "subset_size",
 ]

@@ -75,12 +75,31 @@ def _subject_rng(settings: PhantomSettings, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([settings.seed, kind_code, index]))
 
 
+_ROLES = ("train", "val", "test", "unlabeled")
+
+
+def phantom_split(settings: PhantomSettings) -> Split:
+    """The split a phantom data set of these settings has, known before it is generated: scans are
+    numbered in the order train, val, test, unlabeled."""
+    ids, start = {}, 0
+    for role in _ROLES:
+        count = getattr(settings, f"n_{role}")
+        ids[role] = tuple(f"{settings.kind}{i:04d}" for i in range(start, start + count))
+        start += count
+    return Split(**ids)
+
+
+def phantom_rounding(settings: PhantomSettings) -> str:
+    """How label fractions round on this phantom (as :func:`study.data.default_rounding` on the
+    written data set): MRI scans are volumes, CT scans single slices."""
+    return "ceil" if settings.n_slices > 1 else "half_even"
+
+
 def make_phantom_dataset(settings: PhantomSettings, out: Path) -> Path:
     """Write a complete phantom data set in the platform's format to ``out`` (a new folder)."""
     from study.data import phantoms  # numpy-heavy generators, only needed here
 
-    roles = {"train": settings.n_train, "val": settings.n_val, "test": settings.n_test, "unlabeled": settings.n_unlabeled}
-    ids: dict[str, list[str]] = {role: [] for role in roles}
+    split = phantom_split(settings)
     mri = settings.kind == "mri"
     preprocessing = {"input": "rss_zscore_volume"} if mri else {"ct_windows": [list(w) for w in DEFAULT_CT_WINDOWS]}
     with DatasetWriter(
@@ -91,34 +110,29 @@ def make_phantom_dataset(settings: PhantomSettings, out: Path) -> Path:
         in_channels=1 if mri else len(DEFAULT_CT_WINDOWS),
         preprocessing={**preprocessing, "phantom": dataclasses.asdict(settings)},
     ) as writer:
-        index = 0
-        for role, count in roles.items():
-            for _ in range(count):
-                scan_id = f"{settings.kind}{index:04d}"
-                rng = _subject_rng(settings, index)
-                labels = None
-                if mri:
-                    p = phantoms.make_mri_phantom(rng, size=settings.size, n_slices=settings.n_slices)
-                    image = mri_input(p.echo1, p.echo2)
-                    raw = {"echo1": p.echo1, "echo2": p.echo2, "t2_true_ms": p.t2_ms}
-                    labels, spacing, qdess = p.labels, p.spacing_mm, p.params
-                else:
-                    p = phantoms.make_ct_phantom(rng, size=settings.size)
-                    image = ct_input(p.hu[None])
-                    raw = {"hu": p.hu[None].astype(np.float32)}
-                    labels, spacing, qdess = p.labels[None], (1.0, *p.spacing_mm), None
-                writer.add_scan(
-                    scan_id,
-                    subject_id=scan_id,
-                    image=image,
-                    labels=None if role == "unlabeled" else labels,
-                    raw=raw,
-                    spacing_mm=spacing,
-                    qdess=qdess,
-                )
-                ids[role].append(scan_id)
-                index += 1
-        return writer.finish(Split(**{role: tuple(v) for role, v in ids.items()}))
+        for index, (role, scan_id) in enumerate((role, s) for role in _ROLES for s in getattr(split, role)):
+            rng = _subject_rng(settings, index)
+            labels = None
+            if mri:
+                p = phantoms.make_mri_phantom(rng, size=settings.size, n_slices=settings.n_slices)
+                image = mri_input(p.echo1, p.echo2)
+                raw = {"echo1": p.echo1, "echo2": p.echo2, "t2_true_ms": p.t2_ms}
+                labels, spacing, qdess = p.labels, p.spacing_mm, p.params
+            else:
+                p = phantoms.make_ct_phantom(rng, size=settings.size)
+                image = ct_input(p.hu[None])
+                raw = {"hu": p.hu[None].astype(np.float32)}
+                labels, spacing, qdess = p.labels[None], (1.0, *p.spacing_mm), None
+            writer.add_scan(
+                scan_id,
+                subject_id=scan_id,
+                image=image,
+                labels=None if role == "unlabeled" else labels,
+                raw=raw,
+                spacing_mm=spacing,
+                qdess=qdess,
+            )
+        return writer.finish(split)
 
 
 def cache_root() -> Path:

@@ -57,15 +57,21 @@ def label_subsets(
     return {float(f): tuple(ranked[: subset_size(len(ids), f, rounding)]) for f in fractions}
 
 
-def pretraining_scans(split: Split, extent: float, seed: int = 0) -> tuple[str, ...]:
-    """Scans a pretraining sees: every training scan plus unlabeled ones up to ``extent``.
+def pretraining_scans(split: Split, extent: float, seed: int = 0, rounding: Rounding = "ceil") -> tuple[str, ...]:
+    """Scans a pretraining sees, ``extent`` in multiples of the training set.
 
-    ``extent`` counts in multiples of the training set (the paper's 100 %, 150 %, 200 % for MRI,
-    up to 1200 % for CT are 1.0, 1.5, 2.0, 12.0). Unlabeled scans are added in a seeded order, so
-    a larger extent contains a smaller one.
+    Below 1.0 it is a seeded subset of the training scans, drawn from the same permutation as the
+    label subsets (so 25 % lies inside 50 % inside 100 %, and a label subset of fraction f lies
+    inside every pretraining subset of extent >= f); counts round as the label subsets do. From 1.0
+    up it is every training scan plus unlabeled ones (the paper's 100 %, 150 %, 200 % for MRI, up
+    to 1200 % for CT are 1.0, 1.5, 2.0, 12.0), added in a seeded order, so a larger extent contains
+    a smaller one. Validation and test scans are never used.
     """
-    if not math.isfinite(extent) or extent < 1:
-        raise SpecError(f"pretraining extent {extent!r} must be >= 1.0 (1.0 = the training set alone)")
+    if not math.isfinite(extent) or extent <= 0:
+        raise SpecError(f"pretraining extent {extent!r} must be a positive multiple of the training set")
+    if extent < 1:
+        subset = label_subsets(split.train, (extent,), seed, rounding)[float(extent)]
+        return guard_training_scans(split, subset, "pretraining")
     n_extra = round(len(split.train) * (extent - 1), 9)
     n_extra = math.ceil(n_extra)
     if n_extra > len(split.unlabeled):
@@ -97,5 +103,25 @@ def guard_training_scans(split: Split, scan_ids: Sequence[str], purpose: str) ->
 
 def finetuning_scans(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[str, ...]:
     """The labeled training scans of one label fraction, nested across fractions."""
-    subsets = label_subsets(dataset.split.train, (fraction,), seed, default_rounding(dataset))
-    return guard_training_scans(dataset.split, subsets[float(fraction)], "fine-tuning")
+    return labeled_scans(dataset.split, fraction, seed, default_rounding(dataset))
+
+
+def labeled_scans(split: Split, fraction: float, seed: int = 0, rounding: Rounding = "half_even") -> tuple[str, ...]:
+    subsets = label_subsets(split.train, (fraction,), seed, rounding)
+    return guard_training_scans(split, subsets[float(fraction)], "fine-tuning")
+
+
+def check_selections(split: Split, rounding: Rounding, extents: Sequence[float], fractions: Sequence[float],
+                     seed: int = 0) -> None:
+    """Draw every pretraining and label subset a study will ask of this split, so that a selection
+    no trial could make is refused before the study starts (the errors name the value)."""
+    for extent in extents:
+        try:
+            pretraining_scans(split, extent, seed, rounding)
+        except (SpecError, DataError) as exc:
+            raise type(exc)(f"pretraining.extent {extent:g}: {exc}") from None
+    for fraction in fractions:
+        try:
+            labeled_scans(split, fraction, seed, rounding)
+        except (SpecError, DataError) as exc:
+            raise type(exc)(f"label_fractions {fraction:g}: {exc}") from None

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from study.data import Dataset, finetuning_scans, pretraining_scans
+from study.data import Dataset, default_rounding, finetuning_scans, pretraining_scans
 from study.model import UNetConfig
 from study.train._evaluate import evaluate_segmentation
 from study.train._finetune import FinetuneConfig, FinetuneResult, finetune
@@ -46,7 +46,7 @@ def run_pipeline(
     train_ids = finetuning_scans(dataset, label_fraction, seed=split_seed)
     pretrained = None
     if pretrain_config is not None:
-        pre_ids = pretraining_scans(dataset.split, pretrain_config.extent, seed=split_seed)
+        pre_ids = pretraining_scans(dataset.split, pretrain_config.extent, seed=split_seed, rounding=default_rounding(dataset))
         log(f"pretraining {pretrain_config.task} K={pretrain_config.patch_size} {pretrain_config.sampler} on {len(pre_ids)} scans")
         pretrained = pretrain(
             dataset, pre_ids, dataset.split.val, dataset.split.test, widths, pretrain_config, settings,

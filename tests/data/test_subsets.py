@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.data import Split, guard_training_scans, label_subsets, open_dataset, pretraining_scans, subset_size
+from study.data import Split, check_selections, guard_training_scans, label_subsets, open_dataset, pretraining_scans, subset_size
 from study.data.subsets import finetuning_scans
 from study.errors import DataError, SpecError
 
@@ -47,8 +47,32 @@ def test_pretraining_extents_add_unlabeled_scans_nested() -> None:
     assert set(base) < set(half) < set(double)
     with pytest.raises(DataError, match="needs 20 unlabeled scans, the data set has 10"):
         pretraining_scans(split, 3.0)
-    with pytest.raises(SpecError, match="must be >= 1.0"):
-        pretraining_scans(split, 0.5)
+    with pytest.raises(SpecError, match="must be a positive multiple"):
+        pretraining_scans(split, 0.0)
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "half_even"])
+def test_pretraining_extents_below_one_are_nested_training_subsets(rounding: str) -> None:
+    split = Split(train=tuple(f"t{i:02d}" for i in range(40)), val=("v",), test=("x",), unlabeled=("u0",))
+    quarter, half, full = (pretraining_scans(split, e, seed=5, rounding=rounding) for e in (0.25, 0.5, 1.0))
+    assert (len(quarter), len(half)) == (10, 20)
+    assert set(quarter) < set(half) < set(full) == set(split.train)
+    assert not set(half) & {"v", "x", "u0"}
+    # the label subset of a fraction lies inside every pretraining subset at least as large
+    labels = label_subsets(split.train, (0.1, 0.25), seed=5, rounding=rounding)
+    assert set(labels[0.1]) < set(quarter) and set(labels[0.25]) == set(quarter)
+    # another seed draws another subset; the same seed the same one
+    assert pretraining_scans(split, 0.25, seed=6, rounding=rounding) != quarter
+    assert pretraining_scans(split, 0.25, seed=5, rounding=rounding) == quarter
+    # a tiny extent still pretrains on one scan
+    assert len(pretraining_scans(split, 0.001, seed=5, rounding=rounding)) == 1
+
+
+def test_selections_a_study_cannot_make_are_named() -> None:
+    split = Split(train=tuple(f"t{i}" for i in range(10)), val=("v",), test=("x",), unlabeled=tuple(f"u{i}" for i in range(5)))
+    check_selections(split, "ceil", [0.25, 1.0, 1.5], [0.05, 1.0])
+    with pytest.raises(DataError, match=r"^pretraining.extent 2: .*needs 10 unlabeled scans, the data set has 5"):
+        check_selections(split, "ceil", [0.5, 2.0], [0.05])
 
 
 def test_leak_guard_refuses_validation_and_test_scans() -> None:

@@ -37,10 +37,10 @@ def _attempts(study: Path, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in (study / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()]
 
 
-def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
                             cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -157,7 +157,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
         f["image"][...] = 3e38  # finite, so it passes the data check, but every activation overflows
     spec = write_spec(tmp_path, datasets=[str(data)], label_fractions=[1.0], pretraining=None,
                       finetuning={"lr": [0.001, 0.002]})
-    out = _run(tmp_path, spec)
+    out = _run(tmp_path, spec, status=3)  # a study that lost trials never reports success
     study = tmp_path / "studies" / "tiny"
     results = _results(study)
     assert len(results) == 2
@@ -166,3 +166,23 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     assert "0 trials finished, 2 failed" in out.stdout and out.stdout.count("failed: ") == 2
     runs = _runs(tmp_path, "tiny")
     assert {r.info.status for r in runs} == {"FAILED"} and all("diverged" in r.data.tags["study.failure"] for r in runs)
+
+
+def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path) -> None:
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], retries=2)
+    out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "data-error:1"}, status=3)
+    study = tmp_path / "studies" / "tiny"
+    results = _results(study)
+    assert len(results) == 2 and all(r["status"] == "failed" for r, _ in results.values())
+    assert all("injected data error" in r["reason"] for r, _ in results.values())
+    assert all(len(_attempts(study, t)) == 1 for t in results)  # retries: 2, yet one attempt each
+    assert "0 trials finished, 2 failed" in out.stdout and "exit status 3" in out.stdout
+    runs = _runs(tmp_path, "tiny")
+    assert {r.info.status for r in runs} == {"FAILED"}
+    assert all("injected data error" in r.data.tags["study.failure"] for r in runs)
+    parent = _runs(tmp_path, "tiny", kind="study")[0]
+    assert parent.info.status == "FAILED" and parent.data.metrics["trials_failed"] == 2
+    # the same command again keeps the failed results and still says the study is incomplete
+    again = _run(tmp_path, spec, status=3)
+    assert "0 trials finished, 2 failed" in again.stdout
+    assert all(len(_attempts(study, t)) == 1 for t in results)
