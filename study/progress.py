@@ -134,15 +134,15 @@ class StudyCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check_storage(trial)
         point, run_id = self.runs.get(trial.trial_id, (None, None))
-        if run_id is not None:
-            self.tracker.stop_trial(run_id, "FAILED")
         if point is None:  # a pretraining: its trials fail or error in their own right
             self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.study_dir / 'tune'})")
             return
         log = trial_dir(self.study_dir, point.id) / "attempts.jsonl"
         attempts = len(log.read_text().splitlines()) if log.exists() else 0
         reason = f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is under {self.study_dir / 'tune'})"
-        write_error(self.study_dir, point.id, reason)
+        write_error(self.study_dir, point, reason)
+        if run_id is not None:
+            self.tracker.stop_trial(run_id, "FAILED", reason)
         self.progress.finished(None, f"{self._label(trial.config)}: {reason}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -232,7 +232,8 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
     finally:
         trials = plan.trials if plan.enumerable else _sampled_trials(context, study_dir)
         tracker.reconcile(trials)
-        outcome = Outcome.of(trials, study_dir, planned=plan.num_samples())
+        not_run = 0 if plan.enumerable else max(0, plan.num_samples() - len(read_sampled(study_dir)))
+        outcome = Outcome.of(trials, study_dir, not_run)
         if status == "ran":
             status = "FINISHED" if outcome.complete else "FAILED"
         tracker.close_parent(status, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed),
@@ -245,7 +246,7 @@ def _execute(spec: StudySpec, plan: Plan, space_file: Path, study_dir: Path, uri
 @dataclass
 class Outcome:
     """What became of the planned trials: finished, failed (with a result saying why), errored
-    (Tune gave up, no result) and not run at all (a sampled search cut short)."""
+    (Tune gave up, no result) and not run at all (draws a sampled search did not make)."""
 
     finished: list[dict]
     failed: list[dict]
@@ -257,12 +258,11 @@ class Outcome:
         return not (self.failed or self.errored or self.not_run)
 
     @classmethod
-    def of(cls, trials: list, study_dir: Path, planned: int) -> Outcome:
+    def of(cls, trials: list, study_dir: Path, not_run: int) -> Outcome:
         results = {t.id: r for t in trials if (r := finished_result(study_dir, t.id)) is not None}
         finished = [r for r in results.values() if r.get("status") == "finished"]
         errored = [(t.id, trial_error(study_dir, t.id) or "no result") for t in trials if t.id not in results]
-        return cls(finished, [r for r in results.values() if r.get("status") != "finished"], errored,
-                   max(0, planned - len(trials)))
+        return cls(finished, [r for r in results.values() if r.get("status") != "finished"], errored, not_run)
 
 
 def _stop_if_halted(halt) -> None:

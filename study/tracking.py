@@ -214,7 +214,9 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED" if result.get("status") == "finished" else "FAILED")
 
     @_retry
-    def stop_trial(self, run_id: str, status: str = "KILLED") -> None:
+    def stop_trial(self, run_id: str, status: str = "KILLED", reason: str | None = None) -> None:
+        if reason is not None:
+            self.client.set_tag(run_id, "study.failure", reason[:5000])
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, status)
 

@@ -71,9 +71,10 @@ def trial_dir(study_dir: Path, trial_id: str) -> Path:
     return study_dir / "trials" / trial_id
 
 
-def write_error(study_dir: Path, trial_id: str, reason: str) -> None:
+def write_error(study_dir: Path, trial: TrialPoint, reason: str) -> None:
     """Why Tune gave up on a trial that left no result (its retries spent); a later run retries it."""
-    write_json(trial_dir(study_dir, trial_id) / "error.json", {"trial_id": trial_id, "reason": reason})
+    write_json(trial_dir(study_dir, trial.id) / "error.json",
+               {"trial_id": trial.id, **trial.params(), "status": "errored", "reason": reason})
 
 
 def trial_error(study_dir: Path, trial_id: str) -> str | None:

@@ -25,13 +25,16 @@ RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low"
 
 
 def results_of(folder: Path) -> list[dict]:
-    """Every readable trial result of a study, finished or failed."""
+    """Every readable trial result of a study, finished or failed, and the trials Tune gave up on
+    without a result (status ``errored``, from their ``error.json``)."""
     out = []
-    for path in sorted((folder / "trials").glob("*/result.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
+    for trial in sorted(p for p in (folder / "trials").glob("*") if p.is_dir()):
+        for name in ("result.json", "error.json"):  # a result supersedes an earlier give-up
+            try:
+                out.append(json.loads((trial / name).read_text()))
+                break
+            except (OSError, json.JSONDecodeError):
+                continue
     return out
 
 
@@ -68,7 +71,8 @@ def _image(fig, folder: Path, stem: str, alt: str) -> str:
 def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> str:
     spec = state.get("spec", {})
     done = [r for r in results if r.get("status") == "finished"]
-    failed = [r for r in results if r.get("status") != "finished"]
+    failed = [r for r in results if r.get("status") == "failed"]
+    errored = [r for r in results if r.get("status") == "errored"]
     planned = len(state.get("trials", [])) or len(results)
     pretrainings = {r.get("pretrain_key") for r in results if r.get("pretrain_key")}
     wall = sum(r.get("seconds") or 0 for r in results)
@@ -76,7 +80,8 @@ def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> st
     run = state.get("parent_run_id", "")
     link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
     counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
-              f'<span class="failed">failed: <b>{len(failed)}</b></span><span>pending: <b>{max(planned - len(results), 0)}</b></span>'
+              f'<span class="failed">failed: <b>{len(failed)}</b></span><span class="failed">errored: <b>{len(errored)}</b></span>'
+              f'<span>pending: <b>{max(planned - len(results), 0)}</b></span>'
               f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
     res = spec.get("resources", {})
     rows = pd.DataFrame([
@@ -90,10 +95,12 @@ def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> st
         {"field": "MLflow parent run", "value": f"{run}"},
     ])
     body = counts + _table(rows) + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}.</p>"
-    if failed:
-        items = "".join(f"<li>{html.escape(str(r.get('strategy')))} on {html.escape(str(r.get('dataset')))} at "
-                        f"{r.get('label_fraction')}: {html.escape(str(r.get('reason', '')))}</li>" for r in failed)
-        body += f'<p class="failed">Failed trials:</p><ul class="failed">{items}</ul>'
+    for title, group in (("Failed trials (a retry cannot help)", failed), ("Errored trials (retried, no result; run the "
+                         "study again to retry)", errored)):
+        if group:
+            items = "".join(f"<li>{html.escape(str(r.get('strategy')))} on {html.escape(str(r.get('dataset')))} at "
+                            f"{r.get('label_fraction')}: {html.escape(str(r.get('reason', '')))}</li>" for r in group)
+            body += f'<p class="failed">{html.escape(title)}:</p><ul class="failed">{items}</ul>'
     if analysis is not None and analysis.notes:
         body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")

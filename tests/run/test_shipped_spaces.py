@@ -1,0 +1,91 @@
+"""Every file in ``search_spaces/`` runs end to end, its scale shrunk to smoke size with ``--set``,
+and its analysis answers the file's question.
+
+The axes, data sets, label fractions and search of each file are kept as shipped: only the scale
+(image size, widths, epochs) is made small, so what breaks a shipped study at laptop scale (an
+axis the data layer refuses, a grid the analysis cannot fit) breaks here too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from study.plan import TrialPoint
+from tests.conftest import REPO
+from tests.run.conftest import TINY_SCALE
+
+pytestmark = pytest.mark.slow
+
+SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
+
+
+def _ranking(analysis: Path, state: dict) -> None:
+    ranking = pd.read_csv(analysis / "ranking.csv")
+    for dataset in state["spec"]["datasets"]:
+        rows = ranking[ranking["dataset"] == dataset]
+        assert len(rows) > 0 and rows["p"].notna().all(), f"no ranking for {dataset}"
+        assert sorted(rows["rank"]) == list(range(1, len(rows) + 1))
+
+
+def _transfer(analysis: Path, state: dict) -> None:
+    table = pd.read_csv(analysis / "transfer.csv")
+    spec = state["spec"]["finetuning"]
+    # every transfer scope x schedule of the space has a row, beside the baseline
+    plans = {f"{scope}/{schedule}" for scope in spec["scope"] for schedule in spec["schedule"]}
+    strategies = set(table["strategy"].astype(str))
+    assert all(any(s.endswith(f"|{plan}") for s in strategies) for plan in plans), strategies
+    assert "supervised" in strategies
+
+
+def _scaling(analysis: Path, state: dict) -> None:
+    fits = pd.read_csv(analysis / "scaling_fits.csv")
+    spec = state["spec"]
+    expected = {(d, f) for d in spec["datasets"] for f in spec["label_fractions"]}
+    assert set(zip(fits["dataset"], fits["label_fraction"])) == expected
+    for column in ("a", "k", "c", "rse"):
+        assert fits[column].map(math.isfinite).all(), fits[["dataset", "label_fraction", column, "note"]]
+    # extents below and above the training set, and the baseline at x = 0
+    assert (fits["n_points"] == len(spec["pretraining"]["extent"]) + 1).all()
+
+
+# What each shipped study exists to answer. A new file in search_spaces/ must be added here.
+ANSWERS = {"pretext": _ranking, "bayes": _ranking, "smoke": _ranking, "transfer": _transfer, "scaling": _scaling}
+
+
+def test_every_shipped_space_names_what_its_analysis_must_answer() -> None:
+    assert {p.stem for p in SPACES} == set(ANSWERS)
+
+
+@pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
+def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path, space: Path) -> None:
+    scale = yaml.safe_dump(TINY_SCALE, default_flow_style=True).strip()
+    run = subprocess.run(
+        [sys.executable, "-m", "study.run", str(space), "--set", f"scale={scale}",
+         "--set", f"storage={tmp_path / 'studies'}", "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    study = tmp_path / "studies" / space.stem
+    state = json.loads((study / "study.json").read_text())
+    results = {p.parent.name: json.loads(p.read_text()) for p in (study / "trials").glob("*/result.json")}
+    if state["spec"]["search"]["algorithm"] == "grid":
+        planned = {TrialPoint.from_json(t).id for t in state["trials"]}
+        assert len(planned) == len(state["trials"]) and set(results) == planned
+    else:  # every draw ran (a repeated draw reads back its earlier result)
+        draws = (study / "sampled.jsonl").read_text().splitlines()
+        assert len(draws) >= state["spec"]["search"]["num_samples"]
+        assert {json.loads(d)["trial_id"] for d in draws} == set(results)
+    assert all(r["status"] == "finished" for r in results.values())
+    assert " 0 failed" in run.stdout and "errored" not in run.stdout
+
+    analysis = subprocess.run([sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
+    ANSWERS[space.stem](study / "analysis", state)
