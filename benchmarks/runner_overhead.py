@@ -30,6 +30,7 @@ import yaml
 from study.data import PhantomSettings, builtin_dataset
 from study.plan import make_plan
 from study.spec import validate
+from study.store import StudyStore
 from study.trial import run_trial
 
 LRS = [0.001, 0.002, 0.0005, 0.003, 0.004, 0.0015]
@@ -53,7 +54,7 @@ def bare(epochs: int) -> tuple[float, list[float]]:
         each = []
         for trial in plan.trials:
             start = time.perf_counter()
-            run_trial(Path(tmp) / "studies" / "bench", trial, data)
+            run_trial(StudyStore(Path(tmp) / "studies" / "bench"), trial, data_path=data)
             each.append(time.perf_counter() - start)
     return sum(each), each
 

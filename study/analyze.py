@@ -3,7 +3,7 @@
     python -m study.analyze pretext                         # the study folder studies/pretext
     python -m study.analyze studies/pretext --fractions 0.05,0.25 --top-k 3 --no-mlflow
 
-Reads ``study.json`` and every finished ``trials/<id>/result.json`` and ``per_case.csv``, prints the
+Reads the study's plan and every finished trial's record and per-case table, prints the
 ranking per data set, writes CSV and JSON files to ``<study>/analysis/`` (or ``--out``) and logs them
 to the study's parent MLflow run. What each column means: ``docs/analysis.md``.
 """
@@ -21,8 +21,9 @@ import pandas as pd
 from study._cli import ArgumentParser, run_main
 from study.analysis import Analysis, AnalysisSettings, analyze, format_ranking
 from study.errors import DataError, SpecError
+from study.store import StudyStore
 
-# Design columns copied from result.json onto every row of the trial's per-case table; the table's
+# Design columns copied from the trial's record onto every row of the trial's per-case table; the table's
 # own "dataset" is the data set's name (e.g. phantom-mri), the study's is the spec's key (mri).
 DESIGN = ("dataset", "label_fraction", "strategy", "task", "patch_size", "sampler", "extent", "scope", "schedule",
           "lr", "unfrozen_lr", "val_loss")
@@ -30,7 +31,7 @@ DESIGN = ("dataset", "label_fraction", "strategy", "task", "patch_size", "sample
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.analyze", description=__doc__.splitlines()[0])
-    p.add_argument("study", help="a study folder (with study.json) or a study name under ./studies")
+    p.add_argument("study", help="a study folder or a study name under ./studies")
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
     p.add_argument("--top-k", type=int, default=3, help="the optimum is in the top k of every data set (default 3)")
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
@@ -42,27 +43,21 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def find_study(name: str) -> Path:
-    """The study folder ``name`` or ``studies/name``; :class:`DataError` if neither has study.json."""
+def find_study(name: str) -> StudyStore:
+    """The study folder ``name`` or ``studies/name``; :class:`DataError` if neither holds a study."""
     for folder in (Path(name), Path("studies") / name):
-        if (folder / "study.json").is_file():
-            return folder
-    raise DataError(f"study {name!r} not found: no study.json in {name} or in studies/{name}")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read as JSON ({exc.__class__.__name__}: {exc})") from None
+        if StudyStore(folder).exists():
+            return StudyStore(folder)
+    raise DataError(f"study {name!r} not found: neither {name} nor studies/{name} holds a study's plan")
 
 
 def _seeds(state: dict) -> dict[str, int]:
-    """Trial id -> seed, for the trials study.json lists (ids as ``study.plan`` computes them)."""
+    """Trial id -> seed, for the trials the plan lists (ids as ``study.plan`` computes them): the
+    seed of records written before records carried their own."""
     entries = state.get("trials") or []
     if not entries:
         return {}
-    from study.plan import TrialPoint  # imports torch: only when there is something to match
+    from study.plan import TrialPoint
 
     out = {}
     for entry in entries:
@@ -73,37 +68,38 @@ def _seeds(state: dict) -> dict[str, int]:
     return out
 
 
-def load_study(folder: Path) -> tuple[dict, pd.DataFrame, list[str]]:
-    """(study.json, the per-case table of every finished trial with its design columns, notes)."""
-    state = _read_json(folder / "study.json")
-    trials = folder / "trials"
-    if not trials.is_dir():
-        raise DataError(f"{trials} does not exist: the study has not run any trial")
+def load_study(store: StudyStore | Path) -> tuple[dict, pd.DataFrame, list[str]]:
+    """(the study's state, the per-case table of every finished trial with its design columns, notes)."""
+    store = store if isinstance(store, StudyStore) else StudyStore(store)
+    state = store.read_state()
+    if state is None:
+        raise DataError(f"{store.state_path}: missing or cannot be read as JSON")
+    if not store.trials_dir.is_dir():
+        raise DataError(f"{store.trials_dir} does not exist: the study has not run any trial")
+    trial_ids = store.trial_ids()
     seeds = _seeds(state)
     parts, pending, failed = [], 0, []
-    for trial in sorted(p for p in trials.iterdir() if p.is_dir()):
-        if not (trial / "result.json").is_file():
+    for trial_id in trial_ids:
+        result = store.trial_result(trial_id)
+        if result is None:
             pending += 1
             continue
-        result = _read_json(trial / "result.json")
-        if result.get("status") != "finished":
-            failed.append(trial.name)
+        if not result.finished:
+            failed.append(trial_id)
             continue
-        path = trial / "per_case.csv"
         try:
-            table = pd.read_csv(path)
+            table = store.read_per_case(trial_id)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DataError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+            raise DataError(f"{store.per_case_path(trial_id)}: cannot be read ({exc.__class__.__name__}: {exc})") from None
         missing = [c for c in ("case_id", "class", "dice") if c not in table]
         if missing:
-            raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
+            raise DataError(f"{store.per_case_path(trial_id)} lacks column(s) {', '.join(missing)}")
         table = table.drop(columns=[c for c in (*DESIGN, "trial_id", "seed") if c in table])
-        design = {c: result.get(c) for c in DESIGN if c in result}
-        if "dataset" not in design or "strategy" not in design or "label_fraction" not in design:
-            raise DataError(f"{trial / 'result.json'} lacks dataset, strategy or label_fraction")
-        parts.append(table.assign(trial_id=trial.name, seed=seeds.get(trial.name, 0), **design))
+        design = {c: getattr(result, c, None) if c != "val_loss" else result.val_loss for c in DESIGN}
+        seed = result.seed if result.seed is not None else seeds.get(trial_id, 0)
+        parts.append(table.assign(trial_id=trial_id, seed=seed, **design))
     if not parts:
-        raise DataError(f"study {state.get('name', folder.name)!r} has no finished trial yet "
+        raise DataError(f"study {state.get('name', store.root.name)!r} has no finished trial yet "
                         f"({pending} without a result, {len(failed)} failed)")
     notes = []
     if pending:
@@ -129,9 +125,9 @@ def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
     """Log ``paths`` under ``analysis/`` of the study's parent run; the reason when it cannot."""
     uri, run_id = state.get("tracking_uri"), state.get("parent_run_id")
     if not uri or not run_id:
-        return "study.json names no MLflow parent run"
+        return "the study names no MLflow parent run"
     if "***" in uri:
-        return "the tracking URI in study.json has its password redacted; log with the real one"
+        return "the study's tracking URI has its password redacted; log with the real one"
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return f"the MLflow database {uri.removeprefix('sqlite:///')} does not exist"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an unreachable server: fail fast
@@ -161,13 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = AnalysisSettings(fractions=_fractions(args.fractions), top_k=args.top_k, baseline=args.baseline,
                                 aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed)
-    folder = find_study(args.study)
-    state, table, notes = load_study(folder)
+    store = find_study(args.study)
+    state, table, notes = load_study(store)
     analysis = analyze(table, settings)
     analysis.notes[:0] = notes
     text = format_ranking(analysis)
     print(text)
-    out = args.out or folder / "analysis"
+    out = args.out or store.analysis_dir
     paths = write_outputs(analysis, text, out)
     print(f"\nwrote {len(paths)} files to {out}")
     if not args.no_mlflow:

@@ -38,9 +38,9 @@ def _faults() -> dict[str, str]:
     return out
 
 
-def _once(study_dir: Path, name: str) -> bool:
-    """True for the first caller across all processes sharing the study folder."""
-    marker = study_dir / "faults" / name
+def _once(markers: Path, name: str) -> bool:
+    """True for the first caller across all processes sharing the folder of ``markers``."""
+    marker = markers / name
     marker.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -53,8 +53,9 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def trial_hook(study_dir: Path, trial_folder: Path) -> Callable[[dict], None]:
-    """Called with every fine-tuning epoch record of one trial attempt; fires the worker faults."""
+def trial_hook(study_markers: Path, trial_markers: Path) -> Callable[[dict], None]:
+    """Called with every fine-tuning epoch record of one trial attempt; fires the worker faults.
+    "Once per study" faults mark themselves in ``study_markers``, "once per trial" in ``trial_markers``."""
     faults = _faults()
     if not faults.keys() & {"crash", "kill-worker", "raise", "data-error"}:
         return lambda record: None
@@ -62,11 +63,11 @@ def trial_hook(study_dir: Path, trial_folder: Path) -> Callable[[dict], None]:
 
     def hook(record: dict) -> None:
         seen.append(record)
-        if "crash" in faults and len(seen) >= int(faults["crash"]) and _once(trial_folder, "crashed-once"):
+        if "crash" in faults and len(seen) >= int(faults["crash"]) and _once(trial_markers, "crashed-once"):
             os._exit(1)
-        if "kill-worker" in faults and len(seen) >= int(faults["kill-worker"]) and _once(study_dir, "kill-worker"):
+        if "kill-worker" in faults and len(seen) >= int(faults["kill-worker"]) and _once(study_markers, "kill-worker"):
             _kill_self()
-        if "raise" in faults and len(seen) >= int(faults["raise"]) and _once(study_dir, "raise"):
+        if "raise" in faults and len(seen) >= int(faults["raise"]) and _once(study_markers, "raise"):
             raise RuntimeError(f"injected fault after {len(seen)} fine-tuning epochs")
         if "data-error" in faults and len(seen) >= int(faults["data-error"]):
             from study.errors import DataError

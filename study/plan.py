@@ -13,15 +13,17 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from study import __version__
+from study.constants import MAX_TRIALS, SUPERVISED
 from study.errors import SpecError
+from study.scale import Scale
 from study.spec import StudySpec, bounds
 
-SUPERVISED = "supervised"
-MAX_GRID_TRIALS = 20_000  # a typo in an axis should not plan a study that would run for years
+if TYPE_CHECKING:
+    from study.train import FinetuneConfig, PretrainConfig
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,24 @@ class PretrainPoint:
     sampler: str
     extent: float
     lr: float
-    scale: dict = field(compare=False, hash=False)
+    scale: Scale = field(compare=False, hash=False)
     seed: int = 0
     split_seed: int = 0
 
     @property
     def key(self) -> str:
-        return _digest({"kind": "pretrain", **asdict(self), "version": __version__})
+        return _digest({"kind": "pretrain", **self.to_json(), "version": __version__})
+
+    def to_json(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "scale": self.scale.model_dump(mode="json")}
+
+    @staticmethod
+    def from_json(d: dict) -> PretrainPoint:
+        return PretrainPoint(**{**d, "scale": Scale.model_validate(d["scale"])})
+
+    def config(self) -> PretrainConfig:
+        return self.scale.pretrain_config(task=self.task, sampler=self.sampler, patch_size=self.patch_size,
+                                          extent=self.extent, lr=self.lr)
 
     @property
     def strategy(self) -> str:
@@ -54,13 +67,13 @@ class TrialPoint:
     lr: float
     unfrozen_lr: float | None
     pretraining: PretrainPoint | None
-    scale: dict = field(compare=False, hash=False)
+    scale: Scale = field(compare=False, hash=False)
     seed: int = 0
     split_seed: int = 0
 
     @property
     def id(self) -> str:
-        return _digest({"kind": "trial", **asdict(self), "version": __version__})
+        return _digest({"kind": "trial", **self.to_json(), "version": __version__})
 
     @property
     def strategy(self) -> str:
@@ -81,21 +94,29 @@ class TrialPoint:
             "lr": self.lr, "unfrozen_lr": self.unfrozen_lr, "pretrain_key": p.key if p else None,
         }
 
+    def identity(self) -> dict[str, Any]:
+        """Everything that names the trial's numbers, as a record carries it."""
+        return {**self.params(), "seed": self.seed, "split_seed": self.split_seed,
+                "scale": self.scale.model_dump(mode="json")}
+
+    def finetune_config(self) -> FinetuneConfig:
+        return self.scale.finetune_config(scope=self.scope, schedule=self.schedule, lr=self.lr,
+                                          unfrozen_lr=self.unfrozen_lr)
+
     def to_json(self) -> dict:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        p = self.pretraining
+        return {**out, "pretraining": p.to_json() if p else None, "scale": self.scale.model_dump(mode="json")}
 
     @staticmethod
     def from_json(d: dict) -> TrialPoint:
         p = d.get("pretraining")
-        return TrialPoint(**{**d, "pretraining": PretrainPoint(**p) if p else None})
+        return TrialPoint(**{**d, "pretraining": PretrainPoint.from_json(p) if p else None,
+                             "scale": Scale.model_validate(d["scale"])})
 
 
 def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _scale(spec: StudySpec) -> dict:
-    return spec.scale.model_dump(mode="json")
 
 
 def resolve(spec: StudySpec, dataset: str, params: dict[str, Any]) -> TrialPoint:
@@ -104,7 +125,7 @@ def resolve(spec: StudySpec, dataset: str, params: dict[str, Any]) -> TrialPoint
     ``pretraining.task == "none"`` is the supervised baseline; its pretraining and transfer axes are
     dropped, so every sampled baseline with the same lr and fraction is one trial.
     """
-    scale, seeds = _scale(spec), {"seed": spec.seed, "split_seed": spec.split_seed}
+    scale, seeds = spec.scale, {"seed": spec.seed, "split_seed": spec.split_seed}
     if params.get("pretraining.task", "none") == "none":
         return TrialPoint(dataset, float(params["label_fraction"]), "none", "at_once",
                           float(params.get("baseline.lr", params["finetuning.lr"])), None, None, scale, **seeds)
@@ -175,8 +196,8 @@ def make_plan(spec: StudySpec) -> Plan:
     axes = spec.axes()
     size = len(spec.datasets) * len(spec.label_fractions) * math.prod(
         len(v) for n, v in axes.items() if n.startswith(("pretraining.", "finetuning.")))
-    if size > MAX_GRID_TRIALS:
-        raise SpecError(f"the grid has {size:,} trials, more than {MAX_GRID_TRIALS:,}: narrow the axes or use "
+    if size > MAX_TRIALS:
+        raise SpecError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}: narrow the axes or use "
                         "search.algorithm tpe with num_samples")
     trials: dict[str, TrialPoint] = {}
     for dataset, fraction in itertools.product(spec.datasets, spec.label_fractions):

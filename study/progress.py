@@ -5,8 +5,9 @@ The callback runs in the driver process, so it is the only MLflow writer of the 
 
 from __future__ import annotations
 
-import json
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import pandas as pd
 from ray.tune import Callback
 
 from study import faults
-from study.trial import read_json, trial_dir, write_error
-from study.tune import Context, finished_result, storage_full
+from study.records import PretrainRecord, Status, TrialRecord
+from study.store import StudyStore
+from study.tracking import redacted
+from study.tune import Context, storage_full
 
 HEARTBEAT_S = 30.0
 
@@ -51,15 +54,15 @@ class Progress:
         print(" | ".join(parts), flush=True)
         self.last = time.time()
 
-    def finished(self, result: dict | None, label: str) -> None:
+    def finished(self, result: TrialRecord | PretrainRecord | None, label: str) -> None:
         self.running = max(0, self.running - 1)
-        if result is None or result.get("status") == "failed":
+        if result is None or not result.finished:
             self.failed += 1
-            reason = "" if result is None else f": {str(result.get('reason', ''))[:80]}"
+            reason = "" if result is None else f": {result.reason[:80]}"
             self.line(f"failed {label}{reason}")
             return
         self.done += 1
-        dice = result.get("dice")
+        dice = getattr(result, "dice", None)
         if dice is not None and (self.best is None or dice > self.best[0]):
             self.best = (dice, label)
         self.line()
@@ -72,11 +75,11 @@ class Progress:
 class StudyCallback(Callback):
     """Maps each Tune trial to its study trial, logs it to MLflow and keeps the live view."""
 
-    def __init__(self, tracker: Any, context: Context, progress: Progress, kind: str = "trial", sampled: bool = False,
-                 halt: Any = None) -> None:
+    def __init__(self, tracker: Any, context: Context, progress: Progress, *, kind: str = "trial",
+                 sampled: bool = False, halt: Any = None) -> None:
         self.tracker, self.context, self.progress = tracker, context, progress
         self.kind, self.sampled, self.halt = kind, sampled, halt
-        self.study_dir = Path(context.study_dir)
+        self.store = context.store
         self.runs: dict[str, tuple[Any, str | None]] = {}
 
     def _label(self, config: dict) -> str:
@@ -93,9 +96,7 @@ class StudyCallback(Callback):
             return
         point = self.context.trial_of(trial.config)
         if self.sampled and trial.trial_id not in self.runs:
-            with open(self.study_dir / "sampled.jsonl", "a") as out:
-                params = {k: v for k, v in trial.config.items()}
-                out.write(json.dumps({"params": params, "trial_id": point.id}) + "\n")
+            self.store.add_draw(dict(trial.config), point.id)
         self.runs[trial.trial_id] = (point, self.tracker.start_trial(point))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -110,13 +111,12 @@ class StudyCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if self.kind == "pretrain":
-            key = trial.last_result.get("key", "")
-            done = read_json(self.study_dir / "pretrain" / key / "result.json")
-            self.progress.finished(None if done is None else {"status": "finished", **done}, self._label(trial.config))
+            done = self.store.pretrain_result(trial.last_result.get("key", ""))
+            self.progress.finished(done, self._label(trial.config))
             return
-        result = finished_result(self.study_dir, point.id)
+        result = self.store.trial_result(point.id)
         if result is not None:
-            self.tracker.finish_trial(run_id, point.id, result)
+            self.tracker.finish_trial(run_id, result)
         self.progress.finished(result, self._label(trial.config))
 
     @staticmethod
@@ -135,12 +135,11 @@ class StudyCallback(Callback):
         self._check_storage(trial)
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if point is None:  # a pretraining: its trials fail or error in their own right
-            self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.study_dir / 'tune'})")
+            self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.store.tune_dir})")
             return
-        log = trial_dir(self.study_dir, point.id) / "attempts.jsonl"
-        attempts = len(log.read_text().splitlines()) if log.exists() else 0
-        reason = f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is under {self.study_dir / 'tune'})"
-        write_error(self.study_dir, point, reason)
+        attempts = len(self.store.attempts(point.id))
+        reason = f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is under {self.store.tune_dir})"
+        self.store.save_trial_error(point, reason)
         if run_id is not None:
             self.tracker.stop_trial(run_id, "FAILED", reason)
         self.progress.finished(None, f"{self._label(trial.config)}: {reason}")
@@ -160,9 +159,58 @@ def last_line(text: str | None) -> str:
     return lines[-1][:500] if lines else "the trial errored without a traceback"
 
 
-def summary_table(results: list[dict]) -> pd.DataFrame:
+def summary_table(results: list[TrialRecord]) -> pd.DataFrame:
     """Mean test Dice per strategy (rows) and data set x label fraction (columns)."""
-    ok = pd.DataFrame([r for r in results if r.get("status") == "finished"])
+    ok = pd.DataFrame([{"strategy": r.strategy, "dataset": r.dataset, "label_fraction": r.label_fraction, "dice": r.dice}
+                       for r in results if r.finished])
     if ok.empty:
         return ok
     return ok.pivot_table(index="strategy", columns=["dataset", "label_fraction"], values="dice", aggfunc="mean")
+
+
+INCOMPLETE = 3  # exit status: the study ran, but some planned trial has no finished result
+
+
+@dataclass
+class Outcome:
+    """What became of the planned trials: finished, failed (with a record saying why), errored
+    (Tune gave up, no record) and not run at all (draws a sampled search did not make)."""
+
+    finished: list[TrialRecord]
+    failed: list[TrialRecord]
+    errored: list[TrialRecord]
+    not_run: int
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.errored or self.not_run)
+
+    @classmethod
+    def of(cls, trials: list, store: StudyStore, not_run: int) -> Outcome:
+        records = {t.id: r for t in trials if (r := store.trial_result(t.id)) is not None}
+        errored = [store.trial_error(t.id) or TrialRecord(trial_id=t.id, status=Status.ERRORED, reason="no result",
+                                                          **t.identity())
+                   for t in trials if t.id not in records]
+        return cls([r for r in records.values() if r.finished], [r for r in records.values() if not r.finished],
+                   errored, not_run)
+
+
+def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float) -> None:
+    table = summary_table(outcome.finished)
+    counts = [f"{len(outcome.finished)} trials finished", f"{len(outcome.failed)} failed"]
+    counts += [f"{len(outcome.errored)} errored"] if outcome.errored else []
+    counts += [f"{outcome.not_run} not run"] if outcome.not_run else []
+    print(f"\n{name}: {', '.join(counts)}, {seconds / 60:.1f} min")
+    if not table.empty:
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print("mean test Dice per strategy (columns: data set, label fraction):")
+            print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for kind, records in (("failed", outcome.failed), ("errored", outcome.errored)):
+        for r in records:
+            print(f"  {kind}: {r.trial_id} {r.strategy} {r.dataset} {r.label_fraction}: {r.reason}")
+    if not outcome.complete:
+        print(f"the study is incomplete (exit status {INCOMPLETE}): failed trials keep their result; errored and "
+              "unrun ones run again when the same command is repeated")
+    print(f"study folder: {store.root}")
+    print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {redacted(uri)}")
+    sys.stdout.flush()

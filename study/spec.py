@@ -16,30 +16,25 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from yaml.constructor import ConstructorError
 
+from study.constants import DEFAULT_SEED, MAX_TRIALS, PAPER_IMAGE_SIZE, SAMPLERS, SCHEDULES, SCOPES, TASKS
 from study.errors import SpecError
-from study.model import SCHEDULES, SCOPES
-from study.pretext import PAPER_IMAGE_SIZE, SAMPLERS, TASKS
-from study.train._loop import DEFAULT_SEED
+from study.scale import Scale, Strict
 
 BUILTIN_DATASETS = ("mri", "ct")
 ALGORITHMS = ("grid", "tpe", "random", "gp")
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few lines; a bigger file is a mistake, not a study
-MAX_SAMPLES = 20_000  # as plan.MAX_GRID_TRIALS: a typo should not plan a study that runs for years
 MAX_SEED = 2**32 - 1  # the largest seed every consumer (NumPy, Optuna, torch) accepts
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-class LogUniform(_Strict):
+class LogUniform(Strict):
     loguniform: tuple[float, float]
 
 
-class Uniform(_Strict):
+class Uniform(Strict):
     uniform: tuple[float, float]
 
 
@@ -52,39 +47,7 @@ def bounds(d: Distribution) -> tuple[float, float, bool]:
     return (*d.loguniform, True) if isinstance(d, LogUniform) else (*d.uniform, False)
 
 
-class Scale(_Strict):
-    """How big a trial is. ``profile: laptop`` (the built-in phantoms on a CPU) or ``paper``
-    (512 x 512, the paper's U-Net and budgets, for GPUs); any field can be set on top."""
-
-    profile: Literal["laptop", "paper"] = "laptop"
-    image_size: int = Field(64, ge=32, le=512, description="built-in phantoms only; real data keep their size")
-    widths: tuple[int, ...] = (16, 32, 64, 128)
-    groups: int = Field(8, ge=1)
-    batch_size: int = Field(9, ge=1)
-    pretrain_max_epochs: int = Field(6, ge=1)
-    finetune_max_epochs: int = Field(18, ge=1)
-    steps_per_epoch: int | None = Field(12, ge=1, description="batches per epoch; null: one pass over the data")
-    pretrain_patience: int = Field(4, ge=1)
-    finetune_patience: int = Field(10, ge=1)
-    n_masks: int = Field(100, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_defaults(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = {"profile": value}
-        if isinstance(value, dict) and value.get("profile") == "paper":
-            return {**PAPER_SCALE, **value}
-        return value
-
-
-PAPER_SCALE = {
-    "image_size": 512, "widths": (32, 64, 128, 256, 512), "groups": 16, "batch_size": 9,
-    "pretrain_max_epochs": 500, "finetune_max_epochs": 500, "steps_per_epoch": None,
-}
-
-
-class PretrainingAxes(_Strict):
+class PretrainingAxes(Strict):
     task: list[str] = ["restoration"]
     patch_size: list[int] = Field([32], description="K in pixels of a 512 x 512 image")
     sampler: list[str] = ["poisson_disc"]
@@ -117,7 +80,7 @@ class PretrainingAxes(_Strict):
         return v
 
 
-class FinetuningAxes(_Strict):
+class FinetuningAxes(Strict):
     scope: list[str] = ["encoder"]
     schedule: list[str] = ["at_once"]
     lr: Axis = [1e-3]
@@ -134,7 +97,7 @@ class FinetuningAxes(_Strict):
         return _members(v, SCHEDULES)
 
 
-class Baseline(_Strict):
+class Baseline(Strict):
     """The supervised baseline: random init, trained on the same labels, at each fine-tuning lr."""
 
     enabled: bool = True
@@ -146,19 +109,19 @@ class Baseline(_Strict):
         return {"enabled": value} if isinstance(value, bool) else value
 
 
-class Search(_Strict):
+class Search(Strict):
     algorithm: Literal["grid", "tpe", "random", "gp"] = "grid"
-    num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="trials to sample; grid: the grid size")
+    num_samples: int | None = Field(None, ge=1, le=MAX_TRIALS, description="trials to sample; grid: the grid size")
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
-class Resources(_Strict):
+class Resources(Strict):
     cpus_per_trial: float = Field(1, gt=0)
     gpus_per_trial: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
 
 
-class StudySpec(_Strict):
+class StudySpec(Strict):
     """A validated study: see ``search_spaces/*.yaml`` for annotated examples."""
 
     name: str

@@ -2,7 +2,7 @@
 
 Only the driver process writes to MLflow (trials report through Ray), so an SQLite store never has
 two writers from one study; a short retry covers a second study writing to the same file. A trial's
-run id is kept in its folder (``trials/<id>/mlflow_run_id``): a resumed or retried trial continues
+run id is kept in the study folder (:meth:`StudyStore.run_id`): a resumed or retried trial continues
 its own run, and :meth:`Tracker.reconcile` closes runs that a killed driver left RUNNING.
 """
 
@@ -23,10 +23,10 @@ import pandas as pd
 from study import faults
 from study.errors import SpecError
 from study.plan import TrialPoint
-from study.trial import read_json, trial_dir
+from study.records import TrialRecord
+from study.store import StudyStore
 
 T = TypeVar("T")
-RUN_ID_FILE = "mlflow_run_id"
 PACKAGES = ("torch", "numpy", "scipy", "pandas", "ray", "optuna", "mlflow", "h5py", "pydantic")
 
 
@@ -84,7 +84,7 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, study_dir: Path) -> None:
+    def __init__(self, uri: str, experiment: str, store: StudyStore) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our summary prints the store
@@ -93,7 +93,7 @@ class Tracker:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
 
-        self.uri, self.study_dir = uri, study_dir
+        self.uri, self.store = uri, store
         self.client = MlflowClient(tracking_uri=uri)
         self._mlflow = mlflow
         self.experiment_id = self._experiment(experiment)
@@ -102,7 +102,7 @@ class Tracker:
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks, and so this tracker, into the study folder (tuner.pkl):
         # what it writes there must carry no credential. Nothing unpickles it to log again.
-        return {"uri": redacted(self.uri), "study_dir": self.study_dir, "experiment_id": self.experiment_id,
+        return {"uri": redacted(self.uri), "store": self.store, "experiment_id": self.experiment_id,
                 "parent_id": self.parent_id}
 
     @staticmethod
@@ -161,10 +161,8 @@ class Tracker:
     @_retry
     def start_trial(self, trial: TrialPoint) -> str:
         """The trial's child run: reopened when its folder names one, created otherwise."""
-        folder = trial_dir(self.study_dir, trial.id)
-        id_file = folder / RUN_ID_FILE
-        if id_file.exists():
-            run_id = id_file.read_text().strip()
+        run_id = self.store.run_id(trial.id)
+        if run_id is not None:
             if self._exists(run_id):
                 if self.client.get_run(run_id).info.status != "FINISHED":
                     self.client.update_run(run_id, status="RUNNING")
@@ -175,8 +173,7 @@ class Tracker:
             tags["study.pretrain_key"] = trial.pretraining.key
         run = self.client.create_run(self.experiment_id, run_name=f"{trial.dataset}-{trial.strategy}-{trial.label_fraction:g}", tags=tags)
         self._params(run.info.run_id, trial.params())
-        folder.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run.info.run_id)
+        self.store.save_run_id(trial.id, run.info.run_id)
         return run.info.run_id
 
     @_retry
@@ -189,7 +186,7 @@ class Tracker:
         self.client.log_batch(run_id, metrics=metrics)
 
     @_retry
-    def finish_trial(self, run_id: str, trial_id: str, result: dict[str, Any]) -> None:
+    def finish_trial(self, run_id: str, result: TrialRecord) -> None:
         """Final metrics, the per-case table, and the run's end state (FAILED with the reason)."""
         from mlflow.entities import Metric
 
@@ -198,20 +195,19 @@ class Tracker:
             return
         now = int(time.time() * 1000)
         # A driver killed half-way through this method already logged some: never log a row twice.
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in run.data.metrics
-                   and k not in ("label_fraction", "patch_size", "extent", "lr", "pretrain_lr", "unfrozen_lr")]
+        values = {**result.metrics, "seconds": result.seconds}
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and k not in run.data.metrics]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
         faults.driver_point("logging")
-        table = trial_dir(self.study_dir, trial_id) / "per_case.csv"
+        table = self.store.per_case_path(result.trial_id)
         if table.exists():
             self._mlflow.set_tracking_uri(self.uri)
             self._mlflow.log_table(pd.read_csv(table), artifact_file="per_case.json", run_id=run_id)
             self.client.log_artifact(run_id, str(table))
-        if result.get("status") == "failed":
-            self.client.set_tag(run_id, "study.failure", str(result.get("reason", ""))[:5000])
-        self.client.set_terminated(run_id, "FINISHED" if result.get("status") == "finished" else "FAILED")
+        if not result.finished:
+            self.client.set_tag(run_id, "study.failure", result.reason[:5000])
+        self.client.set_terminated(run_id, "FINISHED" if result.finished else "FAILED")
 
     @_retry
     def stop_trial(self, run_id: str, status: str = "KILLED", reason: str | None = None) -> None:
@@ -225,17 +221,13 @@ class Tracker:
         are marked KILLED until they run again. Returns how many runs were touched."""
         touched = 0
         for trial in trials:
-            folder = trial_dir(self.study_dir, trial.id)
-            id_file = folder / RUN_ID_FILE
-            if not id_file.exists():
-                continue
-            run_id = id_file.read_text().strip()
-            if not self._exists(run_id):
+            run_id = self.store.run_id(trial.id)
+            if run_id is None or not self._exists(run_id):
                 continue
             status = self.client.get_run(run_id).info.status
-            result = read_json(folder / "result.json")
-            if result is not None and status != "FINISHED" and not (status == "FAILED" and result.get("status") == "failed"):
-                self.finish_trial(run_id, trial.id, result)
+            result = self.store.trial_result(trial.id)
+            if result is not None and status != "FINISHED" and not (status == "FAILED" and not result.finished):
+                self.finish_trial(run_id, result)
                 touched += 1
             elif result is None and status == "RUNNING":
                 self.stop_trial(run_id)

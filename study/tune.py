@@ -10,7 +10,6 @@ the same configuration reads back the earlier result instead of training again.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,15 +17,14 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
-
-from filelock import FileLock
 
 from study import faults
 from study.errors import SpecError
 from study.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
-from study.trial import ensure_pretrained, read_json, run_trial, trial_dir
+from study.spec import StudySpec
+from study.store import StudyStore
+from study.trial import ensure_pretrained, run_trial
 
 OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lower is better
 
@@ -35,20 +33,17 @@ OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lo
 class Context:
     """What every trial needs besides its config; all paths absolute (Tune changes directories)."""
 
-    study_dir: str
+    store: StudyStore
     data_paths: dict[str, str]
-    spec_json: str
-    trials: dict[str, dict] = field(default_factory=dict)  # grid: id -> TrialPoint json
+    spec: StudySpec  # with its tracking URI's password redacted: Tune pickles the context to disk
+    trials: dict[str, TrialPoint] = field(default_factory=dict)  # grid: the pending trials by id
     threads: int = 1
     use_gpu: bool = False
 
     def trial_of(self, config: dict) -> TrialPoint:
         if "trial" in config:
-            return TrialPoint.from_json(self.trials[config["trial"]])
-        from study.spec import StudySpec
-
-        spec = StudySpec.model_validate_json(self.spec_json)
-        return resolve(spec, config["dataset"], config)
+            return self.trials[config["trial"]]
+        return resolve(self.spec, config["dataset"], config)
 
 
 # -- cluster --------------------------------------------------------------------------------------
@@ -123,45 +118,43 @@ def pretrain_trainable(config: dict, context: Context) -> None:
     from ray import tune
 
     device = _prepare_worker(context)
-    point = PretrainPoint(**config["point"])
-    result = ensure_pretrained(Path(context.study_dir), point, context.data_paths[point.dataset], device,
+    point = PretrainPoint.from_json(config["point"])
+    result = ensure_pretrained(context.store, point, data_path=context.data_paths[point.dataset], device=device,
                                report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}))
-    tune.report({OBJECTIVE: result.get("best_val_loss", math.nan), "final": 1, "key": point.key})
+    objective = result.best_val_loss if result.finished else math.nan
+    tune.report({OBJECTIVE: objective, "final": 1, "key": point.key})
 
 
 def finetune_trainable(config: dict, context: Context) -> None:
     from ray import tune
 
     device = _prepare_worker(context)
-    trial = context.trial_of(config)
-    study_dir = Path(context.study_dir)
-    folder = trial_dir(study_dir, trial.id)
-    folder.mkdir(parents=True, exist_ok=True)
-    fault = faults.trial_hook(study_dir, folder)
-    _note_attempt(folder)
+    trial, store = context.trial_of(config), context.store
+    store.trial_dir(trial.id).mkdir(parents=True, exist_ok=True)
+    fault = faults.trial_hook(store.faults_dir, store.trial_dir(trial.id) / "faults")
+    _note_attempt(store, trial.id)
 
     def report(record: dict) -> None:
         tune.report({OBJECTIVE: record["val_loss"], "trial_id": trial.id, **_numbers(record)})
         if record.get("stage") != "pretrain":
             fault(record)
 
-    with FileLock(str(folder) + ".lock"):  # a sampled duplicate waits, then reads the result
-        result = run_trial(study_dir, trial, context.data_paths[trial.dataset], device, report)
-    objective = result.get("val_loss") if result.get("status") == "finished" else math.nan
-    tune.report({OBJECTIVE: objective, "trial_id": trial.id, "final": 1, **_numbers(result)})
+    with store.trial_lock(trial.id):  # a sampled duplicate waits, then reads the result
+        result = run_trial(store, trial, data_path=context.data_paths[trial.dataset], device=device, report=report)
+    tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, **_numbers(result.metrics)})
 
 
 def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, (int, float, str)) and k != OBJECTIVE}
 
 
-def _note_attempt(folder: Path) -> None:
+def _note_attempt(store: StudyStore, trial_id: str) -> None:
     """Each start of a trial, with the checkpoint epoch it resumes from (-1: from scratch)."""
     from study.train import load_checkpoint
 
     resumed = -1
-    for name in ("unfrozen.pt", "finetune.pt"):
-        path = folder / "work" / name
+    for name in ("unfrozen.pt", "finetune.pt"):  # the fine-tuning's checkpoints, latest stage first
+        path = store.trial_work(trial_id) / name
         if path.exists():
             try:
                 resumed = int(load_checkpoint(path)["epoch"])
@@ -171,8 +164,7 @@ def _note_attempt(folder: Path) -> None:
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    with open(folder / "attempts.jsonl", "a") as out:
-        out.write(json.dumps({"pid": os.getpid(), "node": node, "time": time.time(), "resumed_from_epoch": resumed}) + "\n")
+    store.note_attempt(trial_id, {"pid": os.getpid(), "node": node, "time": time.time(), "resumed_from_epoch": resumed})
 
 
 # -- driving Tune ---------------------------------------------------------------------------------
@@ -209,9 +201,9 @@ def tune_run(
     name: str,
     trainable: Callable,
     context: Context,
+    *,
     search: Any,
     num_samples: int,
-    storage: Path,
     resources: dict[str, float],
     max_concurrent: int,
     retries: int,
@@ -233,7 +225,7 @@ def tune_run(
             max_concurrent_trials=max_concurrent, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=callbacks, stop=halt,
+            name=name, storage_path=str(context.store.tune_dir), verbose=0, callbacks=callbacks, stop=halt,
             failure_config=tune.FailureConfig(max_failures=retries),
         ),
     )
@@ -266,14 +258,3 @@ def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):
         space=optuna_space(plan.spec), sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min",
         points_to_evaluate=[p for p, _ in finished] or None, evaluated_rewards=[r for _, r in finished] or None,
     )
-
-
-def read_sampled(study_dir: Path) -> list[dict]:
-    path = study_dir / "sampled.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def finished_result(study_dir: Path, trial_id: str) -> dict | None:
-    return read_json(trial_dir(study_dir, trial_id) / "result.json")

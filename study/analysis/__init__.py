@@ -1,4 +1,4 @@
-"""Post-hoc statistics of a study (Dominic et al. 2023, sec. 2.8-2.9; DESIGN §3 Statistics).
+"""Post-hoc statistics of a study (Dominic et al. 2023, sec. 2.8-2.9; docs/science.md §7).
 
 Pure functions over the per-case table (``docs/per-case-table.md``), no Ray and no MLflow:
 :func:`analyze` ranks strategies by one-sided Wilcoxon p against the supervised baseline with

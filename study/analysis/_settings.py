@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from study.constants import SUPERVISED
 from study.errors import DataError, SpecError
 
-SUPERVISED = "supervised"
 # The paper pools its label-limited subsets (P §2.8: "50%, 25%, 10%, and 5% training data").
 PAPER_FRACTIONS: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05)
 AGGREGATES = ("auto", "case", "patient")

@@ -66,7 +66,8 @@ def scipy_method(n: int, n_zero: int, ties: bool) -> str:
     """The method ``scipy.stats.wilcoxon(method="auto")`` runs for these pairs (scipy >= 1.13).
 
     "exact" only without ties and zeros; with them, an exhaustive permutation test up to 13 pairs,
-    else the normal approximation with continuity correction ("asymptotic").
+    else the normal approximation ("asymptotic"; scipy's default ``correction=False``: no continuity
+    correction).
     """
     if n > EXACT_MAX_N:
         return "asymptotic"

@@ -17,7 +17,7 @@ from study.data._builtin import (
     phantom_rounding,
     phantom_split,
 )
-from study.data._checks import CONTENT_RECORD, check_contents, write_record
+from study.data._checks import check_contents, write_record
 from study.data._h5 import DatasetWriter, H5Dataset, open_h5_dataset
 from study.data._model import Dataset, ScanInfo, Split, labels_to_masks
 from study.data._skmtea import SkmTeaDataset, is_skmtea_root
@@ -36,7 +36,6 @@ from study.errors import DataError
 
 __all__ = [
     "BUILTIN_KINDS",
-    "CONTENT_RECORD",
     "DEFAULT_LABEL_FRACTIONS",
     "Dataset",
     "DatasetWriter",

@@ -22,22 +22,25 @@ import numpy as np
 from study.data._model import Dataset
 from study.errors import DataError
 
-CONTENT_RECORD = "data_checked.json"
 # Bumped whenever the checks change, so a record written by older checks is not trusted.
-CHECKS_VERSION = 1
+CHECKS_VERSION = 2
 _BLOCK_BYTES = 64 << 20  # voxel bytes read at once: about 64 slices of 512 x 512 float32
 _LABELED_ROLES = ("train", "val", "test")  # their label maps are read; unlabeled scans only pretrain
 
 
-def check_contents(dataset: Dataset, record: Path | None = None, pending: dict | None = None) -> int:
+def check_contents(
+    dataset: Dataset, record: Path | None = None, pending: dict | None = None, class_voxels: np.ndarray | None = None
+) -> int:
     """Read every scan of the split and raise :class:`DataError`, naming the file, at the first bad one.
 
     The train, val and test splits must not be empty; images must be float32 and finite; in those
     three splits, label maps must hold integers in 0..K (K = ``len(class_names)``) and at least one
-    foreground voxel. Scans that ``record`` (a JSON file) lists with the same path, size and
+    foreground voxel; in the test split, the raw values of the clinical metrics must be numbers, one
+    (H, W) plane per slice. Scans that ``record`` (a JSON file) lists with the same path, size and
     ``mtime_ns`` are not read again; the record is rewritten only after every scan passed, and only
     into an existing folder (the check never creates a study folder): otherwise what passed goes
-    into ``pending``, for :func:`write_record` once the study has made its folder. Returns how many
+    into ``pending``, for :func:`write_record` once the study has made its folder. Each scan read
+    adds its per-class voxel counts to ``class_voxels`` (K integers) when given. Returns how many
     scans were read.
     """
     for role in _LABELED_ROLES:
@@ -53,7 +56,9 @@ def check_contents(dataset: Dataset, record: Path | None = None, pending: dict |
             if key is not None and done.get(key) == stamp:
                 passed[key] = stamp
                 continue
-            check_scan(dataset, scan_id, role)
+            voxels = check_scan(dataset, scan_id, role)
+            if class_voxels is not None:
+                class_voxels += voxels
             read += 1
             if key is not None:
                 passed[key] = stamp
@@ -64,8 +69,9 @@ def check_contents(dataset: Dataset, record: Path | None = None, pending: dict |
     return read
 
 
-def check_scan(dataset: Dataset, scan_id: str, role: str) -> None:
-    """Check one scan's stored dtypes, image values and (in a labeled role) label values."""
+def check_scan(dataset: Dataset, scan_id: str, role: str) -> np.ndarray:
+    """Check one scan's stored dtypes, image values, (in a labeled role) label values and (in the test
+    split) raw values; return its foreground voxels per class (zeros where labels are not read)."""
     info = dataset.scans[scan_id]
     where = _where(dataset, scan_id)
     labels_needed = role in _LABELED_ROLES and info.labeled
@@ -79,7 +85,8 @@ def check_scan(dataset: Dataset, scan_id: str, role: str) -> None:
     read_labels = getattr(dataset, "read_labels", None)  # the label values themselves, not masks
     plane = (dataset.in_channels, info.height, info.width)
     step = max(1, _BLOCK_BYTES // (4 * int(np.prod(plane))))
-    nan = inf = foreground = 0
+    nan = inf = 0
+    voxels = np.zeros(n_classes, dtype=np.int64)
     for start in range(0, info.n_slices, step):
         block = slice(start, min(start + step, info.n_slices))
         n = block.stop - block.start
@@ -103,16 +110,39 @@ def check_scan(dataset: Dataset, scan_id: str, role: str) -> None:
                 bad = low if low < 0 else high
                 raise DataError(f"{where}: label value {bad} is not a class of this data set "
                                 f"(0 = background, 1..{n_classes} = {', '.join(dataset.class_names)})")
-            foreground += int(np.count_nonzero(labels))
+            # One comparison per class: bincount would need a copy of the block as intp.
+            voxels += [np.count_nonzero(labels == k) for k in range(1, n_classes + 1)]
         else:
-            foreground += int(np.count_nonzero(dataset.read_masks(scan_id, block)))
+            voxels += dataset.read_masks(scan_id, block).sum(axis=(0, 2, 3))
     if nan or inf:
         counts = " and ".join(f"{c} {what}" for c, what in ((nan, "NaN"), (inf, "infinite")) if c)
         raise DataError(f"{where}: image has {counts} voxel{'s' if nan + inf > 1 else ''}; "
                         "every voxel of the network input must be a finite number")
-    if labels_needed and foreground == 0:
+    if labels_needed and voxels.sum() == 0:
         raise DataError(f"{where}: scan {scan_id!r} in the {role} split has an empty label map "
                         "(no foreground voxel); label it or move it to the unlabeled split")
+    # Only the test scans' raw values are ever read (by the clinical metrics): elsewhere a broken one
+    # harms nothing, and refusing it would refuse data a study runs on.
+    if role == "test":
+        _check_raw(dataset, scan_id, where)
+    return voxels
+
+
+def _check_raw(dataset: Dataset, scan_id: str, where: str) -> None:
+    info = dataset.scans[scan_id]
+    # Sized by the raw arrays themselves: a scan may carry several per image channel.
+    per_slice = sum(v.nbytes for v in dataset.read_raw(scan_id, slice(0, 1)).values())
+    step = max(1, _BLOCK_BYTES // max(1, per_slice))
+    for start in range(0, info.n_slices, step):
+        block = slice(start, min(start + step, info.n_slices))
+        expected = (block.stop - block.start, info.height, info.width)
+        for key, value in dataset.read_raw(scan_id, block).items():
+            if not np.issubdtype(value.dtype, np.number):
+                raise DataError(f"{where}: raw values {key!r} are stored as {value.dtype}; the clinical "
+                                "metrics need numbers")
+            if value.shape != expected:
+                raise DataError(f"{where}: raw values {key!r} of slices {block.start}..{block.stop - 1} have "
+                                f"shape {value.shape}, the manifest says {expected}")
 
 
 def read_record(record: Path | None) -> dict[str, dict[str, Any]]:

@@ -118,9 +118,11 @@ class H5Dataset(Dataset):
             raise DataError(f"{f.filename}: cannot read {key!r}: {exc}") from None
         return node.dtype if isinstance(node, h5py.Dataset) else None
 
-    def read_raw(self, scan_id: str) -> dict[str, np.ndarray]:
+    def read_raw(self, scan_id: str, slices: SliceSelection = None) -> dict[str, np.ndarray]:
         f = self._file(scan_id)
-        return {k: h5_array(f, k) for k in f.keys() if k not in _NOT_RAW}
+        # All of each array when no slices are asked for, so a mismatch with the manifest shows.
+        idx = () if slices is None else as_index(slices, self.scans[scan_id].n_slices)
+        return {k: h5_array(f, k, idx) for k in f.keys() if k not in _NOT_RAW}
 
     def close(self) -> None:
         self._handles.close()

@@ -118,8 +118,8 @@ class Dataset(abc.ABC):
         """Per-class masks, (n, K, H, W) bool, K = len(class_names), no background channel."""
 
     @abc.abstractmethod
-    def read_raw(self, scan_id: str) -> dict[str, np.ndarray]:
-        """Raw values for clinical metrics, each (S, H, W): ``echo1``, ``echo2`` (qDESS MRI),
+    def read_raw(self, scan_id: str, slices: SliceSelection = None) -> dict[str, np.ndarray]:
+        """Raw values for clinical metrics, each (n, H, W): ``echo1``, ``echo2`` (qDESS MRI),
         ``hu`` (CT, Hounsfield units), and ``t2_true_ms`` where a phantom knows it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

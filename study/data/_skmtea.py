@@ -1,6 +1,6 @@
 """SKM-TEA (Desai et al. 2021) read in place: no conversion, no copy.
 
-Layout (DESIGN.md section 3): ``image_files/<scan_id>.h5`` with ``echo1``, ``echo2`` (X, Y, Z) and
+Layout (docs/science.md §1): ``image_files/<scan_id>.h5`` with ``echo1``, ``echo2`` (X, Y, Z) and
 one-hot ``seg`` (X, Y, Z, 6) in the order PC, FC, TC-medial, TC-lateral, meniscus-medial,
 meniscus-lateral, plus ``stats/rss/{mean,std}``; ``annotations/v1.0.0/{train,val,test}.json``
 (COCO-like, an ``images`` list); ``all_metadata.csv`` with the qDESS scan parameters.
@@ -165,8 +165,8 @@ class SkmTeaDataset(Dataset):
             masks[..., cls] |= seg[..., channel]
         return np.moveaxis(masks, -1, 1)
 
-    def read_raw(self, scan_id: str) -> dict[str, np.ndarray]:
-        return {k: self._slices_last(scan_id, k, None).astype(np.float32) for k in ("echo1", "echo2")}
+    def read_raw(self, scan_id: str, slices: SliceSelection = None) -> dict[str, np.ndarray]:
+        return {k: self._slices_last(scan_id, k, slices).astype(np.float32) for k in ("echo1", "echo2")}
 
     def close(self) -> None:
         self._handles.close()

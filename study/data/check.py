@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from study.data._checks import check_contents
 from study.data._model import Dataset
 from study.data.subsets import DEFAULT_LABEL_FRACTIONS, default_rounding, label_subsets
 from study.errors import DataError
@@ -38,53 +39,14 @@ class DatasetSummary:
         return out
 
 
-def _check_scan(dataset: Dataset, scan_id: str, counts: np.ndarray) -> None:
-    info = dataset.scans[scan_id]
-    where = f"{getattr(dataset, 'path_of', lambda s: s)(scan_id)}"
-    image = dataset.read_image(scan_id)
-    expected = (info.n_slices, dataset.in_channels, info.height, info.width)
-    if image.shape != expected:
-        raise DataError(f"{where}: image shape {image.shape} != expected {expected}")
-    if image.dtype != np.float32:
-        raise DataError(f"{where}: image dtype {image.dtype} must be float32")
-    if not np.isfinite(image).all():
-        raise DataError(f"{where}: image has {int((~np.isfinite(image)).sum())} NaN or infinite voxels")
-    raw = dataset.read_raw(scan_id)
-    for key, value in raw.items():
-        if value.shape != expected[:1] + expected[2:]:
-            raise DataError(f"{where}: raw {key!r} shape {value.shape} != {expected[:1] + expected[2:]}")
-        if not np.issubdtype(value.dtype, np.number):
-            raise DataError(f"{where}: raw {key!r} has dtype {value.dtype}, expected numbers")
-        if key != "t2_true_ms" and not np.isfinite(value).all():
-            raise DataError(f"{where}: raw {key!r} has NaN or infinite values")
-    if dataset.modality == "mri" and "echo1" in raw and info.qdess is None:
-        raise DataError(f"{where}: qDESS scan parameters are missing; T2 cannot be estimated")
-    if info.labeled:
-        labels = getattr(dataset, "read_labels", None)
-        if labels is not None:
-            values = labels(scan_id)
-            if values.dtype != np.uint8:
-                raise DataError(f"{where}: labels dtype {values.dtype} must be uint8")
-            if values.max(initial=0) > len(dataset.class_names):
-                raise DataError(
-                    f"{where}: label value {int(values.max())} is not a declared class "
-                    f"(0..{len(dataset.class_names)})"
-                )
-        masks = dataset.read_masks(scan_id)
-        counts += masks.sum(axis=(0, 2, 3))
-
-
 def check_dataset(dataset: Dataset) -> DatasetSummary:
-    """Read every scan once and raise :class:`DataError` at the first problem found."""
+    """Read every scan of the split once and summarise the data set.
+
+    Raises :class:`DataError` at the first problem: the checks a study runs before it starts
+    (:func:`study.data.check_contents`), in the same words, so the two never disagree.
+    """
     counts = np.zeros(len(dataset.class_names), dtype=np.int64)
-    for scan_id in dataset.scans:
-        _check_scan(dataset, scan_id, counts)
-    labeled_roles = ("train", "val", "test")
-    for role in labeled_roles:
-        if not dataset.split.roles()[role]:
-            raise DataError(f"{dataset.source}: the {role} split is empty")
-    if counts.sum() == 0:
-        raise DataError(f"{dataset.source}: every label map is empty")
+    check_contents(dataset, class_voxels=counts)
     spacings = np.array([info.spacing_mm for info in dataset.scans.values()])
     shapes = {(info.height, info.width) for info in dataset.scans.values()}
     if len(shapes) != 1:

@@ -1,4 +1,4 @@
-"""Per-case evaluation metrics: Dice, inpainting L2, clinical metrics (DESIGN §3 Evaluation).
+"""Per-case evaluation metrics: Dice, inpainting L2, clinical metrics (docs/science.md §5).
 
 Everything here works on one test case at a time (an MRI volume, a CT slice) and returns plain
 numbers, arrays or row dicts for the per-case table that tracking logs and analysis reads; the

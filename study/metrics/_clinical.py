@@ -1,4 +1,4 @@
-"""Clinical metrics per case and tissue, and their percent errors (DESIGN §3 Evaluation, P §2.7).
+"""Clinical metrics per case and tissue, and their percent errors (docs/science.md §5, P §2.7).
 
 For each test case the same function runs twice, once with the predicted masks and once with the
 ground-truth masks, on the same image; the percent error between the two isolates what the
@@ -42,7 +42,7 @@ from study.data.qdess import QDessParams, estimate_t2
 from study.errors import DataError, SpecError
 from study.metrics._dice import as_masks, to_numpy
 
-# Class order of the segmentation heads (DESIGN §3 Data); names as they appear in the tables.
+# Class order of the segmentation heads (docs/science.md §1); names as they appear in the tables.
 MRI_CLASSES: tuple[str, ...] = (
     "patellar_cartilage",
     "femoral_cartilage",
@@ -51,7 +51,7 @@ MRI_CLASSES: tuple[str, ...] = (
 )
 CT_CLASSES: tuple[str, ...] = ("muscle", "intramuscular_fat", "visceral_fat", "subcutaneous_fat")
 
-# Which metrics take |truth| as the percent-error denominator (DESIGN: "|truth| for HU").
+# Which metrics take |truth| as the percent-error denominator (docs/science.md §5: mean HU).
 ABSOLUTE_DENOMINATOR: dict[str, bool] = {
     "t2_ms": False,
     "volume_ml": False,
@@ -109,7 +109,7 @@ def _check_spacing(
 
 def _check_t1(name: str, value: float) -> None:
     if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
-        raise SpecError(f"{name}={value!r} must be a T1 in ms > 0 (1200 for cartilage, DESIGN §3)")
+        raise SpecError(f"{name}={value!r} must be a T1 in ms > 0 (1200 for cartilage, docs/science.md §6)")
 
 
 def _check_classes(class_names: Sequence[str], k: int) -> None:
@@ -137,7 +137,7 @@ def mri_clinical(
     (slice, row, col) voxel size in mm, in the same axis order as the arrays (SKM-TEA stores
     ``voxel_spacing`` in (X, Y, Z) order with sagittal slices on Z, so reorder it to match).
 
-    T2 uses ``t1_ms`` (1200 ms, DESIGN §3 qDESS T2) everywhere, except in the ``meniscus_class``
+    T2 uses ``t1_ms`` (1200 ms, docs/science.md §6) everywhere, except in the ``meniscus_class``
     mask when ``meniscus_t1_ms`` is given (the optional 1000 ms for meniscus). Voxels whose
     estimate is undefined or outside [0, 100] ms are left out of the mean; the volume counts every
     mask voxel.
@@ -225,8 +225,8 @@ def ct_clinical(
 def percent_error(pred: Any, truth: Any, absolute_denominator: bool = False) -> float | np.ndarray:
     """Signed percent error 100 · (pred − truth) / truth, elementwise.
 
-    With ``absolute_denominator=True`` the denominator is |truth| (DESIGN §3: for HU), so the sign
-    always says "pred above truth" (+) or below (−), also for negative truths such as fat HU.
+    With ``absolute_denominator=True`` the denominator is |truth| (for HU, docs/science.md §5), so
+    the sign always says "pred above truth" (+) or below (−), also for negative truths such as fat HU.
     NaN where truth is 0 or NaN, or pred is NaN. Returns a float for scalar inputs.
     """
     p = np.asarray(pred, dtype=np.float64)

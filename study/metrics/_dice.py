@@ -1,4 +1,4 @@
-"""Dice per class per test case, from binarised sigmoid outputs (DESIGN §3 Evaluation, P §2.5.2).
+"""Dice per class per test case, from binarised sigmoid outputs (docs/science.md §5, P §2.5.2).
 
 A test case is a whole 3D volume for MRI (masks (K, S, H, W): the slices' predictions stacked) and
 one slice for CT (masks (K, H, W)); Dice is computed over all its voxels at once, not per slice.

@@ -1,4 +1,4 @@
-"""Inpainting quality: L2 norm of the inpainted image error (P Table 2, DESIGN §3 Evaluation)."""
+"""Inpainting quality: L2 norm of the inpainted image error (P Table 2, docs/science.md §5)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from study.constants import PAPER_WIDTHS
 from study.errors import SpecError
 
 Block = Literal["conv_norm_relu", "conv_relu_norm"]
 BLOCKS: tuple[str, ...] = ("conv_norm_relu", "conv_relu_norm")
 
-# The paper's filters; five levels, the last one being the bottleneck.
-PAPER_WIDTHS: tuple[int, ...] = (32, 64, 128, 256, 512)
 
 
 @dataclass(frozen=True)

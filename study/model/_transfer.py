@@ -8,21 +8,17 @@ the vocabulary of those choices and the primitives; running a schedule is the tr
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
+from study._suggest import unknown_choice
+from study.constants import SCHEDULES, SCOPES, Schedule, TransferScope
 from study.errors import SpecError
 from study.model._unet import GROUPS, group_of, parameter_groups, unwrap
 
-TransferScope = Literal["none", "encoder", "encoder+decoder"]
-Schedule = Literal["at_once", "freeze_then_unfreeze"]
-SCOPES: tuple[str, ...] = get_args(TransferScope)
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 # The head is absent from every scope: its output channels differ between the tasks.
 _SCOPE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -34,11 +30,9 @@ _COMPILED_PREFIX = "_orig_mod."
 
 
 def _look_up(field: str, value: object, choices: tuple[str, ...]) -> str:
-    if value in choices:
-        return str(value)
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise SpecError(f"{field} must be one of {choices}, got {value!r}.{hint}")
+    if isinstance(value, str) and value in choices:
+        return value
+    raise SpecError(unknown_choice(field, value, choices))
 
 
 def check_scope(scope: object) -> TransferScope:

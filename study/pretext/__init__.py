@@ -8,12 +8,9 @@ paper's Figure 1 for any image.
 
 from __future__ import annotations
 
+from study.constants import PAPER_IMAGE_SIZE, PAPER_PATCH_SIZES, SAMPLERS, TASKS
 from study.pretext._base import PatchSampler
 from study.pretext._corruption import (
-    PAPER_IMAGE_SIZE,
-    PAPER_PATCH_SIZES,
-    SAMPLERS,
-    TASKS,
     CorruptionConfig,
     apply_patches,
     moved_pixels,
@@ -24,6 +21,7 @@ from study.pretext._poisson_disc import PoissonDiscSampler
 from study.pretext._preview import (
     PreviewFigure,
     PreviewPanel,
+    draw_preview,
     preview_figure,
     render_preview,
     synthetic_image,
@@ -43,6 +41,7 @@ __all__ = [
     "PreviewPanel",
     "RandomSampler",
     "apply_patches",
+    "draw_preview",
     "moved_pixels",
     "preview_figure",
     "render_preview",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from study.errors import DataError, SpecError, StudyError
-from study.pretext._corruption import PAPER_PATCH_SIZES
+from study.constants import PAPER_PATCH_SIZES
 from study.pretext._preview import preview_figure, render_preview, synthetic_image
 
 

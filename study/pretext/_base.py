@@ -10,7 +10,6 @@ context restoration (Dominic et al. 2023, section 2.4).
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from study._suggest import unknown_choice
 from study.errors import SpecError
 
 SeedLike = int | np.random.Generator
@@ -100,10 +100,7 @@ def look_up(owner: str, field: str, value: object, choices: Sequence[str]) -> st
     """``value`` if it is one of ``choices``, else ``SpecError`` naming the closest one and all."""
     if isinstance(value, str) and value in choices:
         return value
-    listed = ", ".join(repr(c) for c in choices)
-    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    raise SpecError(f"{owner}.{field}: unknown value {value!r}{hint} Choices: {listed}")
+    raise SpecError(unknown_choice(f"{owner}.{field}", value, choices))
 
 
 class PatchSampler(ABC):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from study.constants import PAPER_IMAGE_SIZE, SAMPLERS, TASKS
 from study.errors import SpecError
 from study.pretext._base import (
     DEFAULT_COVERAGE,
@@ -31,10 +32,6 @@ from study.pretext._base import (
 from study.pretext._poisson_disc import PoissonDiscSampler
 from study.pretext._random import RandomSampler
 
-TASKS = ("prediction", "restoration")
-SAMPLERS = ("random", "poisson_disc", "poisson_disc_spread")
-PAPER_IMAGE_SIZE = 512
-PAPER_PATCH_SIZES = (64, 32, 16, 8)
 
 
 def scaled_patch_size(k_at_512: int, image_size: int) -> int:

@@ -3,7 +3,8 @@
 Dominic et al. 2023, Figure 1 shows context prediction and context restoration at K = 64, 32, 16
 and 8 on 512 x 512 images. :func:`preview_figure` computes the same grid (rows: task x sampler,
 columns: patch size) as numbers, each panel made by a one-mask :class:`MaskBank`, so the figure
-shows exactly what pretraining feeds the model; :func:`render_preview` draws it with matplotlib.
+shows exactly what pretraining feeds the model; :func:`draw_preview` draws it with matplotlib (the
+HTML report's Figure 1 too) and :func:`render_preview` saves that as a PNG.
 """
 
 from __future__ import annotations
@@ -12,20 +13,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from study.constants import PAPER_PATCH_SIZES, SAMPLERS, TASKS
 from study.errors import SpecError
 from study.pretext._base import SeedLike, as_generator, check_int
-from study.pretext._corruption import (
-    PAPER_PATCH_SIZES,
-    SAMPLERS,
-    TASKS,
-    CorruptionConfig,
-    scaled_patch_size,
-)
+from study.pretext._corruption import CorruptionConfig, scaled_patch_size
 from study.pretext._mask_bank import MaskBank
+
+if TYPE_CHECKING:  # matplotlib loads only when a grid is drawn
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,18 @@ def preview_figure(
 
 def render_preview(figure: PreviewFigure, path: str | Path) -> None:
     """Draw ``figure`` as a PNG grid at ``path`` (matplotlib, Agg backend, nothing shown)."""
+    from matplotlib import pyplot as plt
+
+    fig = draw_preview(figure)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_preview(
+    figure: PreviewFigure, original_title: str = "original", panel_inches: float = 2.0, font_size: float = 8
+) -> Figure:
+    """The grid of ``figure`` as a matplotlib figure (Agg backend): rows task x sampler, the original
+    first, then one column per patch size; the caller saves and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,27 +135,26 @@ def render_preview(figure: PreviewFigure, path: str | Path) -> None:
 
     n_cols = len(figure.patch_sizes_512) + 1
     n_rows = len(figure.tasks) * len(figure.samplers)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.0 * n_cols, 2.0 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_inches * n_cols, panel_inches * n_rows), squeeze=False)
     low, high = np.percentile(figure.original, [1, 99])
     panels = iter(figure.panels)
     for row in range(n_rows):
         axes[row, 0].imshow(figure.original, cmap="gray", vmin=low, vmax=high)
         task = figure.tasks[row // len(figure.samplers)]
         sampler = figure.samplers[row % len(figure.samplers)]
-        axes[row, 0].set_ylabel(f"{task}\n{sampler}", fontsize=8)
-        axes[row, 0].set_title("original" if row == 0 else "", fontsize=8)
+        axes[row, 0].set_ylabel(f"{task}\n{sampler}", fontsize=font_size)
         for col in range(1, n_cols):
             panel = next(panels)
             axes[row, col].imshow(panel.image, cmap="gray", vmin=low, vmax=high)
             if row == 0:
                 title = f"K={panel.patch_size_512} ({panel.patch_size} px)"
-                axes[row, col].set_title(title, fontsize=8)
+                axes[row, col].set_title(title, fontsize=font_size)
+    axes[0, 0].set_title(original_title, fontsize=font_size)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def _zscore(image: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The study's dashboard: one self-contained HTML file with the paper's figures and tables.
 
-``build_report(study_dir)`` writes ``<study>/report/report.html`` (every image inline as a data URI,
+``build_report(store, ...)`` writes ``<study>/report/report.html`` (every image inline as a data URI,
 no script, nothing fetched from a network) and each figure as PNG and SVG in
 ``<study>/report/figures/``. Templates and styles live in ``dashboards/``.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import time
 from pathlib import Path
 from string import Template
@@ -17,25 +16,13 @@ from string import Template
 import pandas as pd
 
 from study.analysis import Analysis, AnalysisSettings, analyze
+from study.records import Status, TrialRecord
 from study.report import _figures as figures
+from study.store import StudyStore
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
                  "p", "p_holm", "p_bh", "underpowered"]
-
-
-def results_of(folder: Path) -> list[dict]:
-    """Every readable trial result of a study, finished or failed, and the trials Tune gave up on
-    without a result (status ``errored``, from their ``error.json``)."""
-    out = []
-    for trial in sorted(p for p in (folder / "trials").glob("*") if p.is_dir()):
-        for name in ("result.json", "error.json"):  # a result supersedes an earlier give-up
-            try:
-                out.append(json.loads((trial / name).read_text()))
-                break
-            except (OSError, json.JSONDecodeError):
-                continue
-    return out
 
 
 def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None, digits: int = 3) -> str:
@@ -68,14 +55,14 @@ def _image(fig, folder: Path, stem: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> str:
+def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None) -> str:
     spec = state.get("spec", {})
-    done = [r for r in results if r.get("status") == "finished"]
-    failed = [r for r in results if r.get("status") == "failed"]
-    errored = [r for r in results if r.get("status") == "errored"]
+    done = [r for r in results if r.status is Status.FINISHED]
+    failed = [r for r in results if r.status is Status.FAILED]
+    errored = [r for r in results if r.status is Status.ERRORED]
     planned = len(state.get("trials", [])) or len(results)
-    pretrainings = {r.get("pretrain_key") for r in results if r.get("pretrain_key")}
-    wall = sum(r.get("seconds") or 0 for r in results)
+    pretrainings = {r.pretrain_key for r in results if r.pretrain_key}
+    wall = sum(r.seconds or 0 for r in results)
     uri = state.get("tracking_uri", "")
     run = state.get("parent_run_id", "")
     link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
@@ -98,73 +85,68 @@ def _overview(state: dict, results: list[dict], analysis: Analysis | None) -> st
     for title, group in (("Failed trials (a retry cannot help)", failed), ("Errored trials (retried, no result; run the "
                          "study again to retry)", errored)):
         if group:
-            items = "".join(f"<li>{html.escape(str(r.get('strategy')))} on {html.escape(str(r.get('dataset')))} at "
-                            f"{r.get('label_fraction')}: {html.escape(str(r.get('reason', '')))}</li>" for r in group)
+            items = "".join(f"<li>{html.escape(r.strategy)} on {html.escape(r.dataset)} at "
+                            f"{r.label_fraction}: {html.escape(r.reason)}</li>" for r in group)
             body += f'<p class="failed">{html.escape(title)}:</p><ul class="failed">{items}</ul>'
     if analysis is not None and analysis.notes:
         body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")
 
 
-def build_report(study_dir: Path, state: dict, table: pd.DataFrame, results: list[dict],
+def _figure(title: str, fig, folder: Path, stem: str, caption: str, why_missing: str, extra: str = "") -> str:
+    """A figure's section, or a note saying why the study cannot draw it."""
+    if fig is None:
+        return _missing(title, why_missing)
+    return _section(title, _image(fig, folder, stem, title) + extra, caption)
+
+
+def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
                  settings: AnalysisSettings | None = None) -> Path:
     """Write the dashboard of a study whose per-case ``table`` is loaded; returns the HTML path."""
-    out = study_dir / "report"
+    study_dir, out = store.root, store.report_dir
     figs = out / "figures"
     analysis = analyze(table, settings)
-    chosen = analysis.chosen
-    parts = [_overview(state, results, analysis)]
-
-    fig = figures.corruption_examples(study_dir, state)
-    parts.append(_section("Figure 1. Corruptions", _image(fig, figs, "fig1_corruptions", "corruption examples"),
-                          "One training slice corrupted by each pretext task, sampler and patch size of the study "
-                          "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).")
-                 if fig else _missing("Figure 1. Corruptions", "the study has no pretraining axes or its data cannot be opened."))
-
-    l2 = figures.inpainting_table(study_dir, state)
-    parts.append(_section("Table 2. Inpainting L2 norm", _table(l2, 'class="inpainting"'),
-                          "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
-                          "lower is a better restoration.") if not l2.empty
-                 else _missing("Table 2. Inpainting L2 norm", "no pretraining has finished."))
-
-    fig = figures.dice_vs_fraction(table, chosen)
-    parts.append(_section("Figures 3-4. Dice against label fraction", _image(fig, figs, "fig3_dice_vs_fraction", "Dice vs label fraction"),
-                          "Mean test Dice per class and data set at each label fraction: every strategy (thin), the "
-                          "chosen strategy (red), the supervised baseline (black) and its value with the most labels (dashed).")
-                 if fig else _missing("Figures 3-4. Dice against label fraction", "the study has a single label fraction."))
-
+    l2 = figures.inpainting_table(store, state)
     ranking = analysis.ranking
     body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"', RANKING_SHOWN)
                    for ds, part in ranking.groupby("dataset", sort=True))
-    optimum = ", ".join(analysis.optimum) or "none"
-    parts.append(_section("Table 3. Ranking against the supervised baseline", body + f"<p>In the top {analysis.settings.top_k} of every data set: <b>{html.escape(optimum)}</b>.</p>",
-                          "One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, pooled "
-                          "over the label-limited fractions; Holm and Benjamini-Hochberg adjusted p; median paired "
-                          "difference, Hodges-Lehmann shift with bootstrap 95 % interval, matched-pairs rank-biserial.")
-                 if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."))
-
-    fig = figures.scaling_figure(table, analysis.scaling_fits)
-    parts.append(_section("Figure 5. Scaling with unlabeled data", _image(fig, figs, "fig5_scaling", "scaling fits")
-                          + _table(analysis.scaling_fits, 'class="scaling"'),
-                          "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.")
-                 if fig else _missing("Figure 5. Scaling", "the study has fewer than two pretraining extents."))
-
-    fig = figures.clinical_figure(analysis.clinical_summary)
-    parts.append(_section("Figure 6. Clinical metric errors", _image(fig, figs, "fig6_clinical", "clinical errors"),
-                          "Median signed percent error of each clinical measurement from the predicted masks, per class "
-                          "and label fraction, for the chosen strategy and the supervised baseline.")
-                 if fig else _missing("Figure 6. Clinical metric errors", "the data carry no clinical measurements."))
-
-    fig = figures.clinical_cases_figure(analysis.clinical_cases)
-    parts.append(_section("Figure 7. Per-case clinical errors", _image(fig, figs, "fig7_clinical_cases", "per-case errors"),
-                          "Per test case, absolute percent error of the baseline (x) against the chosen strategy (y), "
-                          "averaged over classes and label-limited fractions; points below the diagonal favour the strategy.")
-                 if fig else _missing("Figure 7. Per-case clinical errors", "the data carry no clinical measurements."))
-
-    fig = figures.transfer_figure(table)
-    parts.append(_section("Figure A1. Transfer choices", _image(fig, figs, "figA1_transfer", "transfer box plots"),
-                          "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.")
-                 if fig else _missing("Figure A1. Transfer choices", "the study varies no transfer choice."))
+    optimum = f"<p>In the top {analysis.settings.top_k} of every data set: <b>{html.escape(', '.join(analysis.optimum) or 'none')}</b>.</p>"
+    parts = [
+        _overview(state, results, analysis),
+        _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
+                "One training slice corrupted by each pretext task, sampler and patch size of the study "
+                "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",
+                "the study has no pretraining axes or its data cannot be opened."),
+        _section("Table 2. Inpainting L2 norm", _table(l2, 'class="inpainting"'),
+                 "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
+                 "lower is a better restoration.") if not l2.empty
+        else _missing("Table 2. Inpainting L2 norm", "no pretraining has finished."),
+        _figure("Figures 3-4. Dice against label fraction", figures.dice_vs_fraction(table, analysis.chosen), figs,
+                "fig3_dice_vs_fraction",
+                "Mean test Dice per class and data set at each label fraction: every strategy (thin), the chosen "
+                "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
+                "the study has a single label fraction."),
+        _section("Table 3. Ranking against the supervised baseline", body + optimum,
+                 "One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, pooled "
+                 "over the label-limited fractions; Holm and Benjamini-Hochberg adjusted p; median paired "
+                 "difference, Hodges-Lehmann shift with bootstrap 95 % interval, matched-pairs rank-biserial.")
+        if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
+        _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
+                "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.",
+                "the study has fewer than two pretraining extents.",
+                extra=_table(analysis.scaling_fits, 'class="scaling"')),
+        _figure("Figure 6. Clinical metric errors", figures.clinical_figure(analysis.clinical_summary), figs,
+                "fig6_clinical", "Median signed percent error of each clinical measurement from the predicted masks, "
+                "per class and label fraction, for the chosen strategy and the supervised baseline.",
+                "the data carry no clinical measurements."),
+        _figure("Figure 7. Per-case clinical errors", figures.clinical_cases_figure(analysis.clinical_cases), figs,
+                "fig7_clinical_cases", "Per test case, absolute percent error of the baseline (x) against the chosen "
+                "strategy (y), averaged over classes and label-limited fractions; points below the diagonal favour "
+                "the strategy.", "the data carry no clinical measurements."),
+        _figure("Figure A1. Transfer choices", figures.transfer_figure(table), figs, "figA1_transfer",
+                "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.",
+                "the study varies no transfer choice."),
+    ]
 
     template = Template((DASHBOARDS / "report.html").read_text())
     page = template.substitute(

@@ -24,11 +24,11 @@ def _parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    folder = find_study(args.study).resolve()
-    state, table, _ = load_study(folder)
-    from study.report import build_report, results_of
+    store = find_study(args.study)
+    state, table, _ = load_study(store)
+    from study.report import build_report
 
-    path = build_report(folder, state, table, results_of(folder), AnalysisSettings(top_k=args.top_k))
+    path = build_report(store, state, table, store.results(), settings=AnalysisSettings(top_k=args.top_k))
     print(f"report: {path}")
     print(f"figures (PNG and SVG): {path.parent / 'figures'}")
     if args.open:

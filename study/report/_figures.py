@@ -16,13 +16,14 @@ import pandas as pd  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-SUPERVISED = "supervised"
+from study.constants import SUPERVISED  # noqa: E402
+from study.store import StudyStore  # noqa: E402
 
 
-def corruption_examples(study_dir: Path, state: dict) -> Figure | None:
+def corruption_examples(state: dict) -> Figure | None:
     """Figure 1: one slice of the study's data corrupted per task, sampler and patch size."""
     from study.data import open_dataset
-    from study.pretext import preview_figure
+    from study.pretext import draw_preview, preview_figure
 
     spec = state.get("spec", {})
     pre = spec.get("pretraining") or {}
@@ -37,28 +38,10 @@ def corruption_examples(study_dir: Path, state: dict) -> Figure | None:
     image = dataset.read_image(scan, slice(dataset.scans[scan].n_slices // 2, dataset.scans[scan].n_slices // 2 + 1))[0, 0]
     preview = preview_figure(image, patch_sizes_512=tuple(pre.get("patch_size", (32,))), seed=0,
                              tasks=tuple(pre.get("task", ("restoration",))), samplers=tuple(pre.get("sampler", ("poisson_disc",))))
-    n_cols, n_rows = len(preview.patch_sizes_512) + 1, len(preview.tasks) * len(preview.samplers)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows), squeeze=False)
-    low, high = np.percentile(preview.original, [1, 99])
-    panels = iter(preview.panels)
-    for row in range(n_rows):
-        task, sampler = preview.tasks[row // len(preview.samplers)], preview.samplers[row % len(preview.samplers)]
-        axes[row, 0].imshow(preview.original, cmap="gray", vmin=low, vmax=high)
-        axes[row, 0].set_ylabel(f"{task}\n{sampler}", fontsize=7)
-        for col in range(1, n_cols):
-            panel = next(panels)
-            axes[row, col].imshow(panel.image, cmap="gray", vmin=low, vmax=high)
-            if row == 0:
-                axes[row, col].set_title(f"K={panel.patch_size_512} ({panel.patch_size} px)", fontsize=7)
-    axes[0, 0].set_title(f"original ({name})", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
+    return draw_preview(preview, original_title=f"original ({name})", panel_inches=1.6, font_size=7)
 
 
-def inpainting_table(study_dir: Path, state: dict) -> pd.DataFrame:
+def inpainting_table(store: StudyStore, state: dict) -> pd.DataFrame:
     """Table 2: held-out inpainting L2 per data set, task, patch size and sampler (mean and SD)."""
     rows = []
     for entry in state.get("trials", []):
@@ -72,9 +55,9 @@ def inpainting_table(study_dir: Path, state: dict) -> pd.DataFrame:
     keys = pd.DataFrame(rows).drop_duplicates("key")
     out = []
     for row in keys.itertuples():
-        path = study_dir / "pretrain" / row.key / "inpainting.csv"
-        if path.exists():
-            l2 = pd.read_csv(path)["l2"]
+        table = store.read_inpainting(row.key)
+        if table is not None:
+            l2 = table["l2"]
             out.append({"dataset": row.dataset, "task": row.task, "patch_size": row.patch_size, "sampler": row.sampler,
                         "extent": row.extent, "l2_mean": l2.mean(), "l2_sd": l2.std(), "n_slices": len(l2)})
     return pd.DataFrame(out).sort_values(["dataset", "task", "patch_size", "sampler"]) if out else pd.DataFrame()

@@ -10,7 +10,7 @@ from study.train._evaluate import evaluate_inpainting, evaluate_segmentation, pr
 from study.train._finetune import FinetuneConfig, FinetuneResult, finetune
 from study.train._loop import FitResult, TrainSettings, fit, load_checkpoint, save_checkpoint
 from study.train._losses import inpainting_loss, soft_dice_loss
-from study.train._pipeline import LAPTOP_GROUPS, LAPTOP_WIDTHS, PAPER_WIDTHS, PipelineResult, run_pipeline
+from study.train._pipeline import PipelineResult, Pretrained, Tested, finetune_and_test, pretrain_strategy, run_pipeline
 from study.train._pretrain import PretrainConfig, PretrainResult, pretrain
 from study.train._schedule import StepDecay, lr_at, set_lr
 
@@ -20,23 +20,24 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "FitResult",
-    "LAPTOP_GROUPS",
-    "LAPTOP_WIDTHS",
-    "PAPER_WIDTHS",
     "PipelineResult",
     "PretrainConfig",
     "PretrainResult",
+    "Pretrained",
     "StepDecay",
+    "Tested",
     "TrainSettings",
     "evaluate_inpainting",
     "evaluate_segmentation",
     "finetune",
+    "finetune_and_test",
     "fit",
     "inpainting_loss",
     "load_checkpoint",
     "lr_at",
     "predict_scan",
     "pretrain",
+    "pretrain_strategy",
     "run_pipeline",
     "save_checkpoint",
     "set_lr",

@@ -14,9 +14,10 @@ import torch
 from study._cli import ArgumentParser, run_main
 from study.data import BUILTIN_KINDS, builtin_dataset, open_dataset
 from study.errors import SpecError
+from study.store import PER_CASE
 from study.model import TransferPlan
-from study.train import LAPTOP_GROUPS, LAPTOP_WIDTHS, FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
-from study.train._loop import DEFAULT_SEED
+from study.constants import DEFAULT_SEED, LAPTOP_GROUPS, LAPTOP_WIDTHS
+from study.train import FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
 
 
 def _parser() -> ArgumentParser:
@@ -38,7 +39,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=int, default=9)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--out", type=Path, help="folder for per_case.csv and checkpoints (resumes if present)")
+    p.add_argument("--out", type=Path, help=f"folder for {PER_CASE} and checkpoints (resumes if present)")
     p.add_argument("--quiet", action="store_true", help="print only the result table")
     return p
 
@@ -61,13 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device, seed=args.seed,
     )
     result = run_pipeline(
-        dataset, args.fraction, finetune_config, pretrain_config, settings, widths=widths, groups=args.groups,
+        dataset, args.fraction, finetune_config=finetune_config, pretrain_config=pretrain_config, settings=settings,
+        widths=widths, groups=args.groups,
         workdir=args.out, log=(lambda _: None) if args.quiet else print,
     )
     table = result.per_case
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out / "per_case.csv", index=False)
+        table.to_csv(args.out / PER_CASE, index=False)
     summary = table.groupby("class", sort=False)["dice"].agg(["mean", "std", "count"])
     print(f"\ntest Dice on {dataset.name}, {table['case_id'].nunique()} cases, label fraction {args.fraction:g}:")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))

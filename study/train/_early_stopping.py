@@ -1,4 +1,4 @@
-"""Early stopping on validation loss, resumable, with divergence reported (DESIGN §3 Training).
+"""Early stopping on validation loss, resumable, with divergence reported (docs/science.md §4).
 
 The reference (C) uses Keras ``EarlyStopping`` on ``val_loss``: segmentation with min delta 1e-3 and
 patience 10, inpainting with patience 4; the best checkpoint is the one evaluated. We keep Keras'
@@ -97,7 +97,7 @@ class EarlyStopping:
 
     @classmethod
     def for_segmentation(cls) -> EarlyStopping:
-        """Dice loss: absolute min delta 1e-3, patience 10 (DESIGN §3, C)."""
+        """Dice loss: absolute min delta 1e-3, patience 10 (docs/science.md §4, C)."""
         return cls(patience=10, min_delta=1e-3, mode="absolute")
 
     @classmethod

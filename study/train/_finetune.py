@@ -28,7 +28,7 @@ from study.train._schedule import StepDecay
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """One fine-tuning: transfer plan, learning rates, early stopping (DESIGN.md section 3).
+    """One fine-tuning: transfer plan, learning rates, early stopping (docs/science.md §4).
 
     ``unfrozen_lr`` is the initial learning rate of the second run of ``freeze_then_unfreeze``
     (default: ``lr``). Early stopping: absolute min delta on the Dice loss, which lies in [0, 1]
@@ -80,6 +80,7 @@ def _dice_step(settings: TrainSettings) -> Callable[[nn.Module, dict[str, Tensor
 def finetune(
     dataset: Dataset,
     train_ids: Sequence[str],
+    *,
     val_ids: Sequence[str],
     unet: UNetConfig,
     config: FinetuneConfig,

@@ -18,13 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from study import faults
+from study.constants import DEFAULT_SEED
 from study.errors import SpecError
 from study.train._early_stopping import Diverged, EarlyStopping
 from study.train._schedule import StepDecay, set_lr
 
 ADAM_BETAS = (0.99, 0.995)  # the authors' code
 ADAM_EPS = 1e-8
-DEFAULT_SEED = 11725701  # the authors' code
 
 
 @dataclass(frozen=True)

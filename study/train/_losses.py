@@ -1,4 +1,4 @@
-"""Training losses: inpainting L2 and batch-pooled soft Dice (DESIGN §3 Training).
+"""Training losses: inpainting L2 and batch-pooled soft Dice (docs/science.md §4).
 
 Both follow the authors' Keras code (C), which the paper summarises as "L2 norm loss for inpainting
 and Dice loss, aggregated over mini-batches per segmentation class, for segmentation" (P §2.3).
@@ -33,7 +33,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], layout
 
 
 def inpainting_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over all pixels, averaged over batch and channels (DESIGN §3, C).
+    """Squared error summed over all pixels, averaged over batch and channels (docs/science.md §4, C).
 
     ``pred`` is the restored image, ``target`` the uncorrupted one, both (B, C, H, W) in the
     z-scored intensity units the model sees (no activation on the inpainting head).
@@ -56,8 +56,9 @@ def soft_dice_loss(
 ) -> torch.Tensor:
     """1 − mean over classes of the soft Dice, with all pixels of the batch pooled per class.
 
-    ``logits``: (B, K, H, W) raw scores of the K sigmoid channels (no background channel, DESIGN §3
-    Model); the sigmoid is applied here. ``target``: (B, K, H, W) binary masks (bool or 0/1 float).
+    ``logits``: (B, K, H, W) raw scores of the K sigmoid channels (no background channel,
+    docs/science.md §3); the sigmoid is applied here. ``target``: (B, K, H, W) binary masks
+    (bool or 0/1 float).
 
     For class k, with p = sigmoid(logits) and the sums running over batch and pixels together::
 

@@ -74,6 +74,7 @@ def build_bank(dataset: Dataset, config: PretrainConfig, seed: int) -> MaskBank:
 def pretrain(
     dataset: Dataset,
     scan_ids: Sequence[str],
+    *,
     val_ids: Sequence[str],
     test_ids: Sequence[str],
     widths: Sequence[int],

@@ -1,12 +1,13 @@
-"""Step-decay learning rate: ×0.9 every 2 epochs, never below 1e-8 (DESIGN §3 Training, C).
+"""Step-decay learning rate: ×0.9 every 2 epochs, never below 1e-8 (docs/science.md §4, C).
 
 The authors' Keras callback computes, for the 0-based epoch Keras passes it,
 
     lr = initial_lr · decay ** floor((epoch + 1) / every),   then at least ``floor``
 
 so with ``every=2`` the first drop already applies in epoch 1 (epochs 0 | 1, 2 | 3, 4 | ...). That
-``+ 1`` is kept as ``epoch_offset=1`` (the default, per DESIGN "default to C"); ``epoch_offset=0``
-gives the textbook schedule with drops at epochs 2, 4, ...
+``+ 1`` is kept as ``epoch_offset=1`` (the default: where paper and code differ, the default
+follows the code, docs/science.md §8); ``epoch_offset=0`` gives the textbook schedule with drops
+at epochs 2, 4, ...
 """
 
 from __future__ import annotations

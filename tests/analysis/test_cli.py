@@ -106,8 +106,9 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, cas
 
 def test_load_study_joins_seeds_by_trial_id_and_uses_the_result_design(tmp_path: Path) -> None:
     from study.plan import TrialPoint
+    from study.spec import Scale
 
-    point = TrialPoint("mri", 0.05, "none", "at_once", 0.01, None, None, {}, seed=7)
+    point = TrialPoint("mri", 0.05, "none", "at_once", 0.01, None, None, Scale(), seed=7)
     folder = write_study(tmp_path, strategies={"supervised": 0.0}, fractions=(0.25,), entries=[point.to_json()])
     trial_files(folder, point.id, "supervised", 0.05, {"case0": 0.5})
     trial_files(folder, "failedtrial1", "supervised", 0.05, {"case0": 0.5}, status="failed")

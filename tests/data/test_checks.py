@@ -9,8 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from study.data import CONTENT_RECORD, check_contents, open_dataset
+from study.data import check_contents, open_dataset
+from study.store import StudyStore
 from study.data import _checks
+from study.data.check import check_dataset
 from study.errors import DataError
 
 from .conftest import write_skmtea, write_tiny_mri
@@ -81,6 +83,48 @@ def test_bad_contents_are_named_by_file_and_counted(tmp_path: Path, how: str, me
         check_contents(open_dataset(root))
 
 
+@pytest.mark.parametrize("how", ["3 nan", "int16", "float labels", "label 9", "empty labels", "fewer slices"])
+def test_the_data_check_command_refuses_the_same_way(tmp_path: Path, how: str) -> None:
+    root = write_tiny_mri(tmp_path / "ds")
+    _damage(root, how)
+    with pytest.raises(DataError) as before_a_study:
+        check_contents(open_dataset(root))
+    with pytest.raises(DataError) as by_the_command:
+        check_dataset(open_dataset(root))
+    assert str(by_the_command.value) == str(before_a_study.value)
+
+
+def test_the_summary_counts_the_voxels_of_every_labeled_split(tmp_path: Path) -> None:
+    ds = open_dataset(write_tiny_mri(tmp_path / "ds"))
+    masks = [ds.read_masks(s) for role in ("train", "val", "test") for s in ds.split.roles()[role]]
+    expected = np.sum([m.sum(axis=(0, 2, 3)) for m in masks], axis=0)
+    assert list(check_dataset(ds).class_voxels.values()) == expected.tolist()
+
+
+def _replace_raw(root: Path, scan: str, how: str) -> None:
+    with h5py.File(root / "scans" / f"{scan}.h5", "a") as f:
+        echo = f["echo1"][:]
+        _replace(f, "echo1", echo[:2] if how == "fewer slices" else echo > echo.mean())
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("fewer slices", "s08.h5: raw values 'echo1' of slices 0..2 have shape (2, 16, 16), the manifest says (3, 16, 16)"),
+        ("bool", "s08.h5: raw values 'echo1' are stored as bool; the clinical metrics need numbers"),
+    ],
+)
+def test_raw_values_of_test_scans_are_checked_and_only_theirs(tmp_path: Path, how: str, message: str) -> None:
+    root = write_tiny_mri(tmp_path / "ds")
+    _replace_raw(root, "s00", how)  # train: its raw values are never read
+    _replace_raw(root, "s12", how)  # unlabeled: the same
+    assert check_contents(open_dataset(root)) == N_SCANS
+    _replace_raw(root, "s08", how)  # test: the clinical metrics read them
+    for check in (check_contents, check_dataset):
+        with pytest.raises(DataError, match="^" + re.escape(str(root / "scans") + "/" + message)):
+            check(open_dataset(root))
+
+
 def test_nan_voxels_in_an_unlabeled_scan_are_found_too(tmp_path: Path) -> None:
     root = write_tiny_mri(tmp_path / "ds")
     with h5py.File(root / "scans" / "s12.h5", "a") as f:
@@ -120,7 +164,7 @@ def test_a_record_skips_unchanged_files_and_rereads_a_changed_one(tmp_path: Path
     root = write_tiny_mri(tmp_path / "ds")
     study = tmp_path / "studies" / "tiny"
     study.mkdir(parents=True)
-    record = study / CONTENT_RECORD
+    record = StudyStore(study).content_record
     assert check_contents(open_dataset(root), record) == N_SCANS
     entries = json.loads(record.read_text())["scans"]
     assert len(entries) == N_SCANS and str(root / "scans" / "s00.h5") in entries
@@ -139,7 +183,7 @@ def test_a_record_skips_unchanged_files_and_rereads_a_changed_one(tmp_path: Path
 
 def test_a_changed_manifest_rereads_the_scans_it_changed(tmp_path: Path) -> None:
     root = write_tiny_mri(tmp_path / "ds")
-    record = tmp_path / CONTENT_RECORD
+    record = StudyStore(tmp_path).content_record
     check_contents(open_dataset(root), record)
     manifest = json.loads((root / "dataset.json").read_text())
     manifest["split"]["unlabeled"].remove("s12")  # an unlabeled scan is now held out for testing
@@ -152,7 +196,7 @@ def test_a_changed_manifest_rereads_the_scans_it_changed(tmp_path: Path) -> None
 
 def test_a_broken_or_outdated_record_means_reading_everything(tmp_path: Path) -> None:
     root = write_tiny_mri(tmp_path / "ds")
-    record = tmp_path / CONTENT_RECORD
+    record = StudyStore(tmp_path).content_record
     record.write_text("{half a record")
     assert check_contents(open_dataset(root), record) == N_SCANS
     data = json.loads(record.read_text())
@@ -162,7 +206,7 @@ def test_a_broken_or_outdated_record_means_reading_everything(tmp_path: Path) ->
 
 def test_no_record_is_written_where_there_is_no_study_folder(tmp_path: Path) -> None:
     root = write_tiny_mri(tmp_path / "ds")
-    record = tmp_path / "studies" / "tiny" / CONTENT_RECORD
+    record = StudyStore(tmp_path / "studies" / "tiny").content_record
     assert check_contents(open_dataset(root), record) == N_SCANS
     assert not (tmp_path / "studies").exists()
 

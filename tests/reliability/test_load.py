@@ -88,8 +88,9 @@ def test_concurrent_trials_logging_every_step_to_a_tracking_server(tmp_path: Pat
 _WRITER = """
 import sys
 from pathlib import Path
+from study.store import StudyStore
 from study.tracking import Tracker
-tracker = Tracker(sys.argv[1], "shared", Path(sys.argv[2]))
+tracker = Tracker(sys.argv[1], "shared", StudyStore(sys.argv[2]))
 run = tracker.client.create_run(tracker.experiment_id).info.run_id
 for step in range(int(sys.argv[3])):
     tracker.log_epoch(run, {"stage": "finetune", "val_loss": step / 10, "train_loss": step / 20}, step)

@@ -15,6 +15,7 @@ import torch
 
 from study.plan import make_plan
 from study.spec import load_spec
+from study.store import StudyStore
 from study.trial import run_trial
 from tests.reliability.study_checks import SCALE
 from tests.run.conftest import write_spec
@@ -42,8 +43,8 @@ def test_a_planted_checkpoint_is_never_unpickled(tmp_path: Path, tiny_mri: Path,
     work = study / "trials" / trial.id / "work"
     work.mkdir(parents=True)
     torch.save({"model": _Payload(marker)}, work / "finetune.pt")
-    result = run_trial(study, trial, str(tiny_mri))
-    assert result["status"] == "finished"
+    result = run_trial(StudyStore(study), trial, data_path=str(tiny_mri))
+    assert result.finished
     assert not marker.exists(), "the checkpoint's pickle ran"
     tally.held_up("safe", "planted pickle checkpoint")
 
@@ -52,13 +53,13 @@ def test_pretrained_weights_outside_the_study_are_not_loaded(tmp_path: Path, tin
     tally.trying("safe", "weights symlinked from outside the study")
     (first, second), study = _trials(tmp_path, tiny_mri)
     assert first.pretraining == second.pretraining
-    run_trial(study, first, str(tiny_mri))
+    run_trial(StudyStore(study), first, data_path=str(tiny_mri))
     weights = study / "pretrain" / first.pretraining.key / "weights.pt"
     outside = tmp_path / "elsewhere.pt"
     outside.write_bytes(weights.read_bytes())
     weights.unlink()
     weights.symlink_to(outside)
-    assert run_trial(study, second, str(tiny_mri))["status"] == "finished"
+    assert run_trial(StudyStore(study), second, data_path=str(tiny_mri)).finished
     assert not weights.is_symlink() and weights.is_file()  # made again inside the study
     assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 2
     tally.held_up("safe", "weights symlinked from outside the study")

@@ -40,7 +40,7 @@ def _transfer(analysis: Path, state: dict) -> None:
     spec = state["spec"]["finetuning"]
     # every transfer scope x schedule of the space has a row, beside the baseline
     plans = {f"{scope}/{schedule}" for scope in spec["scope"] for schedule in spec["schedule"]}
-    strategies = set(table["strategy"].astype(str))
+    strategies = set(table["base_strategy"].astype(str))
     assert all(any(s.endswith(f"|{plan}") for s in strategies) for plan in plans), strategies
     assert "supervised" in strategies
 

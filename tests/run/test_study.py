@@ -189,20 +189,19 @@ def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_pa
 
 
 def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path) -> None:
-    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], pretraining=None, retries=0,
-                      finetuning={"lr": [0.001, 0.002]})
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5], retries=0)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "raise:1"}, status=3)  # one trial raises, once
     study = tmp_path / "studies" / "tiny"
     (folder,) = [p for p in (study / "trials").iterdir() if p.is_dir() and not (p / "result.json").exists()]
     error = json.loads((folder / "error.json").read_text())
     assert error["status"] == "errored" and "injected fault after 1 fine-tuning epochs" in error["reason"]
-    assert error["strategy"] == "supervised" and error["label_fraction"] == 1.0
-    assert "1 trials finished, 0 failed, 1 errored" in out.stdout and "errored: " in out.stdout
+    assert error["trial_id"] == folder.name and error["label_fraction"] in (0.25, 0.5) and error["seed"] is not None
+    assert "3 trials finished, 0 failed, 1 errored" in out.stdout and "errored: " in out.stdout
     (run,) = [r for r in _runs(tmp_path, "tiny") if r.info.status != "FINISHED"]
     assert run.info.status == "FAILED" and "injected fault" in run.data.tags["study.failure"]
     report = (study / "report" / "report.html").read_text()
     assert "Errored trials" in report and "injected fault" in report
     # the fault fires once per study: the same command again retries the trial, which now finishes
     again = _run(tmp_path, spec)
-    assert "2 trials finished, 0 failed" in again.stdout and "errored" not in again.stdout
+    assert "4 trials finished, 0 failed" in again.stdout and "errored" not in again.stdout
     assert (folder / "result.json").exists() and not (folder / "error.json").exists()

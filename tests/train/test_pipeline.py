@@ -24,7 +24,8 @@ def mri():
 def test_a_few_pretraining_epochs_lower_the_inpainting_loss(mri, task: str) -> None:
     settings = TrainSettings(batch_size=8, max_epochs=4, steps_per_epoch=6, seed=3)
     config = PretrainConfig(task=task, sampler="random", patch_size=64, lr=3e-3, n_masks=10)
-    result = pretrain(mri, mri.split.train, mri.split.val, mri.split.test, WIDTHS, config, settings, groups=GROUPS)
+    result = pretrain(mri, mri.split.train, val_ids=mri.split.val, test_ids=mri.split.test, widths=WIDTHS,
+                      config=config, settings=settings, groups=GROUPS)
     val = [r["val_loss"] for r in result.fit.history]
     assert val[-1] < 0.8 * val[0], val
     assert (result.inpainting["l2"] > 0).all() and len(result.inpainting) == sum(
@@ -37,7 +38,8 @@ def test_a_few_finetuning_epochs_raise_dice_above_an_untrained_model(mri) -> Non
     unet = UNetConfig(in_channels=mri.in_channels, out_channels=len(mri.class_names), widths=WIDTHS, groups=GROUPS)
     untrained = evaluate_segmentation(UNet(unet, seed=3), mri, mri.split.test, settings)
     result = run_pipeline(
-        mri, 1.0, FinetuneConfig(plan=TransferPlan("none", "at_once"), lr=3e-3), None, settings,
+        mri, 1.0, finetune_config=FinetuneConfig(plan=TransferPlan("none", "at_once"), lr=3e-3), pretrain_config=None,
+        settings=settings,
         widths=WIDTHS, groups=GROUPS,
     )
     trained = result.per_case
@@ -48,8 +50,9 @@ def test_a_few_finetuning_epochs_raise_dice_above_an_untrained_model(mri) -> Non
 def test_a_pretrained_pipeline_transfers_the_encoder(mri) -> None:
     settings = TrainSettings(batch_size=8, max_epochs=1, steps_per_epoch=2, seed=3)
     result = run_pipeline(
-        mri, 0.5, FinetuneConfig(plan=TransferPlan("encoder", "freeze_then_unfreeze"), lr=1e-3),
-        PretrainConfig(task="restoration", sampler="poisson_disc", patch_size=64, n_masks=4), settings,
+        mri, 0.5, finetune_config=FinetuneConfig(plan=TransferPlan("encoder", "freeze_then_unfreeze"), lr=1e-3),
+        pretrain_config=PretrainConfig(task="restoration", sampler="poisson_disc", patch_size=64, n_masks=4),
+        settings=settings,
         widths=WIDTHS, groups=GROUPS,
     )
     report = result.finetuned.transfer

@@ -1,0 +1,27 @@
+"""Names and numbers the whole platform shares, in one light module (no torch, numpy or pandas), so
+that parsing a spec or reading a study folder stays quick and each constant has one home."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+SUPERVISED = "supervised"  # the strategy name of the baseline: random init, the same labels
+DEFAULT_SEED = 11725701  # training seed of the authors' code (docs/science.md §4)
+MAX_TRIALS = 20_000  # a typo in an axis should not plan a study that would run for years
+
+# The paper's network: five levels, the last the bottleneck (docs/science.md §3).
+PAPER_WIDTHS: tuple[int, ...] = (32, 64, 128, 256, 512)
+LAPTOP_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
+LAPTOP_GROUPS = 8
+
+# Pretext design choices (docs/science.md §2): patch sizes are given for a 512 x 512 image.
+TASKS: tuple[str, ...] = ("prediction", "restoration")
+SAMPLERS: tuple[str, ...] = ("random", "poisson_disc", "poisson_disc_spread")
+PAPER_IMAGE_SIZE = 512
+PAPER_PATCH_SIZES: tuple[int, ...] = (64, 32, 16, 8)
+
+# Transfer design choices (docs/science.md §4).
+TransferScope = Literal["none", "encoder", "encoder+decoder"]
+Schedule = Literal["at_once", "freeze_then_unfreeze"]
+SCOPES: tuple[str, ...] = get_args(TransferScope)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
