@@ -52,6 +52,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """Written aside and renamed: a reader sees the old file or the whole new one."""
     faults.before_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from study.errors import StudyError
 from study.data import Dataset, open_dataset
+from study.errors import StudyError
 from study.plan import PretrainPoint, TrialPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
