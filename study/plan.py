@@ -49,6 +49,12 @@ class PretrainPoint:
     def from_json(d: dict) -> PretrainPoint:
         return PretrainPoint(**{**d, "scale": Scale.model_validate(d["scale"])})
 
+    def identity(self) -> dict[str, Any]:
+        """Everything that names the pretrained weights, as a record carries it."""
+        return {"key": self.key, "strategy": self.strategy, "dataset": self.dataset, "task": self.task,
+                "patch_size": self.patch_size, "sampler": self.sampler, "extent": self.extent, "lr": self.lr,
+                "seed": self.seed, "split_seed": self.split_seed}
+
     def config(self) -> PretrainConfig:
         return self.scale.pretrain_config(task=self.task, sampler=self.sampler, patch_size=self.patch_size,
                                           extent=self.extent, lr=self.lr)

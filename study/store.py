@@ -250,10 +250,6 @@ class StudyStore:
         self.pretrain_dir(key).mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.pretrain_dir(key)) + ".lock")
 
-    def executed_pretrainings(self) -> list[str]:
-        path = self.root / "pretrain" / "executed.log"
-        return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
-
     def read_inpainting(self, key: str) -> pd.DataFrame | None:
         import pandas as pd
 

@@ -54,14 +54,11 @@ def ensure_pretrained(store: StudyStore, point: PretrainPoint, *, data_path: str
         if done is not None:
             return done
         started = time.time()
-        identity = {"key": point.key, "strategy": point.strategy, "dataset": point.dataset, "task": point.task,
-                    "patch_size": point.patch_size, "sampler": point.sampler, "extent": point.extent, "lr": point.lr,
-                    "seed": point.seed, "split_seed": point.split_seed}
         try:
             outcome = _pretrain(store, point, data_path=data_path, device=device, report=report)
         except UNRECOVERABLE as exc:
             outcome = {"status": Status.FAILED, "reason": str(exc)}
-        done = PretrainRecord(**identity, **outcome, seconds=time.time() - started)
+        done = PretrainRecord(**point.identity(), **outcome, seconds=time.time() - started)
         store.save_pretrain_result(done)
         return done
 
