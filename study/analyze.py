@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from study._cli import ArgumentParser, run_main
-from study.analysis import Analysis, AnalysisSettings, analyze, format_ranking
+from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
+from study.analysis._settings import CORRECTIONS
 from study.errors import DataError, SpecError
 from study.store import StudyStore
 
@@ -33,8 +35,14 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.analyze", description=__doc__.splitlines()[0])
     p.add_argument("study", help="a study folder or a study name under ./studies")
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
-    p.add_argument("--top-k", type=int, default=3, help="the optimum is in the top k of every data set (default 3)")
+    p.add_argument("--top-k", type=int, help="the optimum is in the top k of every data set (default: the spec's, 3)")
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
+    p.add_argument("--pairing", choices=PAIRINGS, help="per_case: one pair per case, averaged over fractions and seeds; "
+                   "pooled: the paper's pairs per case and fraction (default: the spec's analysis.pairing, per_case)")
+    p.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                   help="the correction a strategy must pass to beat the baseline (default holm)")
+    p.add_argument("--include-stale", action="store_true",
+                   help="also analyse (and list) finished trials from earlier plans of the study")
     p.add_argument("--aggregate", default="auto", help="unit of the pairs: auto (patients when test cases are slices of fewer patients), case or patient")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
@@ -51,41 +59,72 @@ def find_study(name: str) -> StudyStore:
     raise DataError(f"study {name!r} not found: neither {name} nor studies/{name} holds a study's plan")
 
 
-def _seeds(state: dict) -> dict[str, int]:
-    """Trial id -> seed, for the trials the plan lists (ids as ``study.plan`` computes them): the
-    seed of records written before records carried their own."""
-    entries = state.get("trials") or []
-    if not entries:
-        return {}
+@dataclass
+class LoadedStudy:
+    """A study's state, the per-case table of the trials analysed, notes, and what was left out
+    (reason -> trial count; ``stale`` names trials of an earlier plan)."""
+
+    state: dict
+    table: pd.DataFrame
+    notes: list[str]
+    left_out: dict[str, int] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)
+
+
+def _plan_seeds(state: dict) -> dict[str, int]:
+    """Trial id -> seed of the plan's entries (ids as ``study.plan`` computes them), for records
+    written before records carried their own seed."""
     from study.plan import TrialPoint
 
     out = {}
-    for entry in entries:
+    for entry in state.get("trials") or []:
         try:
-            out[TrialPoint.from_json(entry).id] = int(entry.get("seed", 0))
+            out[TrialPoint.from_json(entry).id] = int(entry["seed"])
         except (TypeError, KeyError, ValueError, AttributeError):
-            continue  # an entry this version cannot rebuild: its trial keeps seed 0
+            continue  # an entry this version cannot rebuild: its trial has no known seed
     return out
 
 
-def load_study(store: StudyStore | Path) -> tuple[dict, pd.DataFrame, list[str]]:
-    """(the study's state, the per-case table of every finished trial with its design columns, notes)."""
+def plan_trial_ids(state: dict, store: StudyStore) -> set[str] | None:
+    """The ids of the trials the study's current plan holds (a grid's points, a sampled search's
+    draws); None for a study written before plans were recorded by id."""
+    ids = state.get("trial_ids")
+    if ids is None:
+        return None
+    return set(ids) | {d["trial_id"] for d in store.draws()}
+
+
+def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedStudy:
+    """Every finished trial of the study's current plan, with its design columns from its record.
+
+    Trials of an earlier plan (another seed, learning rate or scale; a narrowed grid) are left out
+    and counted, or analysed with ``include_stale`` when their record names their seed: a seed is
+    never made up.
+    """
     store = store if isinstance(store, StudyStore) else StudyStore(store)
     state = store.read_state()
     if state is None:
         raise DataError(f"{store.state_path}: missing or cannot be read as JSON")
     if not store.trials_dir.is_dir():
         raise DataError(f"{store.trials_dir} does not exist: the study has not run any trial")
-    trial_ids = store.trial_ids()
-    seeds = _seeds(state)
-    parts, pending, failed = [], 0, []
-    for trial_id in trial_ids:
+    planned = plan_trial_ids(state, store)
+    plan_seeds = _plan_seeds(state)
+    parts, pending, failed, stale, unseeded = [], 0, [], [], 0
+    for trial_id in store.trial_ids():
         result = store.trial_result(trial_id)
         if result is None:
             pending += 1
             continue
+        if planned is not None and trial_id not in planned:
+            stale.append(trial_id)
+            if not include_stale:
+                continue
         if not result.finished:
             failed.append(trial_id)
+            continue
+        seed = result.seed if result.seed is not None else plan_seeds.get(trial_id)
+        if seed is None:
+            unseeded += 1
             continue
         try:
             table = store.read_per_case(trial_id)
@@ -96,17 +135,25 @@ def load_study(store: StudyStore | Path) -> tuple[dict, pd.DataFrame, list[str]]
             raise DataError(f"{store.per_case_path(trial_id)} lacks column(s) {', '.join(missing)}")
         table = table.drop(columns=[c for c in (*DESIGN, "trial_id", "seed") if c in table])
         design = {c: getattr(result, c, None) if c != "val_loss" else result.val_loss for c in DESIGN}
-        seed = result.seed if result.seed is not None else seeds.get(trial_id, 0)
         parts.append(table.assign(trial_id=trial_id, seed=seed, **design))
     if not parts:
-        raise DataError(f"study {state.get('name', store.root.name)!r} has no finished trial yet "
-                        f"({pending} without a result, {len(failed)} failed)")
-    notes = []
+        raise DataError(f"study {state.get('name', store.root.name)!r} has no finished trial of its current plan yet "
+                        f"({pending} without a result, {len(failed)} failed, {len(stale)} from an earlier plan)")
+    notes, left_out = [], {}
     if pending:
         notes.append(f"{pending} trial(s) have no result yet and are not analysed")
+        left_out["no_result"] = pending
     if failed:
         notes.append(f"{len(failed)} trial(s) failed and are not analysed: {', '.join(failed[:5])}")
-    return state, pd.concat(parts, ignore_index=True), notes
+        left_out["failed"] = len(failed)
+    if stale and not include_stale:
+        notes.append(f"{len(stale)} trial(s) from an earlier plan of this study are left out "
+                     f"(--include-stale analyses them too)")
+        left_out["stale"] = len(stale)
+    if unseeded:
+        notes.append(f"{unseeded} trial(s) name no seed (neither their record nor the plan) and are left out")
+        left_out["no_seed"] = unseeded
+    return LoadedStudy(state, pd.concat(parts, ignore_index=True), notes, left_out, stale)
 
 
 def write_outputs(analysis: Analysis, text: str, out: Path) -> list[Path]:
@@ -117,8 +164,9 @@ def write_outputs(analysis: Analysis, text: str, out: Path) -> list[Path]:
         table.to_csv(out / f"{name}.csv", index=False)
         paths.append(out / f"{name}.csv")
     (out / "analysis.json").write_text(json.dumps(analysis.to_json(), indent=1, default=str))
+    (out / "summary.json").write_text(json.dumps(analysis.answer(), indent=1, default=str))
     (out / "ranking.txt").write_text(text + "\n")
-    return [*paths, out / "analysis.json", out / "ranking.txt"]
+    return [*paths, out / "analysis.json", out / "summary.json", out / "ranking.txt"]
 
 
 def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
@@ -144,6 +192,14 @@ def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
     return None
 
 
+def spec_settings(state: dict, *, pairing: str | None, top_k: int | None) -> dict:
+    """Pairing and top k as given on the command line, else as the spec's ``analysis`` section says."""
+    spec = (state.get("spec") or {}).get("analysis") or {}
+    defaults = AnalysisSettings()
+    return {"pairing": pairing or spec.get("pairing", defaults.pairing),
+            "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k)}
+
+
 def _fractions(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -155,12 +211,17 @@ def _fractions(text: str | None) -> tuple[float, ...] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = AnalysisSettings(fractions=_fractions(args.fractions), top_k=args.top_k, baseline=args.baseline,
-                                aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed)
     store = find_study(args.study)
-    state, table, notes = load_study(store)
-    analysis = analyze(table, settings)
-    analysis.notes[:0] = notes
+    loaded = load_study(store, include_stale=args.include_stale)
+    state = loaded.state
+    settings = AnalysisSettings(fractions=_fractions(args.fractions), baseline=args.baseline,
+                                aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed,
+                                correction=args.correction, **spec_settings(state, pairing=args.pairing, top_k=args.top_k))
+    analysis = analyze(loaded.table, settings)
+    analysis.notes[:0] = loaded.notes
+    analysis.trials_left_out.update(loaded.left_out)
+    if args.include_stale and loaded.stale:
+        print(f"{len(loaded.stale)} trial(s) from earlier plans analysed too: {', '.join(loaded.stale)}\n")
     text = format_ranking(analysis)
     print(text)
     out = args.out or store.analysis_dir

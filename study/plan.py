@@ -98,12 +98,12 @@ class TrialPoint:
             "sampler": p.sampler if p else None, "extent": p.extent if p else None,
             "pretrain_lr": p.lr if p else None, "scope": self.scope, "schedule": self.schedule,
             "lr": self.lr, "unfrozen_lr": self.unfrozen_lr, "pretrain_key": p.key if p else None,
+            "seed": self.seed, "split_seed": self.split_seed,
         }
 
     def identity(self) -> dict[str, Any]:
         """Everything that names the trial's numbers, as a record carries it."""
-        return {**self.params(), "seed": self.seed, "split_seed": self.split_seed,
-                "scale": self.scale.model_dump(mode="json")}
+        return {**self.params(), "scale": self.scale.model_dump(mode="json")}
 
     def finetune_config(self) -> FinetuneConfig:
         return self.scale.finetune_config(scope=self.scope, schedule=self.schedule, lr=self.lr,
@@ -125,13 +125,24 @@ def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def resolve(spec: StudySpec, dataset: str, params: dict[str, Any]) -> TrialPoint:
-    """The trial that a set of axis values (``pretraining.task`` ... ``label_fraction``) means.
+def canonical_unfrozen_lr(schedule: str, lr: float, unfrozen_lr: float | None) -> float | None:
+    """What the unfrozen learning rate means in context: nothing under ``at_once`` (nothing is
+    unfrozen), and ``None`` (the learning rate) when it equals the learning rate, so configurations
+    that train alike get one id."""
+    if schedule != "freeze_then_unfreeze" or unfrozen_lr is None or float(unfrozen_lr) == float(lr):
+        return None
+    return float(unfrozen_lr)
+
+
+def resolve(spec: StudySpec, dataset: str, params: dict[str, Any], replicate: tuple[int, int] | None = None) -> TrialPoint:
+    """The trial that a set of axis values (``pretraining.task`` ... ``label_fraction``) means, for
+    one replicate ``(seed, split_seed)`` (default: the spec's first).
 
     ``pretraining.task == "none"`` is the supervised baseline; its pretraining and transfer axes are
     dropped, so every sampled baseline with the same lr and fraction is one trial.
     """
-    scale, seeds = spec.scale, {"seed": spec.seed, "split_seed": spec.split_seed}
+    seed, split_seed = replicate or spec.replicates()[0]
+    scale, seeds = spec.scale, {"seed": seed, "split_seed": split_seed}
     if params.get("pretraining.task", "none") == "none":
         return TrialPoint(dataset, float(params["label_fraction"]), "none", "at_once",
                           float(params.get("baseline.lr", params["finetuning.lr"])), None, None, scale, **seeds)
@@ -139,17 +150,19 @@ def resolve(spec: StudySpec, dataset: str, params: dict[str, Any]) -> TrialPoint
         dataset, params["pretraining.task"], int(params["pretraining.patch_size"]), params["pretraining.sampler"],
         float(params["pretraining.extent"]), float(params["pretraining.lr"]), scale, **seeds,
     )
-    unfrozen = params.get("finetuning.unfrozen_lr")
+    unfrozen = canonical_unfrozen_lr(params["finetuning.schedule"], params["finetuning.lr"],
+                                     params.get("finetuning.unfrozen_lr"))
     return TrialPoint(
         dataset, float(params["label_fraction"]), params["finetuning.scope"], params["finetuning.schedule"],
-        float(params["finetuning.lr"]), None if unfrozen is None else float(unfrozen), pretraining, scale, **seeds,
+        float(params["finetuning.lr"]), unfrozen, pretraining, scale, **seeds,
     )
 
 
 @dataclass
 class Plan:
     spec: StudySpec
-    trials: list[TrialPoint]  # every grid point; for a sampled search, filled in as trials are drawn
+    trials: list[TrialPoint]  # every distinct grid point; for a sampled search, filled in as trials are drawn
+    grid_points: int = 0  # grid points before configurations that mean the same were merged
 
     @property
     def enumerable(self) -> bool:
@@ -200,21 +213,25 @@ def make_plan(spec: StudySpec) -> Plan:
     if spec.search.algorithm != "grid":
         return Plan(spec, [])
     axes = spec.axes()
-    size = len(spec.datasets) * len(spec.label_fractions) * math.prod(
+    size = len(spec.replicates()) * len(spec.datasets) * len(spec.label_fractions) * math.prod(
         len(v) for n, v in axes.items() if n.startswith(("pretraining.", "finetuning.")))
     if size > MAX_TRIALS:
         raise SpecError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}: narrow the axes or use "
                         "search.algorithm tpe with num_samples")
     trials: dict[str, TrialPoint] = {}
-    for dataset, fraction in itertools.product(spec.datasets, spec.label_fractions):
+    points = 0
+    for replicate, dataset, fraction in itertools.product(spec.replicates(), spec.datasets, spec.label_fractions):
         if spec.pretraining is not None:
             names = [n for n in axes if n.startswith(("pretraining.", "finetuning."))]
             for values in itertools.product(*(axes[n] for n in names)):
                 params = dict(zip(names, values), label_fraction=fraction)
-                t = resolve(spec, dataset, params)
+                t = resolve(spec, dataset, params, replicate)
                 trials.setdefault(t.id, t)
+                points += 1
         if spec.baseline.enabled:
             for lr in axes.get("baseline.lr", axes["finetuning.lr"]):
-                t = resolve(spec, dataset, {"pretraining.task": "none", "finetuning.lr": lr, "label_fraction": fraction})
+                t = resolve(spec, dataset, {"pretraining.task": "none", "finetuning.lr": lr, "label_fraction": fraction},
+                            replicate)
                 trials.setdefault(t.id, t)
-    return Plan(spec, list(trials.values()))
+                points += 1
+    return Plan(spec, list(trials.values()), points)

@@ -52,7 +52,7 @@ class PretrainingAxes(Strict):
     patch_size: list[int] = Field([32], description="K in pixels of a 512 x 512 image")
     sampler: list[str] = ["poisson_disc"]
     extent: list[float] = Field([1.0], description="pretraining data in multiples of the training set")
-    lr: Axis = [1e-3]
+    lr: Axis | None = Field(None, description="null: the scale's pretrain_lr (laptop 0.01, paper 1e-3)")
 
     @field_validator("task")
     @classmethod
@@ -83,7 +83,7 @@ class PretrainingAxes(Strict):
 class FinetuningAxes(Strict):
     scope: list[str] = ["encoder"]
     schedule: list[str] = ["at_once"]
-    lr: Axis = [1e-3]
+    lr: Axis | None = Field(None, description="null: the scale's finetune_lr (laptop 0.01, paper 1e-3)")
     unfrozen_lr: Axis = Field([None], description="initial lr after unfreezing; null: same as lr")
 
     @field_validator("scope")
@@ -121,6 +121,14 @@ class Resources(Strict):
     max_concurrent_trials: int | None = Field(None, ge=1)
 
 
+class AnalysisOptions(Strict):
+    """How ``study.analyze`` and the report judge the study (``docs/analysis.md``)."""
+
+    pairing: Literal["per_case", "pooled"] = Field(
+        "per_case", description="per_case: one pair per test case; pooled: the paper's pairs per case and fraction")
+    top_k: int = Field(3, ge=1, description="the optimum holds a top-k place in every data set")
+
+
 class StudySpec(Strict):
     """A validated study: see ``search_spaces/*.yaml`` for annotated examples."""
 
@@ -134,10 +142,40 @@ class StudySpec(Strict):
     search: Search = Search()
     resources: Resources = Resources()
     storage: str = "studies"
+    keep_weights: Literal["best", "none"] = Field(
+        "best", description="what a finished trial keeps besides its record: its fine-tuned weights (best) or "
+        "nothing (none); its resume checkpoints are deleted either way")
     tracking_uri: str = "sqlite:///mlflow.db"
     retries: int = Field(2, ge=0)
     seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
+    seeds: list[int] | None = Field(None, description="replicates: every trial once per seed (weights, batches, masks)")
+    split_seeds: list[int] | None = Field(None, description="one data split per replicate; default: split_seed for all")
+    analysis: AnalysisOptions = AnalysisOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_lists(cls, value: Any) -> Any:
+        # `seed: [0, 1, 2]` (or --set seed=[0,1,2]) means replicates, as `seeds` does.
+        if isinstance(value, dict):
+            for one, many in (("seed", "seeds"), ("split_seed", "split_seeds")):
+                if isinstance(value.get(one), list):
+                    if value.get(many) is not None:
+                        raise ValueError(f"give {one} or {many}, not both as lists")
+                    value = {**value, many: value[one]}
+                    value.pop(one)
+        return value
+
+    @field_validator("seeds", "split_seeds")
+    @classmethod
+    def _seed_values(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one seed")
+        if any(not 0 <= s <= MAX_SEED for s in v):
+            raise ValueError(f"seeds must lie in 0..{MAX_SEED}")
+        return v
 
     @field_validator("datasets", "label_fractions")
     @classmethod
@@ -184,8 +222,21 @@ class StudySpec(Strict):
             raise ValueError(f"image_size={s.image_size} must be divisible by 2^{len(s.widths) - 1} for {len(s.widths)} levels")
         return s
 
+    def replicates(self) -> list[tuple[int, int]]:
+        """(seed, split_seed) of each replicate; one without ``seeds``."""
+        seeds = self.seeds or [self.seed]
+        splits = self.split_seeds or [self.split_seed]
+        return list(zip(seeds, splits * len(seeds) if len(splits) == 1 else splits))
+
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} lists a seed twice")
+        if self.split_seeds is not None and len(self.split_seeds) not in (1, len(self.seeds or [self.seed])):
+            raise ValueError(f"split_seeds has {len(self.split_seeds)} values; give one, or one per seed "
+                             f"({len(self.seeds or [self.seed])})")
+        if len(self.replicates()) > 1 and self.search.algorithm != "grid":
+            raise ValueError("seeds: replicates need search.algorithm 'grid' (a sampled search draws one seed's trials)")
         if self.pretraining is None and not self.baseline.enabled:
             raise ValueError("nothing to run: no pretraining axes and the baseline is disabled")
         if self.search.algorithm == "grid":
@@ -204,13 +255,16 @@ class StudySpec(Strict):
         return self
 
     def axes(self) -> dict[str, Axis]:
-        """Every design axis by its dotted field name."""
+        """Every design axis by its dotted field name; an lr axis the spec leaves out is the scale's."""
         out: dict[str, Axis] = {}
         if self.pretraining is not None:
             out.update({f"pretraining.{k}": v for k, v in self.pretraining.model_dump().items()})
-            out["pretraining.lr"] = self.pretraining.lr
+            lr = self.pretraining.lr
+            out["pretraining.lr"] = [self.scale.pretrain_lr] if lr is None else lr
         out.update({f"finetuning.{k}": v for k, v in self.finetuning.model_dump().items()})
-        out["finetuning.lr"], out["finetuning.unfrozen_lr"] = self.finetuning.lr, self.finetuning.unfrozen_lr
+        lr = self.finetuning.lr
+        out["finetuning.lr"] = [self.scale.finetune_lr] if lr is None else lr
+        out["finetuning.unfrozen_lr"] = self.finetuning.unfrozen_lr
         if self.baseline.enabled and self.baseline.lr is not None:
             out["baseline.lr"] = self.baseline.lr
         return out

@@ -10,31 +10,38 @@ from __future__ import annotations
 
 from study.analysis._analysis import Analysis, analyze, format_ranking, records
 from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
-from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability
+from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability, top_k_share
 from study.analysis._scaling import fit_power_law, power_law, scaling, strategy_extents
-from study.analysis._settings import PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
+from study.analysis._settings import PAIRINGS, PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
 from study.analysis._stats import (
     benjamini_hochberg,
     bootstrap_counts,
     bootstrap_median,
     bootstrap_rank_biserial,
+    cases_needed,
     hodges_lehmann,
     holm,
     percentile_ci,
     rank_biserial,
     scipy_method,
+    signed_rank_z,
+    smallest_p,
     underpowered,
     walsh_order_stats,
     wilcoxon_greater,
 )
-from study.analysis._tables import case_dice, normalise, pair_with_baseline, select_trials, units
+from study.analysis._pairing import POOLED_CAVEAT, Pairing, pair_with_baseline
+from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
 
 __all__ = [
+    "PAIRINGS",
     "PAPER_FRACTIONS",
+    "POOLED_CAVEAT",
     "RANKING_COLUMNS",
     "SUPERVISED",
     "Analysis",
+    "Pairing",
     "AnalysisSettings",
     "analyze",
     "benjamini_hochberg",
@@ -42,6 +49,7 @@ __all__ = [
     "bootstrap_median",
     "bootstrap_rank_biserial",
     "case_dice",
+    "cases_needed",
     "clinical_cases",
     "clinical_metrics",
     "clinical_summary",
@@ -63,7 +71,10 @@ __all__ = [
     "scipy_method",
     "seed_stability",
     "select_trials",
+    "signed_rank_z",
+    "smallest_p",
     "strategy_extents",
+    "top_k_share",
     "transfer_summary",
     "underpowered",
     "units",

@@ -14,6 +14,8 @@ from study.analysis._scaling import scaling
 from study.analysis._settings import AnalysisSettings, pooled_fractions
 from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
+from study.analysis._pairing import POOLED_CAVEAT
+from study.analysis._verdict import dataset_verdict, headline, optimum_line
 
 
 @dataclass
@@ -21,7 +23,8 @@ class Analysis:
     """The study's answers; each table is what the dashboard draws and what is written as CSV.
 
     ``chosen`` is, per data set, the strategy the clinical tables describe: the best-ranked member
-    of ``optimum`` (strategies in every data set's top k), else the data set's rank 1.
+    of ``optimum`` (strategies that beat the baseline and stably hold a top-k place in every data
+    set), else the data set's rank 1. ``verdicts`` and ``headline`` say it in words (``_verdict``).
     """
 
     settings: AnalysisSettings
@@ -39,6 +42,11 @@ class Analysis:
     clinical_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     clinical_cases: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
+    verdicts: dict[str, dict] = field(default_factory=dict)
+    headline: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    trials_used: int = 0
+    trials_left_out: dict[str, int] = field(default_factory=dict)  # reason -> count
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The non-empty tables by file stem."""
@@ -50,6 +58,12 @@ class Analysis:
         """Settings, choices and notes as plain JSON values."""
         return {"settings": asdict(self.settings), "fractions": {k: list(v) for k, v in self.fractions.items()},
                 "unit": self.unit, "optimum": self.optimum, "chosen": self.chosen, "notes": self.notes}
+
+    def answer(self) -> dict:
+        """``analysis/summary.json``: the verdict and what it rests on, for scripts and the report."""
+        return {"pairing": self.settings.pairing, "seeds": self.seeds, "trials_used": self.trials_used,
+                "trials_left_out": sum(self.trials_left_out.values()), "left_out": self.trials_left_out,
+                "datasets": self.verdicts, "optimum": self.optimum, "headline": self.headline}
 
     def to_json(self) -> dict:
         """The summary and every table as records; NaN becomes null."""
@@ -76,9 +90,8 @@ def _chosen(ranking: pd.DataFrame, best: list[str]) -> dict[str, str]:
     return out
 
 
-def _per_seed(cases: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
+def _per_seed(seeded: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
               kind: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
-    seeded, _ = units(cases, settings.aggregate, by_seed=True)
     parts, notes = [], []
     for (dataset, seed), frame in seeded.groupby(["dataset", "seed"], sort=True):
         if not (frame["strategy"] == settings.baseline).any():
@@ -102,18 +115,26 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     cases = case_dice(selected)
     fractions = {ds: pooled_fractions(f["label_fraction"], settings.fractions)
                  for ds, f in cases.groupby("dataset", sort=True)}
-    per_unit, kind = units(cases, settings.aggregate)
-    ranking, more = rank_strategies(per_unit, fractions, settings, kind)
+    per_seed, kind = units(cases, settings.aggregate, by_seed=True)
+    ranking, more = rank_strategies(per_seed, fractions, settings, kind)
     notes += more
-    best = optimum(ranking, settings.top_k)
+    if settings.pairing == "pooled":
+        notes.append(POOLED_CAVEAT)
+    best = optimum(ranking, settings.top_k, settings.stable_share)
     if ranking["dataset"].nunique() == 1:
-        notes.append("one data set: the optimum is its top k (the paper intersects the top k of MRI and CT)")
+        notes.append("one data set: the optimum is judged on it alone (the paper intersects the top k of MRI and CT)")
     chosen = _chosen(ranking, best)
-    result = Analysis(settings, fractions, kind, ranking, best, chosen, notes=notes)
+    result = Analysis(settings, fractions, kind, ranking, best, chosen, notes=notes,
+                      seeds=sorted(int(s) for s in cases["seed"].unique()),
+                      trials_used=int(selected["trial_id"].nunique()) if "trial_id" in selected else 0)
+    if "trial_id" in full and len(full["trial_id"].unique()) > result.trials_used:
+        result.trials_left_out["not_selected"] = int(full["trial_id"].nunique()) - result.trials_used
     if cases["seed"].nunique() > 1:
-        result.seed_ranking, more = _per_seed(cases, fractions, settings, kind)
+        result.seed_ranking, more = _per_seed(per_seed, fractions, settings, kind)
         result.notes += more
         result.seed_stability, result.seed_agreement = seed_stability(result.seed_ranking, settings.top_k)
+    _verdicts(result, per_seed)
+    per_unit, _ = units(cases, settings.aggregate)
     result.transfer = transfer_summary(full, ranking, fractions, settings)
     extents = None
     if "extent" in selected:
@@ -123,6 +144,21 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     result.clinical_summary = clinical_summary(selected, chosen, settings.baseline)
     result.clinical_cases = clinical_cases(selected, chosen, settings.baseline, fractions)
     return result
+
+
+def _verdicts(result: Analysis, per_seed: pd.DataFrame) -> None:
+    settings = result.settings
+    for dataset, frame in result.ranking.groupby("dataset", sort=True):
+        name = str(dataset)
+        verdict = dataset_verdict(frame, settings)
+        tau = None
+        if not result.seed_agreement.empty:
+            taus = result.seed_agreement.loc[result.seed_agreement["dataset"] == name, "kendall_tau"]
+            tau = float(taus.mean()) if taus.notna().any() else None
+        n_units = int(per_seed.loc[per_seed["dataset"] == name, "unit"].nunique())
+        result.verdicts[name] = verdict
+        result.headline += headline(frame, settings, verdict, n_units, result.unit.get(name, "case"), tau)
+    result.headline.append(optimum_line(result.optimum, settings, len(result.verdicts)))
 
 
 def _p(v: float) -> str:
@@ -137,25 +173,31 @@ def _num(v: float, digits: int = 3) -> str:
 
 def format_ranking(analysis: Analysis) -> str:
     """The terminal table: per data set, strategies by p with effect sizes and adjusted p."""
-    lines: list[str] = []
-    headers = ["rank", "strategy", "n", "median dDice", "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p", "flag"]
+    lines: list[str] = [*analysis.headline, ""]
+    k = analysis.settings.top_k
+    headers = ["rank", "strategy", "n", "median dDice", "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p",
+               f"P(top-{k})", "flag"]
     for dataset, frame in analysis.ranking.groupby("dataset", sort=True):
         fr = ", ".join(f"{f:g}" for f in analysis.fractions[dataset])
-        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}, one-sided Wilcoxon, "
-                     f"pairs per {analysis.unit.get(dataset, 'case')} pooled over label fractions {fr}")
+        unit = analysis.unit.get(dataset, "case")
+        seeds = len(analysis.seeds)
+        how = (f"one pair per {unit}, its differences averaged over label fractions {fr}"
+               + (f" and {seeds} seeds" if seeds > 1 else "")
+               if analysis.settings.pairing == "per_case" else
+               f"pairs per {unit} and label fraction, pooled over {fr} (the paper's protocol)")
+        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}, one-sided Wilcoxon, {how}")
         rows = [[str(r.rank), r.strategy, str(r.n), _num(r.median_diff),
                  f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]", _num(r.rank_biserial, 2),
-                 _p(r.p), _p(r.p_holm), _p(r.p_bh),
-                 ",".join(f for f, on in (("underpowered", r.underpowered), (r.method, r.method != "exact")) if on)]
+                 _p(r.p), _p(r.p_holm), _p(r.p_bh), f"{r.p_top_k:.2f}",
+                 ",".join(f for f, on in (("beats", r.beats_baseline), ("underpowered", r.underpowered),
+                                          ("incomplete", bool(r.incomplete)), (r.method, r.method != "exact")) if on)]
                 for r in frame.itertuples()]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        left = {1, 9}
+        left = {1, len(headers) - 1}
         fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         lines += ["  " + fmt(headers), "  " + fmt(["-" * w for w in widths])]
         lines += ["  " + fmt(row).rstrip() for row in rows]
         lines.append("")
-    best = ", ".join(analysis.optimum) or "none (no strategy is in the top k of every data set)"
-    lines.append(f"optimum (top {analysis.settings.top_k} of every data set): {best}")
     lines += _seed_lines(analysis) + _scaling_lines(analysis)
     lines += [f"note: {n}" for n in analysis.notes]
     return "\n".join(lines)

@@ -1,44 +1,50 @@
 """The paper's ranking (P §2.8): strategies sorted by one-sided Wilcoxon p against the baseline.
 
-Per data set each strategy's units are paired with the supervised baseline's at the same label
-fraction and pooled over the label-limited fractions; the test is ``wilcoxon(ssl, sup,
-alternative="greater")``. Beside the paper's p: n, zeros, ties, the method scipy ran, Holm and BH
-adjusted p across the data set's strategies, three effect sizes with 95 % intervals, and a flag
-where n cannot reach significance. The optimum is the set of strategies in every data set's top k.
+Per data set each strategy is paired with the supervised baseline (``_pairing``: one pair per
+case by default, or the paper's pooled pairs); the test is the one-sided signed-rank test of the
+differences. Beside the p: n, zeros, ties, the method scipy ran, Holm and BH adjusted p across the
+data set's strategies, three effect sizes with 95 % intervals, whether the strategy beats the
+baseline at the corrected level, P(top-k) (the share of bootstrap resamples of cases, and of seeds
+when there are several, in which it ranks in the top k) and a flag where even all-positive
+differences could not reach alpha after the correction.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 import zlib
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
 from study.analysis._stats import (
     benjamini_hochberg,
     bootstrap_counts,
     bootstrap_median,
     bootstrap_rank_biserial,
+    cases_needed,
     hodges_lehmann,
     holm,
     percentile_ci,
     rank_biserial,
     scipy_method,
+    signed_rank_z,
     tie_and_zero_counts,
     underpowered,
     wilcoxon_greater,
 )
-from study.analysis._tables import PairGroup, pair_with_baseline
 from study.errors import DataError
 
 RANKING_COLUMNS = [
-    "dataset", "rank", "strategy", "unit", "fractions", "n", "n_zero", "ties", "method", "statistic", "p",
-    "p_holm", "p_bh", "median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low",
-    "hl_ci_high", "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_dice",
-    "mean_dice_baseline", "underpowered", "top_k",
+    "dataset", "rank", "strategy", "pairing", "unit", "fractions", "seeds", "n", "n_zero", "ties", "method",
+    "statistic", "p", "p_holm", "p_bh", "beats_baseline", "median_diff", "median_diff_ci_low",
+    "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial", "rank_biserial_ci_low",
+    "rank_biserial_ci_high", "mean_dice", "mean_dice_baseline", "top_k", "p_top_k", "underpowered",
+    "incomplete", "cases_needed",
 ]
 BOOT_CHUNK = 2_000_000  # resamples x pairs per chunk: bounds memory for long pooled vectors
 
@@ -62,51 +68,88 @@ def _bootstrap(D: np.ndarray, settings: AnalysisSettings, rng: np.random.Generat
     return med_lo, med_hi, rb_lo, rb_hi
 
 
-def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng: np.random.Generator) -> pd.DataFrame:
-    n = group.x.shape[1]
+def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng: np.random.Generator,
+                n_tests: int) -> pd.DataFrame:
+    D = group.d
+    n = D.shape[1]
     if n < 2:
         raise DataError(f"data set {dataset}: strategy {group.strategies[0]!r} has {n} pair with the baseline; "
                         f"the signed-rank test needs at least 2")
-    y = np.broadcast_to(group.y, group.x.shape)
-    D = group.x - y
-    statistic, p = wilcoxon_greater(group.x, y)
+    statistic, p = wilcoxon_greater(D, np.zeros_like(D))
     n_zero, ties = tie_and_zero_counts(D)
     hl, hl_lo, hl_hi = hodges_lehmann(D, settings.confidence)
     med_lo, med_hi, rb_lo, rb_hi = _bootstrap(D, settings, rng)
     return pd.DataFrame({
-        "strategy": group.strategies, "fractions": group.fractions, "n": n, "n_zero": n_zero, "ties": ties,
-        "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
+        "strategy": group.strategies, "fractions": group.fractions, "seeds": group.seeds, "n": n,
+        "n_zero": n_zero, "ties": ties, "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
         "statistic": statistic, "p": p,
         "median_diff": np.median(D, axis=1), "median_diff_ci_low": med_lo, "median_diff_ci_high": med_hi,
         "hl_shift": hl, "hl_ci_low": hl_lo, "hl_ci_high": hl_hi,
         "rank_biserial": rank_biserial(D), "rank_biserial_ci_low": rb_lo, "rank_biserial_ci_high": rb_hi,
-        "mean_dice": group.x.mean(axis=1), "mean_dice_baseline": float(group.y.mean()),
-        "underpowered": underpowered(n - n_zero, settings.alpha),
+        "mean_dice": group.x.mean(axis=1), "mean_dice_baseline": group.y.mean(axis=1),
+        "underpowered": underpowered(n - n_zero, settings.alpha, n_tests),
+        "cases_needed": cases_needed(D, settings.alpha / n_tests),
     })
+
+
+def top_k_share(pairing: Pairing, top_k: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """P(top-k) per strategy of ``pairing``: the share of bootstrap resamples in which it ranks in
+    the top k. A resample draws units with replacement (the same units for every strategy, so
+    their ranks compete on the same cases) and, with several seeds, seeds with replacement; in
+    each, strategies are ranked by the signed-rank z of their differences, ties by the mean
+    difference."""
+    S, n = pairing.d.shape
+    if pairing.per_seed is not None and pairing.per_seed.shape[1] > 1:
+        per_seed = pairing.per_seed
+        R = per_seed.shape[1]
+        w = bootstrap_counts(R, n_boot, rng).astype(float)  # (B, R)
+        filled, seen = np.nan_to_num(per_seed), (~np.isnan(per_seed)).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            D = np.einsum("br,srn->sbn", w, filled) / np.einsum("br,srn->sbn", w, seen)
+    else:
+        D = np.broadcast_to(pairing.d[:, None, :], (S, n_boot, n))
+    idx = rng.integers(0, n, (n_boot, n))
+    Db = np.take_along_axis(D, np.broadcast_to(idx[None], (S, n_boot, n)), axis=2)
+    z = np.nan_to_num(signed_rank_z(Db), nan=-np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tiebreak = np.nan_to_num(np.nanmean(Db, axis=2), nan=-np.inf)
+    order = np.lexsort((-tiebreak, -z), axis=0)  # (S, B): strategy indices best first per resample
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(S)[:, None].repeat(n_boot, axis=1), axis=0)
+    return (ranks < top_k).mean(axis=1)
 
 
 def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...], settings: AnalysisSettings,
                  unit: str = "case", stream: str = "") -> tuple[pd.DataFrame, list[str]]:
     """One data set's ranking (columns :data:`RANKING_COLUMNS`) and notes on what was left out.
 
-    ``frame``: the data set's units (strategy, label_fraction, unit, dice). Ranked by p, then by the
-    larger Hodges-Lehmann shift, then by name; Holm and BH adjust across the ranked strategies.
+    ``frame``: the data set's units per seed (strategy, label_fraction, seed, unit, dice). Ranked
+    by p, then by the larger Hodges-Lehmann shift, then by name; Holm and BH adjust across the
+    ranked strategies, and a strategy beats the baseline where ``settings.correction``'s adjusted p
+    is at most alpha.
     """
-    pairing = pair_with_baseline(frame, dataset, settings.baseline, fractions)
+    pairing = pair_with_baseline(frame, dataset, settings.baseline, fractions, settings.pairing)
     rng = _rng(settings.seed, dataset, stream)
-    parts = [_test_group(g, dataset, settings, rng) for g in pairing.groups]
+    n_tests = len(pairing.strategies)
+    parts = [_test_group(g, dataset, settings, rng, n_tests) for g in pairing.groups]
     notes = []
     if pairing.unpaired:
         notes.append(f"{dataset}: {len(pairing.unpaired)} strategy(ies) have no trial at the pooled fractions "
                      f"and are not ranked: {', '.join(pairing.unpaired[:5])}")
-    if len({tuple(g.y.shape) for g in pairing.groups}) > 1:
-        notes.append(f"{dataset}: strategies were paired on different fractions (failed or missing trials); "
-                     f"see the fractions column")
+    if pairing.incomplete:
+        notes.append(f"{dataset}: {len(pairing.incomplete)} strategy(ies) lack a label fraction or seed that others "
+                     f"have (failed or missing trials); every strategy is ranked on the cells all share")
     table = pd.concat(parts, ignore_index=True)
     table.insert(0, "dataset", dataset)
-    table["unit"] = unit
+    table["pairing"], table["unit"] = settings.pairing, unit
     table["p_holm"] = holm(table["p"].to_numpy())
     table["p_bh"] = benjamini_hochberg(table["p"].to_numpy())
+    adjusted = table["p_holm"] if settings.correction == "holm" else table["p_bh"]
+    table["beats_baseline"] = adjusted <= settings.alpha
+    share = dict(zip(pairing.strategies, top_k_share(pairing, settings.top_k, settings.n_boot, rng)))
+    table["p_top_k"] = table["strategy"].map(share)
+    table["incomplete"] = table["strategy"].map(lambda name: pairing.incomplete.get(name, ""))
     table = table.assign(_hl=-table["hl_shift"]).sort_values(["p", "_hl", "strategy"], na_position="last")
     table["rank"] = np.arange(1, len(table) + 1)
     table["top_k"] = table["rank"] <= settings.top_k
@@ -125,9 +168,13 @@ def rank_strategies(units: pd.DataFrame, fractions: dict[str, tuple[float, ...]]
     return pd.concat(parts, ignore_index=True), notes
 
 
-def optimum(ranking: pd.DataFrame, top_k: int) -> list[str]:
-    """Strategies in the top k of every data set, best mean rank first (the paper's choice)."""
-    top = ranking[ranking["rank"] <= top_k]
+def optimum(ranking: pd.DataFrame, top_k: int, min_share: float = 0.8) -> list[str]:
+    """Strategies that, in every data set, beat the baseline at the corrected level, rank in the
+    top k and do so in at least ``min_share`` of the bootstrap resamples; best mean rank first."""
+    ok = ranking["rank"] <= top_k
+    if "beats_baseline" in ranking:
+        ok &= ranking["beats_baseline"].astype(bool) & (ranking["p_top_k"] >= min_share)
+    top = ranking[ok]
     n_sets = ranking["dataset"].nunique()
     counts = top.groupby("strategy")["dataset"].nunique()
     chosen = counts[counts == n_sets].index

@@ -11,6 +11,8 @@ from study.errors import DataError, SpecError
 # The paper pools its label-limited subsets (P §2.8: "50%, 25%, 10%, and 5% training data").
 PAPER_FRACTIONS: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05)
 AGGREGATES = ("auto", "case", "patient")
+PAIRINGS = ("per_case", "pooled")
+CORRECTIONS = ("holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,11 @@ class AnalysisSettings:
 
     ``fractions`` None means the paper's label-limited fractions present in the study, or every
     fraction below 1 when none of them is. ``aggregate`` "auto" averages Dice per patient when a data
-    set's test cases are fewer patients than cases (CT slices), else keeps cases.
+    set's test cases are fewer patients than cases (CT slices), else keeps cases. ``pairing``
+    "per_case" averages each unit's differences over the pooled fractions and seeds (one pair per
+    unit), "pooled" is the paper's one pair per unit and fraction. A strategy beats the baseline
+    where its ``correction``-adjusted p is at most ``alpha``; it is stably in the top k where it is
+    there in at least ``stable_share`` of the bootstrap resamples.
     """
 
     fractions: tuple[float, ...] | None = None
@@ -30,6 +36,9 @@ class AnalysisSettings:
     confidence: float = 0.95
     alpha: float = 0.05
     seed: int = 0
+    pairing: str = "per_case"
+    correction: str = "holm"
+    stable_share: float = 0.8
 
     def __post_init__(self) -> None:
         if self.fractions is not None:
@@ -44,6 +53,12 @@ class AnalysisSettings:
             raise SpecError(f"n_boot {self.n_boot} must be at least 100 for a 95 % percentile interval")
         if not 0.5 < self.confidence < 1:
             raise SpecError(f"confidence {self.confidence} must lie in (0.5, 1)")
+        if self.pairing not in PAIRINGS:
+            raise SpecError(f"pairing {self.pairing!r} must be one of {', '.join(PAIRINGS)}")
+        if self.correction not in CORRECTIONS:
+            raise SpecError(f"correction {self.correction!r} must be one of {', '.join(CORRECTIONS)}")
+        if not 0 < self.stable_share <= 1:
+            raise SpecError(f"stable_share {self.stable_share} must lie in (0, 1]")
         if not 0 < self.alpha < 1:
             raise SpecError(f"alpha {self.alpha} must lie in (0, 1)")
 

@@ -253,23 +253,32 @@ def bootstrap_median(D: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def bootstrap_rank_biserial(D: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Bootstrap matched-pairs rank-biserial correlations ``(S, B)``, as :func:`rank_biserial`.
 
-    Each row is ordered by |difference| (zeros first) and shares the count matrix; the rank of a
-    resampled value is its running count, so R+ - R- for all rows is one matrix product. Tied
-    |differences| of opposite sign are ranked by position instead of sharing a midrank: an
-    approximation of the interval only, the point estimate is exact.
+    Each row is ordered by |difference| (zeros first) and the count matrix applies to that order
+    (a statistic of the multiset is unchanged by relabelling the pairs). Values with equal |difference| form one
+    tie group; in a resample the group's members share the group's midrank, exactly as
+    ``rankdata`` gives it, so R+ - R- is the sum over groups of midrank x (drawn positives - drawn
+    negatives).
     """
     S, n = D.shape
-    order = np.argsort(np.abs(D), axis=1, kind="stable")
-    signs = np.sign(np.take_along_axis(D, order, axis=1)).T  # (n, S), zeros -> 0
-    n_zero = (D == 0).sum(axis=1)
     c = counts.astype(float)
-    cum = np.cumsum(c, axis=1)
-    ranks = cum - (c - 1) / 2  # midrank of a value drawn several times
-    zeros_drawn = np.where(n_zero > 0, cum[:, np.maximum(n_zero - 1, 0)], 0.0)  # (B, S)
-    diff = (c * ranks) @ signs - zeros_drawn * (c @ signs)
-    m = n - zeros_drawn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(m > 0, diff / (m * (m + 1) / 2), np.nan).T
+    out = np.empty((S, c.shape[0]))
+    for s in range(S):
+        order = np.argsort(np.abs(D[s]), kind="stable")
+        a, sign = np.abs(D[s])[order], np.sign(D[s][order])
+        starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])  # first position of each tie group
+        cs = c  # count j applies to the j-th smallest |difference|, as in bootstrap_median
+        group_count = np.add.reduceat(cs, starts, axis=1)
+        group_signed = np.add.reduceat(cs * sign, starts, axis=1)
+        zero = a[starts] == 0
+        drawn_zero = group_count[:, zero].sum(axis=1)
+        group_count[:, zero] = 0.0
+        end = np.cumsum(group_count, axis=1)
+        midrank = end - (group_count - 1) / 2  # ranks among the non-zero values drawn
+        diff = (midrank * group_signed).sum(axis=1)
+        m = n - drawn_zero
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s] = np.where(m > 0, diff / (m * (m + 1) / 2), np.nan)
+    return out
 
 
 def percentile_ci(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +290,39 @@ def percentile_ci(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.n
     return lo, hi
 
 
-def underpowered(n_nonzero: np.ndarray, alpha: float) -> np.ndarray:
-    """True where even all-positive differences cannot reach p < alpha: the smallest one-sided
-    exact p-value is 1 / 2^n (n <= 4 at alpha 0.05)."""
-    return 0.5 ** np.asarray(n_nonzero, dtype=float) >= alpha
+def smallest_p(n_nonzero: np.ndarray) -> np.ndarray:
+    """The smallest one-sided p the signed-rank test can give with ``n_nonzero`` pairs: every
+    difference positive. Exact (and permutation): 1 / 2^n; above 50 pairs scipy's normal
+    approximation at R+ = n(n+1)/2."""
+    n = np.asarray(n_nonzero, dtype=float)
+    z = np.sqrt(3 * n * (n + 1) / (2 * (2 * n + 1)).clip(min=1))
+    return np.where(n > EXACT_MAX_N, stats.norm.sf(z), 0.5 ** n)
+
+
+def underpowered(n_nonzero: np.ndarray, alpha: float, n_tests: int = 1) -> np.ndarray:
+    """True where even all-positive differences cannot reach ``alpha`` after a correction over
+    ``n_tests`` strategies: Holm's (and BH's) most lenient step multiplies the smallest p by the
+    number of tests. One test, alpha 0.05: n <= 4 pairs; 16 tests: n <= 8."""
+    return n_tests * smallest_p(n_nonzero) > alpha
+
+
+def cases_needed(D: np.ndarray, alpha: float, power: float = 0.8) -> np.ndarray:
+    """Pairs per row of ``D`` at which the one-sided signed-rank test reaches ``alpha`` with
+    ``power``, at the observed standardised mean difference (Noether's approximation: the t test's
+    n divided by the signed-rank test's efficiency 3/pi); NaN where the effect is not positive."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dz = np.nanmean(D, axis=1) / np.nanstd(D, axis=1, ddof=1)
+        n = ((stats.norm.isf(alpha) + stats.norm.ppf(power)) / dz) ** 2 * math.pi / 3
+    return np.where(dz > 0, np.ceil(n), np.nan)
+
+
+def signed_rank_z(D: np.ndarray) -> np.ndarray:
+    """Standardised signed-rank statistic (R+ - n(n+1)/4) / sd over the last axis, zeros and NaN
+    dropped, midranks for ties, no tie correction of the variance: a p-value's order without a
+    p-value, for ranking strategies in many bootstrap resamples at once."""
+    a = np.where((D == 0) | np.isnan(D), np.nan, np.abs(D))
+    r = stats.rankdata(a, axis=-1, nan_policy="omit")
+    n = (~np.isnan(a)).sum(axis=-1)
+    r_plus = np.nansum(np.where(D > 0, r, 0.0), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (r_plus - n * (n + 1) / 4) / np.sqrt(n * (n + 1) * (2 * n + 1) / 24)

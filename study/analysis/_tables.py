@@ -8,8 +8,6 @@ apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
@@ -90,80 +88,3 @@ def units(cases: pd.DataFrame, aggregate: str, by_seed: bool = False) -> tuple[p
     per_seed = frame.groupby([*GROUP, "unit"], sort=False, observed=True)["dice"].mean()
     out = per_seed.groupby(level=keys, sort=False).mean().reset_index() if not by_seed else per_seed.reset_index()
     return out, kind
-
-
-@dataclass
-class PairGroup:
-    """Strategies that share the same paired units: ``x`` ``(S, n)`` strategy Dice, ``y`` ``(n,)``
-    baseline Dice on the same units (in the same order)."""
-
-    strategies: list[str]
-    x: np.ndarray
-    y: np.ndarray
-    fractions: list[str]  # per strategy, the pooled fractions it was paired on
-
-
-@dataclass
-class Pairing:
-    groups: list[PairGroup]
-    unpaired: list[str]  # strategies without any trial at a pooled fraction
-
-
-def _names(cases: list[str], limit: int = 5) -> str:
-    shown = ", ".join(cases[:limit])
-    return shown + (f" and {len(cases) - limit} more" if len(cases) > limit else "")
-
-
-def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractions: tuple[float, ...]) -> Pairing:
-    """Pair each strategy's units with the baseline's at the same label fraction, pooled over
-    ``fractions``. ``frame``: one data set's units (columns strategy, label_fraction, unit, dice).
-
-    Raises :class:`DataError` when there is no baseline, or a strategy trained at a fraction lacks
-    some of the baseline's test units there (they are named).
-    """
-    names = sorted(set(frame["strategy"]) - {baseline})  # before filtering: an unpaired strategy is named
-    frame = frame[frame["label_fraction"].isin(fractions)]
-    is_base = frame["strategy"] == baseline
-    base = frame[is_base]
-    if base.empty:
-        have = sorted(frame["strategy"].unique())
-        raise DataError(f"data set {dataset}: no baseline {baseline!r} at label fraction(s) "
-                        f"{', '.join(f'{f:g}' for f in fractions)} (strategies: {_names(have)})")
-    base_keys = pd.MultiIndex.from_frame(base[["label_fraction", "unit"]])
-    if base_keys.has_duplicates:
-        raise DataError(f"data set {dataset}: the baseline has a test case twice at one label fraction")
-    y = base["dice"].to_numpy()
-    others = frame[~is_base]
-    if not names:
-        raise DataError(f"data set {dataset}: only the baseline {baseline!r}, no strategy to compare")
-    code = pd.Categorical(others["strategy"], categories=names).codes
-    pos = base_keys.get_indexer(pd.MultiIndex.from_frame(others[["label_fraction", "unit"]]))
-    keep = pos >= 0  # a unit the baseline lacks cannot be paired
-    x = np.full((len(names), len(y)), np.nan)
-    present = np.zeros(x.shape, dtype=bool)
-    x[code[keep], pos[keep]] = others["dice"].to_numpy()[keep]
-    present[code[keep], pos[keep]] = True
-    unit_fraction = base["label_fraction"].to_numpy()
-    frac_index = pd.Index(fractions)
-    has_fraction = np.zeros((len(names), len(fractions)), dtype=bool)
-    has_fraction[code, frac_index.get_indexer(others["label_fraction"])] = True
-    expected = has_fraction[:, frac_index.get_indexer(unit_fraction)]
-    missing = expected & ~present
-    if missing.any():
-        s = int(np.flatnonzero(missing.any(axis=1))[0])
-        cols = np.flatnonzero(missing[s])
-        units_missing = [f"{base['unit'].iloc[c]} (fraction {unit_fraction[c]:g})" for c in cols]
-        raise DataError(f"data set {dataset}: strategy {names[s]!r} lacks {len(cols)} of the baseline's test "
-                        f"case(s): {_names(units_missing)}")
-    valid = expected & ~np.isnan(x) & ~np.isnan(y)[None, :]
-    unpaired = [names[s] for s in np.flatnonzero(~has_fraction.any(axis=1))]
-    groups: list[PairGroup] = []
-    patterns, inverse = np.unique(valid, axis=0, return_inverse=True)
-    for g, pattern in enumerate(patterns):
-        rows = np.flatnonzero(inverse.ravel() == g)
-        if not pattern.any():
-            continue
-        frac_label = ",".join(f"{f:g}" for f in fractions if pattern[unit_fraction == f].any())
-        groups.append(PairGroup([names[r] for r in rows], x[np.ix_(rows, pattern)], y[pattern],
-                                [frac_label] * len(rows)))
-    return Pairing(groups, unpaired)

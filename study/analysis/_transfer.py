@@ -43,7 +43,8 @@ def transfer_summary(table: pd.DataFrame, ranking: pd.DataFrame, fractions: dict
     is_base = frame["strategy"] == settings.baseline
     base, _ = select_trials(frame[is_base])
     frame = pd.concat([base, frame[~is_base]])
-    per_unit, kind = units(case_dice(frame), settings.aggregate)
+    cases = case_dice(frame)
+    per_unit, kind = units(cases, settings.aggregate)
     spread = (per_unit.groupby(["dataset", "strategy", "label_fraction"], sort=True)["dice"]
               .agg(n="count", median="median", q1=lambda s: s.quantile(0.25), q3=lambda s: s.quantile(0.75))
               .reset_index())
@@ -58,8 +59,9 @@ def transfer_summary(table: pd.DataFrame, ranking: pd.DataFrame, fractions: dict
     if one_each:
         ranks = ranking[["dataset", "strategy", "rank", "p"]].rename(columns={"strategy": "base_strategy"})
     else:
+        seeded, _ = units(cases, settings.aggregate, by_seed=True)
         parts = [rank_dataset(f, str(ds), fractions[ds], settings, kind.get(ds, "case"), stream="transfer")[0]
-                 for ds, f in per_unit.groupby("dataset", sort=True)]
+                 for ds, f in seeded.groupby("dataset", sort=True)]
         ranks = pd.concat(parts)[["dataset", "strategy", "rank", "p"]]
     on = ["dataset", "base_strategy" if one_each else "strategy"]
     out = spread.merge(ranks, on=on, how="left").rename(columns={"strategy": "combination"})

@@ -22,7 +22,7 @@ from study.store import StudyStore
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
-                 "p", "p_holm", "p_bh", "underpowered"]
+                 "p", "p_holm", "p_bh", "beats_baseline", "p_top_k", "underpowered", "incomplete"]
 
 
 def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None, digits: int = 3) -> str:
@@ -93,6 +93,15 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")
 
 
+def _answer(analysis: Analysis) -> str:
+    """The headline of ``study.analyze``, first thing on the page."""
+    lines = "".join(f'<li class="{"sub" if line.startswith(" ") else "head"}">{html.escape(line.strip())}</li>'
+                    for line in analysis.headline)
+    return _section("Answer", f'<ul class="headline">{lines}</ul>',
+                    "Which strategies beat the supervised baseline at the corrected level, whether the ranking is "
+                    "stable under resampling of cases and seeds, and what would settle it.")
+
+
 def _figure(title: str, fig, folder: Path, stem: str, caption: str, why_missing: str, extra: str = "") -> str:
     """A figure's section, or a note saying why the study cannot draw it."""
     if fig is None:
@@ -105,13 +114,21 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
     """Write the dashboard of a study whose per-case ``table`` is loaded; returns the HTML path."""
     study_dir, out = store.root, store.report_dir
     figs = out / "figures"
+    if settings is None:
+        from study.analyze import spec_settings
+
+        settings = AnalysisSettings(**spec_settings(state, pairing=None, top_k=None))
     analysis = analyze(table, settings)
     l2 = figures.inpainting_table(store, state)
     ranking = analysis.ranking
     body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"', RANKING_SHOWN)
                    for ds, part in ranking.groupby("dataset", sort=True))
-    optimum = f"<p>In the top {analysis.settings.top_k} of every data set: <b>{html.escape(', '.join(analysis.optimum) or 'none')}</b>.</p>"
+    pairs = ("one pair per case (or patient), its differences averaged over the label-limited fractions and seeds"
+             if analysis.settings.pairing == "per_case" else
+             "pairs per case and label fraction pooled over the label-limited fractions (the paper's protocol; "
+             "correlated pairs make these p-values too small)")
     parts = [
+        _answer(analysis),
         _overview(state, results, analysis),
         _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
                 "One training slice corrupted by each pretext task, sampler and patch size of the study "
@@ -126,10 +143,11 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                 "Mean test Dice per class and data set at each label fraction: every strategy (thin), the chosen "
                 "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
                 "the study has a single label fraction."),
-        _section("Table 3. Ranking against the supervised baseline", body + optimum,
-                 "One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, pooled "
-                 "over the label-limited fractions; Holm and Benjamini-Hochberg adjusted p; median paired "
-                 "difference, Hodges-Lehmann shift with bootstrap 95 % interval, matched-pairs rank-biserial.")
+        _section("Table 3. Ranking against the supervised baseline", body,
+                 f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
+                 "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
+                 f"95 % interval, matched-pairs rank-biserial; P(top-{analysis.settings.top_k}): share of bootstrap "
+                 "resamples of the cases (and seeds) in which the strategy ranks in the top k.")
         if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
                 "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.",

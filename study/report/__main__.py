@@ -10,14 +10,15 @@ import webbrowser
 from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
-from study.analysis import AnalysisSettings
-from study.analyze import find_study, load_study
+from study.analysis import PAIRINGS, AnalysisSettings
+from study.analyze import find_study, load_study, spec_settings
 
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.report", description=__doc__.splitlines()[0])
     p.add_argument("study", help="a study folder, or a study name under ./studies")
-    p.add_argument("--top-k", type=int, default=3, help="top k of every data set = the optimum (default 3)")
+    p.add_argument("--top-k", type=int, help="the optimum holds a top-k place in every data set (default: the spec's, 3)")
+    p.add_argument("--pairing", choices=PAIRINGS, help="per_case or pooled (default: the spec's, per_case)")
     p.add_argument("--open", action="store_true", help="open the report in a browser")
     return p
 
@@ -25,10 +26,11 @@ def _parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     store = find_study(args.study)
-    state, table, _ = load_study(store)
+    loaded = load_study(store)
     from study.report import build_report
 
-    path = build_report(store, state, table, store.results(), settings=AnalysisSettings(top_k=args.top_k))
+    settings = AnalysisSettings(**spec_settings(loaded.state, pairing=args.pairing, top_k=args.top_k))
+    path = build_report(store, loaded.state, loaded.table, store.results(), settings=settings)
     print(f"report: {path}")
     print(f"figures (PNG and SVG): {path.parent / 'figures'}")
     if args.open:

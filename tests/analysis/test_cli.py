@@ -18,7 +18,7 @@ STRATEGIES = {"supervised": 0.0, "restoration/K32/poisson_disc|encoder/at_once":
 
 
 def trial_files(folder: Path, trial_id: str, strategy: str, fraction: float, dice: dict[str, float],
-                status: str = "finished") -> None:
+                status: str = "finished", seed: int | None = 0) -> None:
     """trials/<id>/result.json and per_case.csv as the runner writes them (the table names the data
     set itself, phantom-mri; result.json names the spec's key, mri)."""
     out = folder / "trials" / trial_id
@@ -26,7 +26,7 @@ def trial_files(folder: Path, trial_id: str, strategy: str, fraction: float, dic
     result = {"trial_id": trial_id, "dataset": "mri", "label_fraction": fraction, "strategy": strategy,
               "task": "none" if strategy == "supervised" else strategy.split("/")[0], "extent": None,
               "scope": "encoder", "schedule": "at_once", "lr": 0.01, "unfrozen_lr": None, "status": status,
-              "val_loss": 0.3, "dice": float(np.mean(list(dice.values())))}
+              "val_loss": 0.3, "dice": float(np.mean(list(dice.values()))), "seed": seed}
     (out / "result.json").write_text(json.dumps(result))
     rows = [{"dataset": "phantom-mri", "label_fraction": fraction, "strategy": strategy, "case_id": case,
              "subject_id": case, "class": cls, "dice": v if cls == "femoral_cartilage" else v - 0.1,
@@ -65,11 +65,19 @@ def test_cli_prints_the_ranking_writes_the_files_and_warns_when_mlflow_is_unreac
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: not logged to MLflow")
     out = folder / "analysis"
-    assert {p.name for p in out.iterdir()} >= {"ranking.csv", "analysis.json", "ranking.txt", "transfer.csv",
-                                              "clinical_summary.csv", "clinical_cases.csv"}
+    assert {p.name for p in out.iterdir()} >= {"ranking.csv", "analysis.json", "summary.json", "ranking.txt",
+                                              "transfer.csv", "clinical_summary.csv", "clinical_cases.csv"}
     ranking = pd.read_csv(out / "ranking.csv")
-    assert ranking["n"].tolist() == [12, 12] and ranking["fractions"].tolist() == ["0.25,0.05"] * 2
+    # per_case: one pair per case, its differences averaged over the pooled fractions
+    assert ranking["n"].tolist() == [6, 6] and ranking["fractions"].tolist() == ["0.25,0.05"] * 2
     assert json.loads((out / "analysis.json").read_text())["chosen"] == {"mri": "restoration/K32/poisson_disc|encoder/at_once"}
+    assert lines[0].startswith("mri (6 cases, pairing per_case): ")  # the headline comes first
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairing"] == "per_case" and summary["seeds"] == [0] and summary["trials_used"] == 9
+    assert set(summary["datasets"]["mri"]) == {"verdict", "beats_baseline", "stable_top_k", "underpowered"}
+    pooled = run_cli("study.analyze", "tiny", "--pairing", "pooled", "--no-mlflow", cwd=tmp_path)
+    assert pooled.returncode == 0 and "the paper's protocol" in pooled.stdout
+    assert pd.read_csv(out / "ranking.csv")["n"].tolist() == [12, 12]
 
 
 @pytest.mark.parametrize(
@@ -77,7 +85,7 @@ def test_cli_prints_the_ranking_writes_the_files_and_warns_when_mlflow_is_unreac
     [
         ("missing", ["study 'nowhere' not found"]),
         ("no_baseline", ["data set mri: no baseline 'supervised'"]),
-        ("missing_cases", ["strategy 'prediction/K8/random|encoder/at_once' lacks 1", "case3 (fraction 0.05)"]),
+        ("missing_cases", ["strategy 'prediction/K8/random|encoder/at_once' lacks 1", "at fraction 0.05 seed 0: case3"]),
         ("too_few_pairs", ["has 1 pair", "at least 2"]),
         ("bad_fractions", ["--fractions 'a,b'"]),
         ("absent_fraction", ["label fraction(s) 0.5 not in the study"]),
@@ -110,23 +118,27 @@ def test_load_study_joins_seeds_by_trial_id_and_uses_the_result_design(tmp_path:
 
     point = TrialPoint("mri", 0.05, "none", "at_once", 0.01, None, None, Scale(), seed=7)
     folder = write_study(tmp_path, strategies={"supervised": 0.0}, fractions=(0.25,), entries=[point.to_json()])
-    trial_files(folder, point.id, "supervised", 0.05, {"case0": 0.5})
+    trial_files(folder, point.id, "supervised", 0.05, {"case0": 0.5}, seed=None)
+    trial_files(folder, "unseeded", "supervised", 0.05, {"case0": 0.5}, seed=None)
     trial_files(folder, "failedtrial1", "supervised", 0.05, {"case0": 0.5}, status="failed")
     (folder / "trials" / "pendingtrial").mkdir()
     (folder / "trials" / "t00.lock").write_text("")
-    _, table, notes = load_study(folder)
-    seeds = table.drop_duplicates("trial_id").set_index("trial_id")["seed"]
-    assert seeds[point.id] == 7 and seeds["t00"] == 0
-    assert set(table["dataset"]) == {"mri"} and "failedtrial1" not in set(table["trial_id"])
-    assert notes == ["1 trial(s) have no result yet and are not analysed",
-                     "1 trial(s) failed and are not analysed: failedtrial1"]
+    loaded = load_study(folder)
+    seeds = loaded.table.drop_duplicates("trial_id").set_index("trial_id")["seed"]
+    assert seeds[point.id] == 7 and seeds["t00"] == 0  # the plan's seed, then the record's own
+    assert "unseeded" not in seeds  # a record without a seed and not in the plan gets none made up
+    assert set(loaded.table["dataset"]) == {"mri"} and "failedtrial1" not in set(loaded.table["trial_id"])
+    assert loaded.notes == ["1 trial(s) have no result yet and are not analysed",
+                            "1 trial(s) failed and are not analysed: failedtrial1",
+                            "1 trial(s) name no seed (neither their record nor the plan) and are left out"]
+    assert loaded.left_out == {"no_result": 1, "failed": 1, "no_seed": 1}
 
 
 def test_load_study_refuses_a_study_without_finished_trials(tmp_path: Path) -> None:
     folder = tmp_path / "empty"
     (folder / "trials").mkdir(parents=True)
     (folder / "study.json").write_text(json.dumps({"name": "empty", "trials": []}))
-    with pytest.raises(DataError, match="no finished trial yet"):
+    with pytest.raises(DataError, match="no finished trial of its current plan yet"):
         load_study(folder)
 
 

@@ -54,23 +54,35 @@ def known_order(dataset: str = "mri", n_cases: int = 10, seed: int = 0) -> tuple
     return pd.DataFrame(records), values
 
 
-def test_known_ordering_and_p_values_equal_scipy_on_the_pooled_pairs() -> None:
+def test_per_case_pairs_average_each_case_over_the_fractions_and_equal_scipy() -> None:
     table, values = known_order()
     result = analyze(table, AnalysisSettings(n_boot=200))
     ranking = result.ranking
     assert list(ranking["strategy"]) == ["strong", "weak", "worse"]
     assert result.fractions["mri"] == (0.25, 0.05)  # 1.0 is not label-limited
     for r in ranking.itertuples():
+        d = np.mean([values[(r.strategy, f)] - values[("supervised", f)] for f in (0.25, 0.05)], axis=0)
+        ref = stats.wilcoxon(d, alternative="greater")
+        assert r.n == 10 and r.p == pytest.approx(ref.pvalue, rel=1e-12) and r.statistic == ref.statistic
+        assert r.median_diff == pytest.approx(np.median(d))
+        assert r.median_diff_ci_low <= r.median_diff <= r.median_diff_ci_high
+        assert r.hl_ci_low <= r.hl_shift <= r.hl_ci_high
+        assert r.pairing == "per_case" and r.fractions == "0.25,0.05" and r.seeds == "0"
+    strong = ranking.iloc[0]
+    assert strong.p == 0.5**10 and strong.rank_biserial == 1.0 and strong.method == "exact"
+    assert list(ranking["top_k"]) == [True, True, True] and not ranking["underpowered"].any()
+    assert list(ranking["beats_baseline"]) == [True, True, False]
+
+
+def test_pooled_pairs_are_the_papers_and_say_so() -> None:
+    table, values = known_order()
+    result = analyze(table, AnalysisSettings(n_boot=200, pairing="pooled"))
+    for r in result.ranking.itertuples():
         x = np.concatenate([values[(r.strategy, f)] for f in (0.25, 0.05)])
         y = np.concatenate([values[("supervised", f)] for f in (0.25, 0.05)])
         ref = stats.wilcoxon(x, y, alternative="greater")
         assert r.n == 20 and r.p == ref.pvalue and r.statistic == ref.statistic
-        assert r.median_diff == pytest.approx(np.median(x - y))
-        assert r.median_diff_ci_low <= r.median_diff <= r.median_diff_ci_high
-        assert r.hl_ci_low <= r.hl_shift <= r.hl_ci_high
-    strong = ranking.iloc[0]
-    assert strong.p == 0.5**20 and strong.rank_biserial == 1.0 and strong.method == "exact"
-    assert list(ranking["top_k"]) == [True, True, True] and not ranking["underpowered"].any()
+    assert any("the paper's protocol" in n for n in result.notes)
 
 
 def test_explicit_fractions_pool_only_those() -> None:
@@ -120,13 +132,14 @@ def test_slices_of_fewer_patients_are_averaged_per_patient() -> None:
     table = ct_slices()
     result = analyze(table, AnalysisSettings(n_boot=200))
     row = result.ranking.iloc[0]
-    assert result.unit == {"ct": "patient"} and row["unit"] == "patient" and row["n"] == 8
+    assert result.unit == {"ct": "patient"} and row["unit"] == "patient" and row["n"] == 4
     per = table[table["class"] == "a"].groupby(["strategy", "label_fraction", "subject_id"])["dice"].mean()
-    x = np.concatenate([per["ssl"][f].to_numpy() for f in (0.25, 0.05)])
-    y = np.concatenate([per["supervised"][f].to_numpy() for f in (0.25, 0.05)])
-    assert row["p"] == pytest.approx(stats.wilcoxon(x, y, alternative="greater").pvalue, rel=1e-12)
+    d = np.mean([per["ssl"][f].to_numpy() - per["supervised"][f].to_numpy() for f in (0.25, 0.05)], axis=0)
+    assert row["p"] == pytest.approx(stats.wilcoxon(d, alternative="greater").pvalue, rel=1e-12)
     by_case = analyze(table, AnalysisSettings(aggregate="case", n_boot=200)).ranking.iloc[0]
-    assert by_case["unit"] == "case" and by_case["n"] == 24
+    assert by_case["unit"] == "case" and by_case["n"] == 12
+    pooled = analyze(table, AnalysisSettings(aggregate="case", n_boot=200, pairing="pooled")).ranking.iloc[0]
+    assert pooled["n"] == 24
 
 
 def test_no_baseline_missing_cases_and_too_few_pairs_are_refused() -> None:
@@ -134,7 +147,7 @@ def test_no_baseline_missing_cases_and_too_few_pairs_are_refused() -> None:
     with pytest.raises(DataError, match="no baseline 'supervised'"):
         analyze(table[table["strategy"] != "supervised"])
     holes = table[~((table["strategy"] == "weak") & (table["case_id"] == "c3") & (table["label_fraction"] == 0.05))]
-    with pytest.raises(DataError, match=r"strategy 'weak' lacks 1 .*c3 \(fraction 0.05\)"):
+    with pytest.raises(DataError, match=r"strategy 'weak' lacks 1 .* at fraction 0.05 seed 0: c3"):
         analyze(holes)
     one = table[table["case_id"] == "c0"]
     with pytest.raises(DataError, match="at least 2"):
@@ -183,8 +196,8 @@ def test_repeated_seeds_give_per_seed_rankings_and_their_stability() -> None:
     assert share["strong"] == 1.0 and share["weak"] == 0.0
     tau = result.seed_agreement.iloc[0]["kendall_tau"]
     assert tau == pytest.approx(stats.kendalltau([1, 2, 3], [1, 3, 2]).statistic)  # 1/3
-    # the main ranking averages each case over seeds before pairing: 10 cases x 2 fractions
-    assert set(result.ranking["n"]) == {20}
+    # the main ranking averages each case over fractions and seeds: one pair per case
+    assert set(result.ranking["n"]) == {10} and set(result.ranking["seeds"]) == {"0,1"}
 
 
 def test_units_average_classes_then_patients_then_seeds() -> None:
@@ -203,9 +216,10 @@ def test_full_analysis_serialises_and_prints() -> None:
     table, _ = known_order()
     result = analyze(table, AnalysisSettings(n_boot=200))
     text = format_ranking(result)
-    assert "mri: 3 strategies vs 'supervised'" in text and "optimum (top 3 of every data set)" in text
+    assert "mri: 3 strategies vs 'supervised'" in text and "optimum: strong, weak" in text
+    assert text.splitlines()[:len(result.headline)] == result.headline
     data = json.loads(json.dumps(result.to_json(), allow_nan=False))
     assert data["chosen"] == {"mri": "strong"} and data["tables"]["ranking"][0]["strategy"] == "strong"
-    by_set, _ = rank_strategies(units(case_dice(normalise(table)), "case")[0], result.fractions,
+    by_set, _ = rank_strategies(units(case_dice(normalise(table)), "case", by_seed=True)[0], result.fractions,
                                 AnalysisSettings(n_boot=200))
     pd.testing.assert_frame_equal(by_set, result.ranking)  # same seed, same intervals

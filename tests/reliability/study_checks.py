@@ -47,7 +47,7 @@ def per_case(study: Path) -> pd.DataFrame:
 
 
 def ranking(study: Path) -> pd.DataFrame:
-    return analyze(load_study(study)[1]).ranking.reset_index(drop=True)
+    return analyze(load_study(study).table).ranking.reset_index(drop=True)
 
 
 def mlflow_runs(db: Path, name: str) -> tuple[list, list]:
