@@ -54,6 +54,7 @@ class Pairing:
     incomplete: dict[str, str]  # strategy -> the cells it lacks that others have
     fractions: tuple[float, ...]
     seeds: tuple[int, ...]
+    shared: bool = True  # every strategy is paired on the same cells
 
 
 def _names(items: list[str], limit: int = 5) -> str:
@@ -103,10 +104,9 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
     union = set().union(*(present[s] for s in ranked))
     common = set.intersection(*(present[s] for s in ranked))
     incomplete = {s: _cell_text(union - present[s]) for s in ranked if present[s] != union}
-    if not common:
-        raise DataError(f"data set {dataset}: the strategies share no label fraction and seed with the baseline "
-                        f"(e.g. {ranked[0]} lacks {incomplete.get(ranked[0], '-')})")
-    cells = sorted(common, key=lambda c: (-c[0], c[1]))
+    # No cell shared by all (e.g. stale trials of another seed analysed too): each strategy is
+    # paired on the cells it has, and every one of them is flagged incomplete.
+    cells = sorted(common or union, key=lambda c: (-c[0], c[1]))
     seeds = tuple(sorted({s for _, s in cells}))
     cell_fractions = tuple(sorted({f for f, _ in cells}, reverse=True))
 
@@ -132,9 +132,10 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
     ok = (ci >= 0) & (ui >= 0)
     x = np.full((S, C, U), np.nan)
     have = np.zeros((S, C, U), dtype=bool)
+    has_cell = np.array([[c in present[s] for c in cells] for s in ranked])
     x[si[ok], ci[ok], ui[ok]] = others["dice"].to_numpy()[ok]
     have[si[ok], ci[ok], ui[ok]] = True
-    lacking = in_base[None] & ~have
+    lacking = in_base[None] & ~have & has_cell[:, :, None]
     if lacking.any():
         s, c, u = (int(v[0]) for v in np.nonzero(lacking))
         where = np.flatnonzero(lacking[s].any(axis=0))
@@ -172,4 +173,4 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
             frac = ",".join(f"{f:g}" for f in cell_fractions)
         groups.append(PairGroup([ranked[r] for r in rows], D[np.ix_(rows, pattern)], X[np.ix_(rows, pattern)],
                                 Y[np.ix_(rows, pattern)], frac, seed_text))
-    return Pairing(groups, ranked, D, per_seed, unpaired, incomplete, cell_fractions, seeds)
+    return Pairing(groups, ranked, D, per_seed, unpaired, incomplete, cell_fractions, seeds, shared=bool(common))

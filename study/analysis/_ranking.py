@@ -137,7 +137,10 @@ def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...]
     if pairing.unpaired:
         notes.append(f"{dataset}: {len(pairing.unpaired)} strategy(ies) have no trial at the pooled fractions "
                      f"and are not ranked: {', '.join(pairing.unpaired[:5])}")
-    if pairing.incomplete:
+    if not pairing.shared:
+        notes.append(f"{dataset}: no label fraction and seed is shared by every strategy; each is paired with the "
+                     f"baseline on the cells it has (see incomplete), so their ranks are not on the same footing")
+    elif pairing.incomplete:
         notes.append(f"{dataset}: {len(pairing.incomplete)} strategy(ies) lack a label fraction or seed that others "
                      f"have (failed or missing trials); every strategy is ranked on the cells all share")
     table = pd.concat(parts, ignore_index=True)

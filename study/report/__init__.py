@@ -77,6 +77,8 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
         {"field": "pretraining axes", "value": str(spec.get("pretraining"))},
         {"field": "fine-tuning axes", "value": str(spec.get("finetuning"))},
         {"field": "label fractions", "value": str(spec.get("label_fractions"))},
+        {"field": "seeds (replicates)", "value": ", ".join(map(str, spec.get("seeds") or [spec.get("seed")]))},
+        {"field": "pairing", "value": str((spec.get("analysis") or {}).get("pairing", "per_case"))},
         {"field": "search", "value": str(spec.get("search"))},
         {"field": "resources per trial", "value": f"{res.get('cpus_per_trial')} CPU, {res.get('gpus_per_trial')} GPU"},
         {"field": "MLflow parent run", "value": f"{run}"},

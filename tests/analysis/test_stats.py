@@ -17,6 +17,7 @@ from study.analysis import (
     percentile_ci,
     rank_biserial,
     scipy_method,
+    smallest_p,
     underpowered,
     walsh_order_stats,
     wilcoxon_greater,
@@ -176,3 +177,22 @@ def test_percentile_interval_and_underpowered_flag() -> None:
     assert lo[1] > 25.0
     # 1 / 2^4 = 0.0625 >= 0.05: four all-positive pairs cannot reach p < 0.05, five can
     np.testing.assert_array_equal(underpowered(np.array([0, 4, 5, 20]), 0.05), [True, True, False, False])
+    # after Holm over 16 strategies the most lenient step is 16 p: 16 / 2^8 = 0.0625, 16 / 2^9 < 0.05
+    np.testing.assert_array_equal(underpowered(np.array([8, 9]), 0.05, n_tests=16), [True, False])
+    assert smallest_p(np.array([60]))[0] == pytest.approx(stats.wilcoxon(np.arange(1.0, 61), alternative="greater").pvalue)
+
+
+def test_rank_biserial_and_its_interval_share_midranks_of_tied_differences() -> None:
+    # Dice differences rounded to 0.01, as a study writes them: ties of both signs and a zero
+    d = np.array([[0.01, -0.01, 0.02, 0.02, -0.03, 0.01, 0.00, 0.04]])
+    # by hand: |0.01| x3 share ranks 1-3 (midrank 2), |0.02| x2 ranks 4-5 (4.5), 0.03 rank 6, 0.04 rank 7;
+    # R+ = 2 + 2 + 4.5 + 4.5 + 7 = 20, R- = 2 + 6 = 8, r = (20 - 8) / 28
+    assert rank_biserial(d)[0] == pytest.approx(12 / 28)
+    counts = bootstrap_counts(8, 500, np.random.default_rng(7))
+    boot = bootstrap_rank_biserial(d, counts)[0]
+    by_size = d[0][np.argsort(np.abs(d[0]), kind="stable")]
+    exact = np.array([rank_biserial(np.repeat(by_size, c)[None])[0] for c in counts])
+    np.testing.assert_allclose(boot, exact, rtol=0, atol=1e-12)
+    lo, hi = percentile_ci(boot[None], 0.95)
+    want = np.nanquantile(exact, [0.025, 0.975])
+    assert (lo[0], hi[0]) == (pytest.approx(want[0]), pytest.approx(want[1]))

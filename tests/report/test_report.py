@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -74,6 +75,12 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
             " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent])])")
         assert {ds: [(int(r), s) for r, s in rows] for ds, rows in shown} == {
             ds: list(zip(part["rank"].astype(int), part["strategy"])) for ds, part in expected.groupby("dataset")}
+        # the answer comes first: the first section is the analysis' headline, line for line
+        first = browser.execute_script("return document.querySelector('section h2').textContent")
+        headline = browser.execute_script(
+            "return Array.from(document.querySelectorAll('ul.headline li')).map(li => li.textContent)")
+        summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
+        assert first == "Answer" and headline == [line.strip() for line in summary["headline"]]
     finally:
         browser.quit()
 

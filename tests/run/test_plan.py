@@ -72,3 +72,42 @@ def test_every_shipped_space_is_valid_and_says_what_it_answers(space: str) -> No
 def test_a_spec_error_names_the_field() -> None:
     with pytest.raises(SpecError, match=r"pretraining\.sampler: 'poisson' is not one of"):
         load_spec(SPACES / "pretext.yaml", ["pretraining.sampler=[poisson]"])
+
+
+def test_configurations_that_train_alike_are_merged() -> None:
+    plan = make_plan(load_spec(SPACES / "transfer.yaml"))
+    # 2 scopes x 2 schedules x 2 lr x 2 unfrozen lr + 2 baselines = 18 grid points; at_once ignores the
+    # unfrozen lr (4 merged), and freeze_then_unfreeze at lr 0.001 with null or 0.001 is one (2 merged)
+    assert plan.grid_points == 18 and len(plan.trials) == 12
+    unfrozen = {(t.scope, t.schedule, t.lr, t.unfrozen_lr) for t in plan.trials if t.pretraining}
+    assert all(u is None for s, sched, lr, u in unfrozen if sched == "at_once")
+    assert ("encoder", "freeze_then_unfreeze", 0.01, 0.001) in unfrozen
+    assert not any(u == lr for *_, lr, u in unfrozen)
+
+
+def test_replicate_seeds_run_every_trial_once_per_seed_with_their_own_pretraining() -> None:
+    one = make_plan(load_spec(SPACES / "smoke.yaml"))
+    three = make_plan(load_spec(SPACES / "smoke.yaml", ["seeds=[11725701,1,2]"]))
+    assert len(three.trials) == 3 * len(one.trials) and len(three.pretrainings()) == 3
+    assert {t.seed for t in three.trials} == {11725701, 1, 2} and {t.split_seed for t in three.trials} == {0}
+    # the first seed is the default one: its trials are the single-seed study's, same ids
+    assert {t.id for t in one.trials} <= {t.id for t in three.trials}
+    as_list = make_plan(load_spec(SPACES / "smoke.yaml", ["seed=[11725701,1,2]"]))
+    assert [t.id for t in as_list.trials] == [t.id for t in three.trials]
+    splits = make_plan(load_spec(SPACES / "smoke.yaml", ["seeds=[0,1]", "split_seeds=[5,6]"]))
+    assert {(t.seed, t.split_seed) for t in splits.trials} == {(0, 5), (1, 6)}
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("seeds=[1,1]", "lists a seed twice"),
+    ("split_seeds=[1,2,3]", "give one, or one per seed"),
+    ("seeds=[]", "at least one seed"),
+])
+def test_bad_seed_lists_are_refused(override: str, fragment: str) -> None:
+    with pytest.raises(SpecError, match=fragment):
+        load_spec(SPACES / "smoke.yaml", [override, "seeds=[0,1]"] if "split" in override else [override])
+
+
+def test_replicates_need_a_grid() -> None:
+    with pytest.raises(SpecError, match="replicates need search.algorithm 'grid'"):
+        load_spec(SPACES / "bayes.yaml", ["seeds=[0,1]"])
