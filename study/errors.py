@@ -23,3 +23,7 @@ class DataError(StudyError):
 
 class StorageError(StudyError):
     """Raised when the study folder or the tracking store cannot be written (e.g. the disk is full)."""
+
+
+class BusyError(StudyError):
+    """Raised when another driver is running the same study: the message names it."""

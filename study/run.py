@@ -37,7 +37,7 @@ from study.plan import Plan, make_plan
 from study.progress import INCOMPLETE, Outcome, Progress, StudyCallback, print_summary
 from study.spec import StudySpec, load_spec
 from study.store import StudyStore
-from study.tracking import Tracker, absolute_uri, redacted
+from study.tracking import Tracker, absolute_uri, check_driver, redacted
 from study.tune import (
     Context,
     check_resources,
@@ -73,19 +73,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = load_spec(args.space, overrides)
     plan = make_plan(spec)
     store, uri = StudyStore(spec.storage_dir()), absolute_uri(spec.tracking_uri)
+    check_driver(uri)
     unrecorded: dict = {}
     data = _check_datasets(spec, store, unrecorded)
     if args.dry_run:
         print("\n".join(_plan_lines(plan, store, uri, _local_resources() if not args.address else None)))
+        if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
+            print(f"  running now: {owner.describe()}")
         return 0
     Tracker.check(uri)
-    available = start_ray(args.address)
-    res = spec.resources
-    check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
-    if args.fresh and (kept := store.set_aside()) is not None:
-        print(f"--fresh: the previous study folder is now {kept}")
-    return _execute(spec, plan, store, space_file=args.space, uri=uri, data=data, available=available,
-                    unrecorded=unrecorded)
+    # One driver per study, taken before anything is written to the folder or --fresh renames it.
+    lock = store.driver_lock()
+    lock.acquire()
+    try:
+        try:
+            available = start_ray(args.address)
+            res = spec.resources
+            check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
+        except BaseException:
+            lock.release(discard=True)  # refused before the study began: the lock leaves no trace
+            raise
+        if lock.took_over is not None:
+            print(f"taking the study over from its driver {lock.took_over.describe()}, which is gone")
+        if args.fresh and (kept := lock.set_aside(store.set_aside)) is not None:
+            print(f"--fresh: the previous study folder is now {kept}")
+        return _execute(spec, plan, store, space_file=args.space, uri=uri, data=data, available=available,
+                        unrecorded=unrecorded)
+    finally:
+        lock.release()
 
 
 def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict) -> dict[str, str | None]:

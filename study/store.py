@@ -18,6 +18,8 @@ Everything a study makes lives here, so any process on any node sharing the fold
     trials/finished.log              one line per trial record written
     sampled.jsonl                    (sampled searches) what Optuna drew, replayed on resume
     tune/, report/, analysis/        Ray Tune's logs, the dashboard, the analysis tables
+    driver.lock                      held (flock) by the one driver running the study
+    driver.json                      that driver: host, pid, start, heartbeat (study/driver_lock.py)
 
 Writes of records are atomic: a reader sees the old file or the whole new one, never half of it.
 """
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from filelock import FileLock
 
 from study import faults
+from study.driver_lock import DriverLock
 from study.records import PretrainRecord, Status, TrialRecord
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from study.plan import PretrainPoint, TrialPoint
 
 PER_CASE = "per_case.csv"  # also what ``python -m study.train --out`` writes
+_DRIVER_LOCK, _DRIVER = "driver.lock", "driver.json"
 
 
 def read_json(path: Path) -> dict | None:
@@ -110,6 +114,10 @@ class StudyStore:
     def exists(self) -> bool:
         return self.state_path.is_file()
 
+    def driver_lock(self) -> DriverLock:
+        """The one-driver-per-study lock; taken by ``study.run``, probed by ``--dry-run``."""
+        return DriverLock(self.root / _DRIVER_LOCK, self.root / _DRIVER, label=str(self.root))
+
     @property
     def trials_dir(self) -> Path:
         return self.root / "trials"
@@ -145,8 +153,8 @@ class StudyStore:
 
     def set_aside(self) -> Path | None:
         """``--fresh``: the folder is renamed, never deleted; returns the new name."""
-        if not self.root.exists():
-            return None
+        if not self.root.exists() or set(os.listdir(self.root)) <= {_DRIVER_LOCK, _DRIVER}:
+            return None  # nothing but the lock of the driver asking
         kept = self.root.with_name(f"{self.root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         self.root.rename(kept)
         return kept

@@ -8,6 +8,7 @@ its own run, and :meth:`Tracker.reconcile` closes runs that a killed driver left
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -16,12 +17,12 @@ import re
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pandas as pd
 
 from study import faults
-from study.errors import SpecError
+from study.errors import SpecError, StorageError
 from study.plan import TrialPoint
 from study.records import TrialRecord
 from study.store import StudyStore
@@ -48,6 +49,41 @@ def redacted(text: str) -> str:
     """A URI, or a whole spec's text, as it may be printed or logged: every password in a
     ``scheme://user:secret@host`` is replaced by ``***``."""
     return _PASSWORD.sub(r"\1***@", text)
+
+
+# The pip package of each database driver SQLAlchemy may ask for (a module's name is not always its
+# package's); psycopg is what ``postgresql://`` means from SQLAlchemy 2.1 on, psycopg2 before it.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000", "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "pymssql": "pymssql",
+}
+DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
+
+
+def check_driver(uri: str) -> None:
+    """A database URI whose driver is not installed is refused now, in one line naming the package
+    (MLflow would fail at its first query, deep in a traceback). SQLAlchemy is asked which module
+    the scheme needs, so ``postgresql+pg8000://`` and a future default are named right."""
+    if not uri.partition("://")[0].lower().startswith(DATABASES):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise SpecError(f"tracking_uri {redacted(uri)}: not a database URI SQLAlchemy can open ({exc})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        extra = {"psycopg": ' (in a checkout: pip install -e ".[postgres]")',
+                 "mysqldb": " (it builds against the MySQL client library; mysql+pymysql:// needs PyMySQL only)"}
+        extra = extra.get(dialect.driver, "")
+        raise SpecError(f"tracking_uri {redacted(uri)}: the {dialect.name} driver {dialect.driver!r} is not "
+                        f'installed ({first}): pip install "{package}"{extra}') from None
 
 
 def _health(uri: str) -> None:
@@ -94,9 +130,10 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
 
         self.uri, self.store = uri, store
-        self.client = MlflowClient(tracking_uri=uri)
         self._mlflow = mlflow
-        self.experiment_id = self._experiment(experiment)
+        with _creating(uri):  # the experiment too: two processes may make the same one
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
 
     def __getstate__(self) -> dict:
@@ -243,6 +280,72 @@ class Tracker:
         now = int(time.time() * 1000)
         self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
         self.client.set_terminated(self.parent_id, status)
+
+
+@contextlib.contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """Open an SQLite store with its first creation serialised and atomic (other stores: as is).
+
+    MLflow creates a missing store by running its schema migrations in place: two drivers opening
+    a fresh file at once both migrate it and one dies (``table _alembic_tmp_... already exists``),
+    and a process killed half-way leaves a store no later run can open. So a file lock beside the
+    database lets one process at a time create or open it (on every node that shares the folder),
+    and a missing store is made whole under another name and renamed into place."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    lock = FileLock(f"{db}.lock", timeout=300)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StorageError(f"tracking_uri sqlite:///{db}: {db}.lock has been held for 5 minutes by another "
+                           "process creating the store") from None
+    try:
+        if not db.exists():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            for left in db.parent.glob(f".{db.name}.*.creating"):  # a killed creator's, under this lock
+                left.unlink(missing_ok=True)
+            fresh = db.with_name(f".{db.name}.{os.getpid()}.creating")
+            SqlAlchemyStore(f"sqlite:///{fresh}", (db.parent / "mlruns").as_uri()).engine.dispose()
+            os.replace(fresh, db)
+        yield
+    finally:
+        lock.release()
+
+
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, its commit and whether it has local changes."""
+    import subprocess
+
+    from study import __version__
+
+    out: dict[str, Any] = {"package": __version__}
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():
+        try:
+            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=10)
+            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return out
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+            out["git_dirty"] = bool(dirty.stdout.strip())
+    return out
+
+
+def invocation_record(space_file: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """What one ``study.run`` invocation asked for, as the study folder and the parent run keep it."""
+    import socket
+
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "space": str(Path(space_file).resolve()),
+            "overrides": [redacted(o) for o in overrides], "code": code_version(), "host": socket.gethostname(),
+            "pid": os.getpid()}
 
 
 def _version(package: str) -> str:

@@ -10,6 +10,7 @@ below, and mutations of a small real data set (``_break``), each described where
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ class Case:
     make: str | None = None  # something else the case needs in {case} (_make)
     markers: tuple[str, ...] = ()  # files a Python tag would create in {arena} if it ran
     needs_non_root: bool = False  # permission bits do not stop root
+    absent: str | None = None  # a module the case needs missing (a database driver)
 
 
 YAML = [
@@ -151,7 +153,24 @@ DATA = [
     Case("data/scan-not-readable", (f"{SCAN}: permission denied",), data="scan not readable", needs_non_root=True),
 ]
 
-CASES = YAML + PYTHON_TAGS + SIZE + NAMES + STORAGE + SETTINGS + DATA
+# A database tracking store whose driver is not installed: SQLAlchemy's default driver for each
+# scheme MLflow accepts, refused before anything runs, in a dry run too, the password redacted.
+_DB = "study:secret@127.0.0.1"
+TRACKING = [
+    Case("tracking/postgresql-no-driver", ("tracking_uri postgresql://study:***@127.0.0.1:5432/mlflow",
+                                           "driver 'psycopg' is not installed", 'pip install "psycopg[binary]"'),
+         args=("--tracking-uri", f"postgresql://{_DB}:5432/mlflow"), absent="psycopg"),
+    Case("tracking/postgresql-no-driver-dry-run", ("driver 'psycopg' is not installed", ".[postgres]"),
+         args=("--dry-run", "--tracking-uri", f"postgresql://{_DB}/mlflow"), absent="psycopg"),
+    Case("tracking/mysql-no-driver", ("tracking_uri mysql://study:***@127.0.0.1/mlflow", "driver 'mysqldb'",
+                                      'pip install "mysqlclient"', "PyMySQL"),
+         args=("--tracking-uri", f"mysql://{_DB}/mlflow"), absent="MySQLdb"),
+    Case("tracking/mssql-no-driver-dry-run", ("tracking_uri mssql://study:***@127.0.0.1/mlflow", "driver 'pyodbc'",
+                                              'pip install "pyodbc"'),
+         args=("--dry-run", "--tracking-uri", f"mssql://{_DB}/mlflow"), absent="pyodbc"),
+]
+
+CASES = YAML + PYTHON_TAGS + SIZE + NAMES + STORAGE + SETTINGS + DATA + TRACKING
 
 
 def _break(data: Path, how: str) -> None:
@@ -315,6 +334,8 @@ def test_hostile_input_is_refused_in_one_line_and_writes_nothing(case: Case, are
     if case.needs_non_root and os.geteuid() == 0:
         pytest.skip("running as root, whom permission bits do not stop; the refusal is simulated in "
                     "tests/data/test_checks.py::test_an_unreadable_data_set_is_permission_denied")
+    if case.absent is not None and importlib.util.find_spec(case.absent) is not None:
+        pytest.skip(f"{case.absent} is installed here")
     tally.trying("input", case.id)
     case_dir = arena.root / "cases" / case.id.replace("/", "-")
     case_dir.parent.mkdir(exist_ok=True)
