@@ -12,6 +12,8 @@ import math
 import os
 import re
 import reprlib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -20,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from yaml.constructor import ConstructorError
 
 from study.constants import DEFAULT_SEED, MAX_TRIALS, PAPER_IMAGE_SIZE, SAMPLERS, SCHEDULES, SCOPES, TASKS
+from study._suggest import closest, did_you_mean
 from study.errors import SpecError
 from study.scale import Scale, Strict
 
@@ -121,6 +124,22 @@ class Resources(Strict):
     max_concurrent_trials: int | None = Field(None, ge=1)
 
 
+class Pruning(Strict):
+    """Statistical early stopping (``study.pruning``): off unless ``enabled``."""
+
+    enabled: bool = False
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level of each rung's Holm-corrected tests")
+    rungs: list[float] = Field([0.25, 0.5], description="pauses, as fractions of finetune_max_epochs")
+    min_survivors: int = Field(3, ge=1, description="strategies besides the baseline that are never stopped")
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < r < 1 for r in v) or sorted(set(v)) != v:
+            raise ValueError(f"{v} must be increasing fractions of the fine-tuning budget in (0, 1)")
+        return v
+
+
 class AnalysisOptions(Strict):
     """How ``study.analyze`` and the report judge the study (``docs/analysis.md``)."""
 
@@ -152,6 +171,7 @@ class StudySpec(Strict):
     seeds: list[int] | None = Field(None, description="replicates: every trial once per seed (weights, batches, masks)")
     split_seeds: list[int] | None = Field(None, description="one data split per replicate; default: split_seed for all")
     analysis: AnalysisOptions = AnalysisOptions()
+    pruning: Pruning = Pruning()
 
     @model_validator(mode="before")
     @classmethod
@@ -230,28 +250,36 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
+        problems: list[str] = []  # every one at once: a user fixes them in one go
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds {self.seeds} lists a seed twice")
+            problems.append(f"seeds {self.seeds} lists a seed twice")
         if self.split_seeds is not None and len(self.split_seeds) not in (1, len(self.seeds or [self.seed])):
-            raise ValueError(f"split_seeds has {len(self.split_seeds)} values; give one, or one per seed "
+            problems.append(f"split_seeds has {len(self.split_seeds)} values; give one, or one per seed "
                              f"({len(self.seeds or [self.seed])})")
+        if self.pruning.enabled and self.search.algorithm != "grid":
+            problems.append("pruning needs search.algorithm 'grid': its rungs compare every strategy of a data set")
         if len(self.replicates()) > 1 and self.search.algorithm != "grid":
-            raise ValueError("seeds: replicates need search.algorithm 'grid' (a sampled search draws one seed's trials)")
+            problems.append("seeds: replicates need search.algorithm 'grid' (a sampled search draws one seed's trials)")
         if self.pretraining is None and not self.baseline.enabled:
-            raise ValueError("nothing to run: no pretraining axes and the baseline is disabled")
+            problems.append("nothing to run: no pretraining axes and the baseline is disabled")
+        if self.search.algorithm == "grid" and self.search.num_samples is not None:
+            problems.append(f"search.num_samples={self.search.num_samples}: a grid runs each of its points once; "
+                            "num_samples is for tpe, random or gp (drop it, or set search.algorithm)")
         if self.search.algorithm == "grid":
             for name, axis in self.axes().items():
                 if not isinstance(axis, list):
-                    raise ValueError(f"{name} is a distribution; search.algorithm 'grid' needs a list (or use tpe/random/gp)")
+                    problems.append(f"{name} is a distribution; search.algorithm 'grid' needs a list (or use tpe/random/gp)")
         for name, axis in self.axes().items():
             if isinstance(axis, list) and not axis:
-                raise ValueError(f"{name} is empty: list at least one value")
+                problems.append(f"{name} is empty: list at least one value")
             if not isinstance(axis, list) and not 0 < bounds(axis)[0] < bounds(axis)[1] < 1:
-                raise ValueError(f"{name}: bounds must satisfy 0 < low < high < 1 for a learning rate")
+                problems.append(f"{name}: bounds must satisfy 0 < low < high < 1 for a learning rate")
             if name.endswith("lr") and isinstance(axis, list):
                 for lr in axis:
-                    if lr is not None and not 0 < lr < 1:
-                        raise ValueError(f"{name}: {lr} is not a learning rate in (0, 1)")
+                    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < 1):
+                        problems.append(f"{name}: {lr} is not a learning rate in (0, 1)")
+        if problems:
+            raise ValueError("; ".join(dict.fromkeys(problems)))
         return self
 
     def axes(self) -> dict[str, Axis]:
@@ -279,7 +307,7 @@ class StudySpec(Strict):
 def _members(values: list[str], allowed: tuple[str, ...]) -> list[str]:
     for v in values:
         if v not in allowed:
-            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}{did_you_mean(v, allowed)}")
     return values
 
 
@@ -334,6 +362,16 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
     return spec
 
 
+def spec_yaml(spec: StudySpec) -> str:
+    """The resolved spec as YAML, every default filled in: what ``--print-spec`` shows and the
+    parent run keeps per invocation."""
+    dump = spec.model_dump(mode="json")
+    # The scale's own dump leaves out what its profile implies (trial ids hash it); here every
+    # setting a trial will use is shown.
+    dump["scale"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(spec.scale).items()}
+    return yaml.safe_dump(dump, sort_keys=False, default_flow_style=None, width=100)
+
+
 def check_storage(spec: StudySpec) -> None:
     """Refuse, before anything runs, a study folder that could never be made; nothing is created."""
     folder = spec.storage_dir()
@@ -352,19 +390,106 @@ def check_storage(spec: StudySpec) -> None:
         raise SpecError(f"storage: {existing}: {'read-only file system' if read_only else 'permission denied'}")
 
 
+MAX_ERRORS = 8  # shown at once; the rest are counted
+
+
 def validate(raw: dict, source: str = "spec") -> StudySpec:
+    """The spec a mapping means, or one :class:`SpecError` line naming every field at fault (the
+    closest valid name suggested for a misspelt one). A scalar where a list is expected is a
+    one-element list. The command line and the Python API both come here."""
     try:
-        return StudySpec.model_validate(raw)
+        return StudySpec.model_validate(as_lists(raw))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-")) and p not in ("LogUniform", "Uniform"))
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] in ("missing",):
-            message = "is required"
-        got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {_short(err['input'])})"
-        raise SpecError(_one_line(f"{source}: {field or 'spec'}: {message}{got}")) from None
+        problems: dict[str, str] = {}  # field -> its first problem (a union reports one per member)
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-"))
+                             and p not in ("LogUniform", "Uniform"))
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                near = closest(err["loc"][-1], known_fields(err["loc"][:-1]))
+                message = "unknown field" + (f"; did you mean {'.'.join([*field.split('.')[:-1], near])!r}?" if near else "")
+            elif err["type"] in ("missing",):
+                message = "is required"
+            elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
+                message += did_you_mean(err["input"], _expected(err))
+            if not field:  # a check across fields: its message names them, the input is the whole spec
+                problems.setdefault(message, message)
+                continue
+            got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {_short(err['input'])})"
+            problems.setdefault(field, f"{field}: {message}{got}")
+        shown = list(problems.values())
+        more = f"; and {len(shown) - MAX_ERRORS} more" if len(shown) > MAX_ERRORS else ""
+        raise SpecError(_one_line(f"{source}: {'; '.join(shown[:MAX_ERRORS])}{more}")) from None
+
+
+def _expected(err: dict) -> list[str]:
+    """The choices of a Literal, from pydantic's ``"'grid', 'tpe', 'random' or 'gp'"``."""
+    text = str((err.get("ctx") or {}).get("expected", ""))
+    return [c.strip().strip("'") for c in text.replace(" or ", ", ").split(", ") if c.strip()]
+
+
+def _model_at(loc: tuple) -> type | None:
+    """The spec model a location inside the spec names (None past a leaf)."""
+    model: Any = StudySpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _one_model(field.annotation)
+    return model
+
+
+def known_fields(loc: tuple) -> list[str]:
+    """The field names allowed at ``loc`` (``()``: the spec's top level)."""
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
+
+
+def _members_of(annotation: Any) -> tuple:
+    return typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+
+
+def _one_model(annotation: Any) -> type | None:
+    models = [a for a in _members_of(annotation) if isinstance(a, type) and issubclass(a, Strict)]
+    return models[0] if len(models) == 1 else None
+
+
+def _takes_list(annotation: Any) -> bool:
+    return any(typing.get_origin(a) is list for a in _members_of(annotation))
+
+
+def _takes_none(annotation: Any) -> bool:
+    return type(None) in _members_of(annotation)
+
+
+def field_annotation(path: list[str]) -> Any:
+    """The annotation of a dotted spec field (None when there is no such field)."""
+    model = _model_at(tuple(path[:-1]))
+    field = model.model_fields.get(path[-1]) if model is not None else None
+    return field.annotation if field is not None else None
+
+
+def as_lists(raw: Any, model: type = None) -> Any:
+    """``label_fractions: 0.05`` means ``[0.05]``: a scalar where the spec expects a list (an axis,
+    the data sets, the fractions, the seeds) becomes a one-element list, as Hydra's overrides do.
+    ``null`` stays ``null`` where a field takes it (an lr axis left to the profile)."""
+    model = model or StudySpec
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for name, value in raw.items():
+        field = model.model_fields.get(str(name))
+        if field is None:
+            continue
+        if isinstance(value, dict):
+            inner = _one_model(field.annotation)
+            if inner is not None:
+                out[name] = as_lists(value, inner)
+        elif _takes_list(field.annotation) and not isinstance(value, list) and not (value is None and _takes_none(field.annotation)):
+            out[name] = [value]
+    return out
 
 
 _REPR = reprlib.Repr()
@@ -393,6 +518,9 @@ def _override(raw: dict, item: str) -> None:
         raise SpecError(f"--set {_short(item)}: expected key=value, e.g. resources.cpus_per_trial=2")
     try:
         value = _parse_yaml(text)
+        # Hydra's `a,b,c`: a list, except where the field is text (a folder, a URI, a name).
+        if isinstance(value, str) and "," in value and field_annotation(key.split(".")) not in (str, None):
+            value = [_parse_yaml(part.strip()) for part in text.split(",")]
     except (yaml.YAMLError, RecursionError):
         raise SpecError(f"--set {_short(item)}: the value is not valid YAML") from None
     node = raw

@@ -4,7 +4,7 @@ Everything a study makes lives here, so any process on any node sharing the fold
 
     study.json                       the spec as run, the plan, the MLflow parent run id
     data_checked.json                data files whose voxels passed the check (path, size, mtime)
-    pretrain/<key>/result.json       one pretraining's record; weights.pt, inpainting.csv, work/
+    pretrain/<key>/result.json       one pretraining's record; weights.pt, inpainting.csv, work/ (until the record)
     pretrain/<key>.lock              held while the pretraining runs: it runs once
     pretrain/executed.log            one line per pretraining actually run
     trials/<id>/trial.json           the trial's configuration
@@ -13,10 +13,17 @@ Everything a study makes lives here, so any process on any node sharing the fold
     trials/<id>/per_case.csv         the per-case table (docs/per-case-table.md)
     trials/<id>/attempts.jsonl       each start: the process, node and epoch it resumed from
     trials/<id>/mlflow_run_id        the MLflow run the trial logs to, across retries and resumes
-    trials/<id>/work/                per-epoch checkpoints: a crashed trial resumes here
+    trials/<id>/rungs/<r>.json       (pruning) per-case validation Dice when the trial paused at rung r
+    trials/<id>/weights.pt           the fine-tuned weights (``keep_weights: best``), written before the record
+    trials/<id>/work/                per-epoch checkpoints: a crashed trial resumes here; deleted once
+                                     the record is written (the same holds for a pretraining's work/)
     trials/<id>.lock                 held while the trial runs (a sampled duplicate waits)
     trials/finished.log              one line per trial record written
+    pretrain/<key>/mlflow_run_id     the pretraining's own MLflow run, which its trials link to
+    pruning/<data set>-rung<r>.json  (pruning) the driver's decisions at rung r: tests, p-values, who stopped
     sampled.jsonl                    (sampled searches) what Optuna drew, replayed on resume
+    optuna.db                        every ended trial as an Optuna study per data set (optuna-dashboard)
+    invocations.jsonl                one line per invocation: its overrides, code version, host, time
     tune/, report/, analysis/        Ray Tune's logs, the dashboard, the analysis tables
     driver.lock                      held (flock) by the one driver running the study
     driver.json                      that driver: host, pid, start, heartbeat (study/driver_lock.py)
@@ -26,8 +33,10 @@ Writes of records are atomic: a reader sees the old file or the whole new one, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -68,6 +77,12 @@ def _append(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as out:
         out.write(line + "\n")
+
+
+def _discard(work: Path) -> None:
+    """Resume checkpoints (weights, optimiser state, best weights: four models' worth) serve only
+    a run that has not ended; once its record is written they go, so disk stays bounded."""
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -128,6 +143,9 @@ class StudyStore:
     def trial_work(self, trial_id: str) -> Path:
         return self.trial_dir(trial_id) / "work"
 
+    def trial_weights_path(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "weights.pt"
+
     def per_case_path(self, trial_id: str) -> Path:
         return self.trial_dir(trial_id) / PER_CASE
 
@@ -180,6 +198,34 @@ class StudyStore:
         write_json(folder / "result.json", result.to_json())
         (folder / "error.json").unlink(missing_ok=True)  # an earlier invocation's give-up, now superseded
         _append(self.trials_dir / "finished.log", f"{result.trial_id} {os.getpid()} {time.time():.0f}")
+        _discard(self.trial_work(result.trial_id))
+
+    # -- pruning: per-case validation Dice at each rung, and the driver's decisions ----------------
+
+    def save_rung_values(self, trial_id: str, rung: int, record: dict) -> None:
+        write_json(self.trial_dir(trial_id) / "rungs" / f"{rung}.json", record)
+
+    def rung_values(self, trial_id: str, rung: int) -> dict | None:
+        """``{"rung", "epoch", "val_dice": {case: Dice}}`` of a trial paused at ``rung``."""
+        return read_json(self.trial_dir(trial_id) / "rungs" / f"{rung}.json")
+
+    def _decisions_path(self, dataset: str, rung: int) -> Path:
+        # a data set may be a path: its file is named by a hash of it
+        return self.root / "pruning" / f"{hashlib.sha256(dataset.encode()).hexdigest()[:12]}-rung{rung}.json"
+
+    def save_rung_decisions(self, dataset: str, rung: int, decisions: list[dict]) -> None:
+        """One data set's decisions at one rung, in one atomic file (one writer: the driver)."""
+        write_json(self._decisions_path(dataset, rung), {"dataset": dataset, "rung": rung, "decisions": decisions})
+
+    def rung_decisions(self, dataset: str, rung: int) -> list[dict] | None:
+        data = read_json(self._decisions_path(dataset, rung))
+        return None if data is None else data["decisions"]
+
+    def pruning_decisions(self) -> list[dict]:
+        """Every decision made so far, by data set and rung."""
+        folder = self.root / "pruning"
+        files = sorted(folder.glob("*-rung*.json")) if folder.is_dir() else []
+        return [d for f in files if (data := read_json(f)) for d in data["decisions"]]
 
     def save_trial_error(self, trial: TrialPoint, reason: str) -> None:
         """Why Tune gave up on a trial that left no record (its retries spent)."""
@@ -235,7 +281,31 @@ class StudyStore:
     def add_draw(self, params: dict, trial_id: str) -> None:
         _append(self.root / "sampled.jsonl", json.dumps({"params": params, "trial_id": trial_id}))
 
+    # -- what researchers browse -------------------------------------------------------------------
+
+    @property
+    def optuna_storage(self) -> str:
+        """The RDB URL of the study's Optuna view (written by the driver alone, read by the dashboard)."""
+        return f"sqlite:///{self.root / 'optuna.db'}"
+
+    def invocations(self) -> list[dict]:
+        """Every invocation of the study, oldest first."""
+        return _lines(self.root / "invocations.jsonl")
+
+    def add_invocation(self, record: dict) -> int:
+        """Append one invocation; returns its number (1 for the first)."""
+        _append(self.root / "invocations.jsonl", json.dumps(record, default=str))
+        return len(self.invocations())
+
     # -- pretrainings ------------------------------------------------------------------------------
+
+    def pretrain_run_id(self, key: str) -> str | None:
+        path = self.pretrain_dir(key) / "mlflow_run_id"
+        return path.read_text().strip() if path.exists() else None
+
+    def save_pretrain_run_id(self, key: str, run_id: str) -> None:
+        self.pretrain_dir(key).mkdir(parents=True, exist_ok=True)
+        (self.pretrain_dir(key) / "mlflow_run_id").write_text(run_id)
 
     def pretrain_result(self, key: str) -> PretrainRecord | None:
         data = read_json(self.pretrain_dir(key) / "result.json")
@@ -248,6 +318,7 @@ class StudyStore:
     def save_pretrain_result(self, result: PretrainRecord) -> None:
         write_json(self.pretrain_dir(result.key) / "result.json", result.to_json())
         _append(self.root / "pretrain" / "executed.log", f"{result.key} {os.getpid()} {time.time():.0f}")
+        _discard(self.pretrain_work(result.key))
 
     def forget_pretraining(self, key: str) -> None:
         """Weights that no longer load: the pretraining is made again."""

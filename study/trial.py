@@ -17,6 +17,7 @@ again.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from study.data import Dataset, open_dataset
@@ -65,9 +66,10 @@ def ensure_pretrained(store: StudyStore, point: PretrainPoint, *, data_path: str
 
 def _pretrain(store: StudyStore, point: PretrainPoint, *, data_path: str, device: str, report: Report) -> dict:
     dataset, scale = _dataset(data_path), point.scale
+    unet = scale.unet_config(in_channels=dataset.in_channels, out_channels=dataset.in_channels, inpainting=True)
     made = pretrain_strategy(
         dataset, config=point.config(), settings=scale.train_settings(stage="pretrain", device=device, seed=point.seed),
-        widths=scale.widths, groups=scale.groups, split_seed=point.split_seed, workdir=store.pretrain_work(point.key),
+        unet=unet, split_seed=point.split_seed, workdir=store.pretrain_work(point.key),
         on_epoch=lambda r: report({"stage": "pretrain", **r}),
     )
     result = made.result
@@ -78,16 +80,40 @@ def _pretrain(store: StudyStore, point: PretrainPoint, *, data_path: str, device
             "n_scans": len(made.scan_ids)}
 
 
+@dataclass(frozen=True)
+class Paused:
+    """A trial paused at a pruning rung: its per-case validation Dice is in the study folder."""
+
+    rung: int
+    epoch: int
+    val_loss: float
+
+
 def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str = "cpu",
-              report: Report = lambda _: None) -> TrialRecord:
-    """Run (or resume, or just read back) one trial and return its record."""
+              keep_weights: str = "best", report: Report = lambda _: None, rung: int | None = None,
+              until_epoch: int | None = None) -> TrialRecord | Paused:
+    """Run (or resume, or just read back) one trial and return its record. ``keep_weights="best"``
+    keeps the fine-tuned weights (a state dict, loadable with ``weights_only=True``); the resume
+    checkpoints go once the record is written, whatever it says. Under pruning ``rung`` is the
+    stretch this call runs: up to ``until_epoch``, where it pauses (:class:`Paused`), or, without
+    it, to the end."""
     done = store.trial_result(trial.id)
     if done is not None:
         return done
     store.save_trial_config(trial)
     started, per_case = time.time(), None
     try:
-        per_case, metrics = _fine_tune_and_evaluate(store, trial, data_path=data_path, device=device, report=report)
+        per_case, metrics, weights, tested = _fine_tune_and_evaluate(
+            store, trial, data_path=data_path, device=device, report=report, pruned=rung is not None,
+            until_epoch=until_epoch)
+        if tested.val_dice is not None:  # pruning: the rung's (or, ending, every later rung's) values
+            at = {"val_dice": tested.val_dice, "val_loss": metrics["val_loss"], **_compute(metrics)}
+            if tested.finetuned.paused:
+                store.save_rung_values(trial.id, rung, {"rung": rung, "epoch": until_epoch, **at})
+                return Paused(rung, until_epoch, metrics["val_loss"])
+            store.save_rung_values(trial.id, "final", at)
+        if keep_weights == "best":
+            save_checkpoint(store.trial_weights_path(trial.id), weights)
         outcome = {"status": Status.FINISHED, "metrics": metrics}
     except (*UNRECOVERABLE, PretrainingFailed) as exc:
         outcome = {"status": Status.FAILED, "reason": str(exc)}
@@ -122,7 +148,14 @@ def _load_own(store: StudyStore, key: str) -> dict | None:
     return load_checkpoint(path) if store.owns(path) else None
 
 
-def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str, report: Report):
+def _compute(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("finetune_steps", "finetune_images") if k in metrics}
+
+
+def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str, report: Report,
+                            pruned: bool = False, until_epoch: int | None = None):
+    """(per-case table or None while paused, metrics, weights, what the pipeline returned). A
+    ``pruned`` trial records its validation Dice and pauses at ``until_epoch`` when given."""
     dataset, scale = _dataset(data_path), trial.scale
     pretrained, pre = None, None
     if trial.pretraining is not None:
@@ -134,17 +167,22 @@ def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: 
         settings=scale.train_settings(stage="finetune", device=device, seed=trial.seed), unet=unet,
         pretrained=pretrained, split_seed=trial.split_seed, workdir=store.trial_work(trial.id),
         on_epoch=lambda stage, r: report({"stage": stage, **r}),
+        until_epoch=until_epoch, record_validation=pruned,
     )
     table, tuned = tested.per_case, tested.finetuned
+    steps = tuned.steps
+    compute = {"finetune_steps": steps, "finetune_images": steps * scale.batch_size}
+    if table is None:
+        return None, {"val_loss": tuned.fits[-1].best_val_loss, **compute}, None, tested
     table.insert(2, "strategy", trial.strategy)
     dice = table.groupby("class", sort=False)["dice"].mean()
     metrics = {
         "dice": float(table.groupby("case_id")["dice"].mean().mean()),
-        **{f"dice_{name}": float(v) for name, v in dice.items()},
+        **{f"dice_{name}": float(v) for name, v in dice.items()}, **compute,
         "val_loss": tuned.fits[-1].best_val_loss, "epochs": sum(f.epochs_run for f in tuned.fits),
         "n_train_scans": len(tested.train_ids), "n_test_cases": int(table["case_id"].nunique()),
         "copied_tensors": len(tuned.transfer.copied) if tuned.transfer else 0,
     }
     if pre is not None:
         metrics.update(pretrain_seconds=pre.seconds, inpainting_l2=pre.inpainting_l2)
-    return table, metrics
+    return table, metrics, {k: v.detach().cpu() for k, v in tuned.model.state_dict().items()}, tested

@@ -24,7 +24,7 @@ from study.errors import SpecError
 from study.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
 from study.spec import StudySpec
 from study.store import StudyStore
-from study.trial import ensure_pretrained, run_trial
+from study.trial import Paused, ensure_pretrained, run_trial
 
 OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lower is better
 
@@ -140,7 +140,12 @@ def finetune_trainable(config: dict, context: Context) -> None:
             fault(record)
 
     with store.trial_lock(trial.id):  # a sampled duplicate waits, then reads the result
-        result = run_trial(store, trial, data_path=context.data_paths[trial.dataset], device=device, report=report)
+        result = run_trial(store, trial, data_path=context.data_paths[trial.dataset], device=device,
+                           keep_weights=context.spec.keep_weights, report=report, rung=config.get("rung"),
+                           until_epoch=config.get("until_epoch"))
+    if isinstance(result, Paused):  # a pruning rung: the searcher decides, then hands it out again
+        tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, "paused": 1, "rung": result.rung})
+        return
     tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, **_numbers(result.metrics)})
 
 
@@ -240,6 +245,14 @@ def grid_search(pending: list[str], seed: int, study_name: str):
     space = {"trial": optuna.distributions.CategoricalDistribution(pending)}
     sampler = optuna.samplers.GridSampler({"trial": pending}, seed=seed)
     return OptunaSearch(space=space, sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min")
+
+
+def pruned_search(trials: list[TrialPoint], store: StudyStore, spec: StudySpec):
+    """A grid run rung by rung (``study.rung_search``): every planned trial, ended ones included,
+    since they take part in the rungs' comparisons."""
+    from study.rung_search import RungSearch
+
+    return RungSearch(trials, store, spec, metric=OBJECTIVE)
 
 
 def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):

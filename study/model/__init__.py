@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from study.model._config import BLOCKS, PAPER_WIDTHS, UNetConfig
-from study.model._flops import unet_macs
-from study.model._layers import WSConv2d
+from study.model._config import ARCHITECTURES, BLOCKS, PAPER_WIDTHS, Architecture, UNetConfig
+from study.model._flops import StateSize, unet_macs, unet_state_size
+from study.model._layers import RunningGroupNorm, WSConv2d
 from study.model._transfer import (
     SCHEDULES,
     SCOPES,
@@ -27,11 +27,15 @@ from study.model._transfer import (
 from study.model._unet import GROUPS, UNet, group_of, parameter_groups
 
 __all__ = [
+    "ARCHITECTURES",
     "BLOCKS",
     "GROUPS",
     "PAPER_WIDTHS",
+    "Architecture",
+    "RunningGroupNorm",
     "SCHEDULES",
     "SCOPES",
+    "StateSize",
     "FreezeReport",
     "Schedule",
     "TransferPlan",
@@ -48,5 +52,6 @@ __all__ = [
     "scope_groups",
     "transfer_weights",
     "unet_macs",
+    "unet_state_size",
     "unfreeze",
 ]

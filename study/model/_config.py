@@ -16,6 +16,8 @@ from study.errors import SpecError
 
 Block = Literal["conv_norm_relu", "conv_relu_norm"]
 BLOCKS: tuple[str, ...] = ("conv_norm_relu", "conv_relu_norm")
+Architecture = Literal["default", "authors"]
+ARCHITECTURES: tuple[str, ...] = ("default", "authors")
 
 
 
@@ -40,6 +42,11 @@ class UNetConfig:
         head_kernel: kernel of the final convolution, 1 (default) or 3 (authors' inpainting head).
         ws_eps: added to the per-output-channel standard deviation in weight standardisation.
         norm_eps: GroupNorm epsilon.
+        norm_running_stats: GroupNorm also keeps running averages of its per-group mean and
+            variance while training and normalises with them in ``eval()`` mode, as the authors'
+            Keras ``GroupNormalization`` does (:class:`study.model._layers.RunningGroupNorm`).
+            Off by default: plain GroupNorm gives the same output for a slice in training and
+            evaluation, whatever else is in the batch.
     """
 
     in_channels: int = 1
@@ -51,6 +58,19 @@ class UNetConfig:
     head_kernel: int = 1
     ws_eps: float = 1e-5
     norm_eps: float = 1e-5
+    norm_running_stats: bool = False
+
+    @classmethod
+    def for_architecture(cls, architecture: Architecture, *, inpainting: bool, **fields: object) -> UNetConfig:
+        """The config of a named architecture (docs/science.md §3): ``"default"`` is the dataclass
+        default; ``"authors"`` is the authors' Keras U-Net: conv -> ReLU -> WS conv -> ReLU ->
+        GroupNorm per level, 3 x 3 transposed convolutions, and a 3 x 3 head for inpainting (their
+        segmentation head stays 1 x 1). ``fields`` are the remaining UNetConfig fields."""
+        if architecture == "authors":
+            fields = {"block": "conv_relu_norm", "up_kernel": 3, "head_kernel": 3 if inpainting else 1, **fields}
+        elif architecture != "default":
+            raise SpecError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        return cls(**fields)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         # Accept a list from YAML but store a tuple, so the config stays hashable and frozen.
@@ -79,6 +99,8 @@ class UNetConfig:
             raise SpecError(f"UNetConfig.up_kernel must be 2 or 3, got {self.up_kernel!r}")
         if self.head_kernel not in (1, 3):
             raise SpecError(f"UNetConfig.head_kernel must be 1 or 3, got {self.head_kernel!r}")
+        if not isinstance(self.norm_running_stats, bool):
+            raise SpecError(f"UNetConfig.norm_running_stats must be true or false, got {self.norm_running_stats!r}")
         for name in ("ws_eps", "norm_eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 < value <= 1e-1):

@@ -4,9 +4,14 @@ Used to report how much of an accelerator's matrix throughput a training run rea
 convolutions and transposed convolutions are counted (multiply-accumulates of the weights with the
 activations), the convention of ``torch.utils.flop_counter``; GroupNorm, ReLU, pooling,
 concatenation and weight standardisation are elementwise and add well under 1 %.
+
+The size of a model's state dict is counted here too, so a study can say how much disk its weights
+and checkpoints take before it builds a single model.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from study.model._config import UNetConfig
 
@@ -35,3 +40,25 @@ def unet_macs(config: UNetConfig, height: int, width: int) -> int:
         macs += conv(2 * w[i - 1], w[i - 1], 3, pixels) + conv(w[i - 1], w[i - 1], 3, pixels)
     macs += conv(w[0], config.out_channels, config.head_kernel, height * width)
     return macs
+
+
+class StateSize(NamedTuple):
+    elements: int  # parameters, and the running statistics of a ``norm_running_stats`` model
+    tensors: int
+
+
+def unet_state_size(config: UNetConfig) -> StateSize:
+    """Elements and tensors of a UNet's state dict; in float32 a weights file holds 4 bytes per
+    element and a few hundred bytes of index per tensor."""
+    w, g = config.widths, config.groups
+    norms = 1 if config.block == "conv_relu_norm" else 2
+    per_norm = (2, 2 * g) if config.norm_running_stats else (0, 0)  # (tensors, elements) of the statistics
+
+    def block(c_in: int, c: int) -> StateSize:
+        return StateSize(c_in * c * 9 + c + c * c * 9 + c + norms * (2 * c + per_norm[1]), 4 + norms * (2 + per_norm[0]))
+
+    parts = [block(config.in_channels if i == 0 else w[i - 1], w[i]) for i in range(config.levels)]
+    for i in range(1, config.levels):
+        parts += [StateSize(w[i] * w[i - 1] * config.up_kernel**2 + w[i - 1], 2), block(2 * w[i - 1], w[i - 1])]
+    parts.append(StateSize(w[0] * config.out_channels * config.head_kernel**2 + config.out_channels, 2))
+    return StateSize(sum(p.elements for p in parts), sum(p.tensors for p in parts))

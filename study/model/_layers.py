@@ -84,6 +84,52 @@ class WSConv2d(nn.Conv2d):
         return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding)
 
 
+class RunningGroupNorm(nn.GroupNorm):
+    """GroupNorm that also keeps running per-group statistics and normalises with them in ``eval()``.
+
+    The authors' Keras ``GroupNormalization`` (MedSegPy, from keras-contrib): in training each
+    sample is normalised with its own per-group mean and variance, exactly as ``nn.GroupNorm``, and
+    the batch averages of those statistics update ``running_mean`` and ``running_var`` (one value
+    per group; the variance made unbiased, n / (n - 1) over the group's C/G x H x W values) with
+    ``new = (1 - momentum) * old + momentum * batch``; their Keras momentum 0.99 is ``momentum =
+    0.01`` here. In ``eval()`` mode every sample is normalised with the running statistics.
+
+    A frozen layer (weight without ``requires_grad``) leaves its statistics as they were: freezing a
+    transferred group must freeze everything that came with it (``study.model.freeze``).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, momentum: float = 0.01) -> None:
+        super().__init__(num_groups, num_channels, eps)
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(num_groups))
+        self.register_buffer("running_var", torch.ones(num_groups))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return self._normalise_with_running_stats(x)
+        if self.weight.requires_grad:
+            with torch.no_grad():
+                groups = x.detach().float().reshape(x.shape[0], self.num_groups, -1)  # (B, G, C/G * H * W)
+                n = groups.shape[-1]
+                var, mean = torch.var_mean(groups, dim=-1, correction=1 if n > 1 else 0)  # (B, G) each
+                self.running_mean.lerp_(mean.mean(0), self.momentum)
+                self.running_var.lerp_(var.mean(0), self.momentum)
+        return super().forward(x)
+
+    def _normalise_with_running_stats(self, x: Tensor) -> Tensor:
+        per_group = x.shape[1] // self.num_groups
+        mean = self.running_mean.repeat_interleave(per_group)  # (C,)
+        scale = self.weight / torch.sqrt(self.running_var.repeat_interleave(per_group) + self.eps)
+        shift = self.bias - mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+
+def group_norm(channels: int, config: UNetConfig) -> nn.GroupNorm:
+    """The level's GroupNorm: plain, or keeping running statistics (``config.norm_running_stats``)."""
+    kind = RunningGroupNorm if config.norm_running_stats else nn.GroupNorm
+    return kind(config.groups, channels, config.norm_eps)
+
+
 def level_block(in_channels: int, out_channels: int, config: UNetConfig) -> nn.Sequential:
     """The two 3x3 convolutions of one level, (B, in_channels, H, W) -> (B, out_channels, H, W).
 
@@ -92,14 +138,13 @@ def level_block(in_channels: int, out_channels: int, config: UNetConfig) -> nn.S
     convolution output) are not needed by the backward pass of the layer before, and the saved
     memory matters at 512 x 512.
     """
-    g, eps = config.groups, config.norm_eps
     if config.block == "conv_norm_relu":
         layers = OrderedDict(
             conv1=WSConv2d(in_channels, out_channels, 3, config.ws_eps),
-            norm1=nn.GroupNorm(g, out_channels, eps),
+            norm1=group_norm(out_channels, config),
             relu1=nn.ReLU(inplace=True),
             conv2=WSConv2d(out_channels, out_channels, 3, config.ws_eps),
-            norm2=nn.GroupNorm(g, out_channels, eps),
+            norm2=group_norm(out_channels, config),
             relu2=nn.ReLU(inplace=True),
         )
     else:  # "conv_relu_norm", the authors' Keras block: WS on the last conv, one norm per level
@@ -108,7 +153,7 @@ def level_block(in_channels: int, out_channels: int, config: UNetConfig) -> nn.S
             relu1=nn.ReLU(inplace=True),
             conv2=WSConv2d(out_channels, out_channels, 3, config.ws_eps),
             relu2=nn.ReLU(inplace=True),
-            norm2=nn.GroupNorm(g, out_channels, eps),
+            norm2=group_norm(out_channels, config),
         )
     return nn.Sequential(layers)
 

@@ -157,8 +157,9 @@ def freeze(model: nn.Module, groups: Iterable[str]) -> FreezeReport:
     """Stop gradients to every parameter of ``groups`` (``requires_grad = False``).
 
     A group is frozen whole: its 3x3 weights, biases, transposed convolutions and GroupNorm affine
-    weights and biases. GroupNorm has no running statistics, so nothing else can drift while frozen
-    and ``train()`` / ``eval()`` need not change. Frozen parameters get ``grad is None`` after
+    weights and biases. Plain GroupNorm has no running statistics, and a ``RunningGroupNorm`` whose
+    weight is frozen stops updating its own, so nothing else can drift while frozen and
+    ``train()`` / ``eval()`` need not change. Frozen parameters get ``grad is None`` after
     backward; Adam skips such parameters, so an optimiser built over all parameters leaves them as
     they are, though building it over the trainable ones only saves its state memory. Parameters
     outside ``groups`` are made trainable, so the report describes the whole model.

@@ -122,8 +122,9 @@ def unwrap(model: nn.Module) -> UNet:
 def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
     """Parameter names per group, in ``named_parameters`` order: {"encoder": [...], "decoder": [...],
     "head": [...]}. The three lists partition the model's parameters; GroupNorm affine parameters
-    belong to the group of their level (GroupNorm keeps no running statistics, so there are no
-    buffers to assign)."""
+    belong to the group of their level, and so do the running statistics of a
+    ``norm_running_stats`` model (buffers, not listed here; ``group_of`` names their group and
+    ``transfer_weights`` moves them with it)."""
     groups: dict[str, list[str]] = {g: [] for g in GROUPS}
     for name, _ in unwrap(model).named_parameters():
         groups[group_of(name)].append(name)

@@ -15,8 +15,8 @@ from study._cli import ArgumentParser, run_main
 from study.data import BUILTIN_KINDS, builtin_dataset, open_dataset
 from study.errors import SpecError
 from study.store import PER_CASE
-from study.model import TransferPlan
-from study.constants import DEFAULT_SEED, LAPTOP_GROUPS, LAPTOP_WIDTHS
+from study.model import ARCHITECTURES, TransferPlan
+from study.constants import DEFAULT_PAD_MODE, DEFAULT_SEED, LAPTOP_GROUPS, LAPTOP_WIDTHS, PAD_MODES
 from study.train import FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
 
 
@@ -36,7 +36,11 @@ def _parser() -> ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch")
     p.add_argument("--widths", default=",".join(map(str, LAPTOP_WIDTHS)), help="U-Net widths per level")
     p.add_argument("--groups", type=int, default=LAPTOP_GROUPS, help="GroupNorm groups")
+    p.add_argument("--architecture", default="default", choices=ARCHITECTURES,
+                   help="U-Net variant: default, or the authors' Keras U-Net (docs/science.md §3)")
     p.add_argument("--batch-size", type=int, default=9)
+    p.add_argument("--pad-mode", choices=PAD_MODES, default=DEFAULT_PAD_MODE,
+                   help="padding of slices whose size the U-Net cannot halve down to its bottleneck")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--out", type=Path, help=f"folder for {PER_CASE} and checkpoints (resumes if present)")
@@ -59,11 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finetune_config = FinetuneConfig(plan=plan, lr=args.lr, unfrozen_lr=args.unfrozen_lr)
     settings = TrainSettings(
         batch_size=args.batch_size, max_epochs=args.max_epochs, steps_per_epoch=args.steps_per_epoch,
-        device=args.device, seed=args.seed,
+        device=args.device, seed=args.seed, pad_mode=args.pad_mode,
     )
     result = run_pipeline(
         dataset, args.fraction, finetune_config=finetune_config, pretrain_config=pretrain_config, settings=settings,
-        widths=widths, groups=args.groups,
+        widths=widths, groups=args.groups, architecture=args.architecture,
         workdir=args.out, log=(lambda _: None) if args.quiet else print,
     )
     table = result.per_case

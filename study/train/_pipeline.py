@@ -15,7 +15,7 @@ import pandas as pd
 
 from study.constants import LAPTOP_GROUPS, LAPTOP_WIDTHS
 from study.data import Dataset, default_rounding, finetuning_scans, pretraining_scans
-from study.model import UNetConfig
+from study.model import Architecture, UNetConfig
 from study.train._evaluate import evaluate_segmentation
 from study.train._finetune import FinetuneConfig, FinetuneResult, finetune
 from study.train._loop import TrainSettings
@@ -30,9 +30,15 @@ class Pretrained:
 
 @dataclass
 class Tested:
-    per_case: pd.DataFrame  # docs/per-case-table.md, with the label fraction as its second column
+    per_case: pd.DataFrame | None  # docs/per-case-table.md, label fraction second; None while paused
     finetuned: FinetuneResult
     train_ids: tuple[str, ...]
+    val_dice: dict[str, float] | None = None  # (pruning) class-averaged Dice per validation case
+
+
+def case_dice(table: pd.DataFrame) -> dict[str, float]:
+    """Class-averaged Dice per case (NaN classes, absent from truth and prediction, skipped)."""
+    return {str(k): float(v) for k, v in table.groupby("case_id", sort=True)["dice"].mean().items()}
 
 
 @dataclass
@@ -47,16 +53,16 @@ def pretrain_strategy(
     *,
     config: PretrainConfig,
     settings: TrainSettings,
-    widths: Sequence[int],
-    groups: int,
+    unet: UNetConfig,
     split_seed: int,
     workdir: Path | None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> Pretrained:
-    """Pretrain on the scans the extent selects (never validation or test scans)."""
+    """Pretrain the inpainting network ``unet`` on the scans the extent selects (never validation
+    or test scans)."""
     ids = pretraining_scans(dataset.split, config.extent, seed=split_seed, rounding=default_rounding(dataset))
-    result = pretrain(dataset, ids, val_ids=dataset.split.val, test_ids=dataset.split.test, widths=widths,
-                      config=config, settings=settings, groups=groups, workdir=workdir, on_epoch=on_epoch)
+    result = pretrain(dataset, ids, val_ids=dataset.split.val, test_ids=dataset.split.test, unet=unet,
+                      config=config, settings=settings, workdir=workdir, on_epoch=on_epoch)
     return Pretrained(result, ids)
 
 
@@ -71,14 +77,27 @@ def finetune_and_test(
     split_seed: int,
     workdir: Path | None,
     on_epoch: Callable[[str, dict], None] | None = None,
+    until_epoch: int | None = None,
+    record_validation: bool = False,
 ) -> Tested:
-    """Fine-tune on the label subset of ``label_fraction`` and evaluate on the test split."""
+    """Fine-tune on the label subset of ``label_fraction`` and evaluate on the test split.
+
+    With ``until_epoch`` (a pruning rung) the fine-tuning may pause there; the best weights so far
+    are then evaluated on the validation cases only, and the test split is not touched.
+    ``record_validation`` also evaluates the validation cases of a fine-tuning that ends (a pruned
+    study compares it at the rungs still to come).
+    """
     train_ids = finetuning_scans(dataset, label_fraction, seed=split_seed)
     finetuned = finetune(dataset, train_ids, val_ids=dataset.split.val, unet=unet, config=config, settings=settings,
-                         pretrained=pretrained, workdir=workdir, on_epoch=on_epoch)
+                         pretrained=pretrained, workdir=workdir, on_epoch=on_epoch, until_epoch=until_epoch)
+    val_dice = None
+    if until_epoch is not None or record_validation:
+        val_dice = case_dice(evaluate_segmentation(finetuned.model, dataset, dataset.split.val, settings))
+    if finetuned.paused:
+        return Tested(None, finetuned, train_ids, val_dice)
     table = evaluate_segmentation(finetuned.model, dataset, dataset.split.test, settings)
     table.insert(1, "label_fraction", label_fraction)
-    return Tested(table, finetuned, train_ids)
+    return Tested(table, finetuned, train_ids, val_dice)
 
 
 def run_pipeline(
@@ -90,6 +109,8 @@ def run_pipeline(
     settings: TrainSettings,
     widths: Sequence[int] = LAPTOP_WIDTHS,
     groups: int = LAPTOP_GROUPS,
+    architecture: Architecture = "default",
+    norm_running_stats: bool = False,
     split_seed: int = 0,
     workdir: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
@@ -97,18 +118,25 @@ def run_pipeline(
     """Run one strategy at one label fraction and return its per-case table.
 
     ``pretrain_config=None`` is the supervised baseline (transfer scope must then be ``none``).
+    ``architecture`` names the U-Net variant of both networks and ``norm_running_stats`` makes their
+    GroupNorms keep running statistics for evaluation (docs/science.md §3).
     """
+    def network(out_channels: int, inpainting: bool) -> UNetConfig:
+        return UNetConfig.for_architecture(architecture, inpainting=inpainting, in_channels=dataset.in_channels,
+                                           out_channels=out_channels, widths=tuple(widths), groups=groups,
+                                           norm_running_stats=norm_running_stats)
+
     pretrained = None
     if pretrain_config is not None:
         log(f"pretraining {pretrain_config.task} K={pretrain_config.patch_size} {pretrain_config.sampler}")
         made = pretrain_strategy(
-            dataset, config=pretrain_config, settings=settings, widths=widths, groups=groups, split_seed=split_seed,
+            dataset, config=pretrain_config, settings=settings, unet=network(dataset.in_channels, True), split_seed=split_seed,
             workdir=None if workdir is None else workdir / "pretrain",
             on_epoch=lambda r: log(f"  pretrain epoch {int(r['epoch'])}: train {r['train_loss']:.4g} val {r['val_loss']:.4g}"),
         )
         pretrained = made.result
         log(f"  {len(made.scan_ids)} scans, best epoch {pretrained.fit.best_epoch}, inpainting L2 {pretrained.inpainting['l2'].mean():.4g}")
-    unet = UNetConfig(in_channels=dataset.in_channels, out_channels=len(dataset.class_names), widths=tuple(widths), groups=groups)
+    unet = network(len(dataset.class_names), False)
     log(f"fine-tuning at label fraction {label_fraction:g}, {finetune_config.plan}")
     tested = finetune_and_test(
         dataset, label_fraction, config=finetune_config, settings=settings, unet=unet,

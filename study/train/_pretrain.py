@@ -19,10 +19,11 @@ from study.errors import SpecError
 from study.model import UNet, UNetConfig
 from study.pretext import CorruptionConfig, MaskBank, scaled_patch_size
 from study.train._data import eval_batches, train_batches
-from study.train._early_stopping import EarlyStopping
+from study.train._early_stopping import EarlyStopping, Mode
 from study.train._evaluate import evaluate_inpainting
 from study.train._loop import FitResult, TrainSettings, fit
 from study.train._losses import inpainting_loss
+from study.train._padding import network_forward
 from study.train._schedule import StepDecay
 
 VAL_MASK_SEED = 20230704  # fixed, so every epoch and every model is validated on the same corruptions
@@ -34,8 +35,9 @@ class PretrainConfig:
     states it; scaled to the data's image size), patch sampler, extent, optimiser settings.
 
     ``extent`` counts in multiples of the training set (1.0 = 100 %: the training images alone).
-    Early stopping on the validation inpainting loss: patience 4, min delta relative to the best
-    loss, since the summed-squared-error loss grows with the image area.
+    Early stopping on the validation inpainting loss: patience 4, by default a min delta relative to
+    the best loss, since the summed-squared-error loss grows with the image area;
+    ``min_delta_mode="absolute"`` with ``min_delta=50`` is the authors' rule (docs/science.md §4).
     """
 
     task: str = "restoration"
@@ -45,6 +47,7 @@ class PretrainConfig:
     lr: float = 1e-3
     patience: int = 4
     min_delta: float = 1e-3
+    min_delta_mode: Mode = "relative"
     n_masks: int = 100
 
     def __post_init__(self) -> None:
@@ -77,17 +80,19 @@ def pretrain(
     *,
     val_ids: Sequence[str],
     test_ids: Sequence[str],
-    widths: Sequence[int],
+    unet: UNetConfig,
     config: PretrainConfig,
     settings: TrainSettings,
-    groups: int = 16,
     workdir: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> PretrainResult:
     """Pretrain an inpainting U-Net on ``scan_ids`` (checked free of held-out scans by the caller
     through :func:`study.data.pretraining_scans`); validate on ``val_ids``; report the inpainting L2
-    on ``test_ids``. Returns the best weights."""
-    unet = UNetConfig(in_channels=dataset.in_channels, out_channels=dataset.in_channels, widths=tuple(widths), groups=groups)
+    on ``test_ids``. Returns the best weights. ``unet`` is the inpainting network: its input and
+    output channels are the data set's."""
+    if not unet.in_channels == unet.out_channels == dataset.in_channels:
+        raise SpecError(f"an inpainting U-Net for {dataset.in_channels}-channel images needs in_channels = "
+                        f"out_channels = {dataset.in_channels}, got {unet.in_channels} and {unet.out_channels}")
     model = UNet(unet, seed=settings.seed).to(settings.device)
     if settings.on_cuda and settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -96,14 +101,14 @@ def pretrain(
 
     def step_loss(m: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         x = settings.to_device(batch["image"])
-        return inpainting_loss(m(bank.corrupt(x, generator)), x)
+        return inpainting_loss(network_forward(m, bank.corrupt(x, generator), settings), x)
 
     def val_loss(m: nn.Module) -> float:
         val_generator = torch.Generator().manual_seed(VAL_MASK_SEED)
         total, n = 0.0, 0
         for batch in eval_batches(dataset, val_ids, settings.batch_size, with_masks=False):
             x = settings.to_device(batch["image"])
-            total += float(inpainting_loss(m(bank.corrupt(x, val_generator)), x)) * x.shape[0]
+            total += float(inpainting_loss(network_forward(m, bank.corrupt(x, val_generator), settings), x)) * x.shape[0]
             n += x.shape[0]
         return total / n
 
@@ -113,7 +118,7 @@ def pretrain(
         step_loss=step_loss,
         val_loss=val_loss,
         schedule=StepDecay(config.lr),
-        stopper=EarlyStopping(config.patience, config.min_delta, mode="relative"),
+        stopper=EarlyStopping(config.patience, config.min_delta, mode=config.min_delta_mode),
         settings=settings,
         generator=generator,
         checkpoint=None if workdir is None else workdir / "pretrain.pt",

@@ -56,3 +56,8 @@ def test_check_input_size(widths: tuple[int, ...], size: tuple[int, int], ok: bo
     else:
         with pytest.raises(SpecError, match=rf"\(H, W\) = \({size[0]}, {size[1]}\) is not divisible by"):
             config.check_input_size(*size)
+
+
+def test_an_unknown_architecture_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"architecture must be one of \('default', 'authors'\), got 'keras'"):
+        UNetConfig.for_architecture("keras", inpainting=True)  # type: ignore[arg-type]

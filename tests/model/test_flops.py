@@ -38,3 +38,21 @@ def test_paper_scale_cost() -> None:
 def test_refuses_a_size_the_net_cannot_take() -> None:
     with pytest.raises(SpecError, match="not divisible"):
         unet_macs(UNetConfig(), 500, 512)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32, 64), groups=8),
+        UNetConfig(),
+        UNetConfig.for_architecture("authors", inpainting=True, in_channels=3, out_channels=3, widths=(4, 8, 16), groups=4),
+        UNetConfig.for_architecture("authors", inpainting=False, in_channels=1, out_channels=4, widths=(8, 16, 32), groups=4,
+                                    norm_running_stats=True),
+        UNetConfig(in_channels=1, out_channels=1, widths=(4, 8), groups=2, norm_running_stats=True),
+    ],
+)
+def test_state_size_counts_every_tensor_of_the_state_dict(config: UNetConfig) -> None:
+    from study.model import unet_state_size
+
+    state = UNet(config).state_dict()
+    assert unet_state_size(config) == (sum(v.numel() for v in state.values()), len(state))

@@ -148,3 +148,37 @@ def test_transfer_plan_validates_the_combination() -> None:
         TransferPlan("none", "freeze_then_unfreeze")
     with pytest.raises(SpecError, match=r"did you mean 'encoder'\?"):
         TransferPlan("encoderr", "at_once")  # type: ignore[arg-type]
+
+
+def test_transfer_between_two_authors_models_copies_the_same_tensors() -> None:
+    """The authors' U-Net (WS on the last conv, norm after the ReLU, 3 x 3 up-convolutions) with
+    running GroupNorm statistics: the encoder's parameters and its statistics move, the head
+    (3 x 3 for inpainting, 1 x 1 for segmentation) and the decoder stay."""
+    fields = dict(in_channels=3, widths=WIDTHS, groups=4, norm_running_stats=True)
+    source = UNet(UNetConfig.for_architecture("authors", inpainting=True, out_channels=3, **fields), seed=1)
+    target = UNet(UNetConfig.for_architecture("authors", inpainting=False, out_channels=4, **fields), seed=2)
+    source(torch.randn(4, 3, 16, 16) * 3 + 1)  # a training step's statistics: no buffer keeps its initial value
+    with torch.no_grad():
+        for param in source.parameters():
+            param.add_(torch.rand_like(param) + 0.1)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    report = transfer_weights(source.state_dict(), target, "encoder")
+
+    state = source.state_dict()
+    encoder = {k for k in target.state_dict() if k.startswith(("enc_", "bottleneck"))}
+    assert "enc_1.norm2.running_var" in encoder and "enc_1.norm1.weight" not in state  # one norm per level
+    assert set(report.copied) == encoder
+    for name, value in target.state_dict().items():
+        if name in encoder:
+            assert torch.equal(value, state[name]), name
+        else:
+            assert torch.equal(value, before[name]), name
+    assert source.head.kernel_size == (3, 3) and target.head.kernel_size == (1, 1)
+
+
+def test_an_authors_model_does_not_take_the_default_models_weights() -> None:
+    source = UNet(PRETEXT)
+    target = UNet(UNetConfig.for_architecture("authors", inpainting=False, in_channels=3, out_channels=4,
+                                              widths=WIDTHS, groups=4))
+    with pytest.raises(SpecError, match="tensors the target lacks|lack tensor"):
+        transfer_weights(source.state_dict(), target, "encoder")

@@ -71,3 +71,21 @@ def test_the_ids_of_trials_and_pretrainings_survive_a_round_trip(tmp_path: Path)
         if trial.pretraining is not None:
             point = PretrainPoint.from_json(json.loads(json.dumps(trial.pretraining.to_json())))
             assert point.key == trial.pretraining.key
+
+
+def test_resume_checkpoints_go_with_the_record_and_stay_without_one(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    store = StudyStore(tmp_path / "s")
+    done, gave_up = plan.trials[:2]
+    for trial in (done, gave_up):
+        store.trial_work(trial.id).mkdir(parents=True)
+        (store.trial_work(trial.id) / "finetune.pt").write_bytes(b"checkpoint")
+    store.save_trial_error(gave_up, "worker died")  # retried by the next run: from its checkpoint
+    store.save_trial_result(TrialRecord(trial_id=done.id, status=Status.FINISHED, **done.identity()))
+    assert not store.trial_work(done.id).exists()
+    assert (store.trial_work(gave_up.id) / "finetune.pt").exists()
+    key = done.pretraining.key
+    store.pretrain_work(key).mkdir(parents=True)
+    store.weights_path(key).write_bytes(b"weights")
+    store.save_pretrain_result(PretrainRecord(**done.pretraining.identity()))
+    assert not store.pretrain_work(key).exists() and store.weights_path(key).exists()
