@@ -23,6 +23,8 @@ from study._cli import ArgumentParser, run_main
 from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
 from study.analysis._settings import CORRECTIONS
 from study.errors import DataError, SpecError
+from study.pruning import configuration
+from study.records import TrialRecord
 from study.store import StudyStore
 
 # Design columns copied from the trial's record onto every row of the trial's per-case table; the table's
@@ -69,6 +71,7 @@ class LoadedStudy:
     notes: list[str]
     left_out: dict[str, int] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
+    stopped: list[TrialRecord] = field(default_factory=list)  # statistical early stopping
 
 
 def _plan_seeds(state: dict) -> dict[str, int]:
@@ -109,7 +112,7 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         raise DataError(f"{store.trials_dir} does not exist: the study has not run any trial")
     planned = plan_trial_ids(state, store)
     plan_seeds = _plan_seeds(state)
-    parts, pending, failed, stale, unseeded = [], 0, [], [], 0
+    parts, keys, pending, failed, stale, unseeded, stopped = [], [], 0, [], [], 0, []
     for trial_id in store.trial_ids():
         result = store.trial_result(trial_id)
         if result is None:
@@ -119,6 +122,9 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
             stale.append(trial_id)
             if not include_stale:
                 continue
+        if result.stopped:
+            stopped.append(result)
+            continue
         if not result.finished:
             failed.append(trial_id)
             continue
@@ -136,6 +142,11 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         table = table.drop(columns=[c for c in (*DESIGN, "trial_id", "seed") if c in table])
         design = {c: getattr(result, c, None) if c != "val_loss" else result.val_loss for c in DESIGN}
         parts.append(table.assign(trial_id=trial_id, seed=seed, **design))
+        keys.append((result.dataset, configuration(result.strategy, result.lr, result.unfrozen_lr)))
+    # A stopped configuration is never ranked with the finished ones, not even on the trials it finished.
+    out = {(r.dataset, configuration(r.strategy, r.lr, r.unfrozen_lr)) for r in stopped}
+    kept = [p for p, key in zip(parts, keys) if key not in out]
+    dropped, parts = len(parts) - len(kept), kept
     if not parts:
         raise DataError(f"study {state.get('name', store.root.name)!r} has no finished trial of its current plan yet "
                         f"({pending} without a result, {len(failed)} failed, {len(stale)} from an earlier plan)")
@@ -150,10 +161,21 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         notes.append(f"{len(stale)} trial(s) from an earlier plan of this study are left out "
                      f"(--include-stale analyses them too)")
         left_out["stale"] = len(stale)
+    if stopped:
+        notes += stopped_notes(stopped)
+        left_out["stopped"] = len(stopped) + dropped
     if unseeded:
         notes.append(f"{unseeded} trial(s) name no seed (neither their record nor the plan) and are left out")
         left_out["no_seed"] = unseeded
-    return LoadedStudy(state, pd.concat(parts, ignore_index=True), notes, left_out, stale)
+    return LoadedStudy(state, pd.concat(parts, ignore_index=True), notes, left_out, stale, stopped)
+
+
+def stopped_notes(stopped: list[TrialRecord]) -> list[str]:
+    """One line per data set and stopped configuration: the rung and the test that stopped it."""
+    first: dict[tuple[str, str], TrialRecord] = {}
+    for r in sorted(stopped, key=lambda r: (r.dataset, r.strategy, r.label_fraction)):
+        first.setdefault((r.dataset, configuration(r.strategy, r.lr, r.unfrozen_lr)), r)
+    return [f"{dataset}: {unit} {r.reason}; not ranked" for (dataset, unit), r in first.items()]
 
 
 def write_outputs(analysis: Analysis, text: str, out: Path) -> list[Path]:

@@ -10,7 +10,7 @@ The value is a comma-separated list of faults, each fired at a named point of th
     kill-driver:POINT    the driver SIGKILLs itself at POINT: pretrain (first pretraining epoch
                          seen), between (pretrainings done, fine-tuning not started), finetune
                          (first fine-tuning epoch seen), logging (a trial's final MLflow logging
-                         half done)
+                         half done), rung (a pruning rung decided, its stopped records not written)
     enospc:N             from the N-th write of a checkpoint or result on, a worker's writes fail
                          with OSError(ENOSPC), as on a full disk
 

@@ -1,20 +1,24 @@
-"""What the driver does while Tune runs: a concise live view and MLflow logging, one Tune callback.
+"""What the driver does while Tune runs: a concise live view, MLflow logging and the Optuna view,
+one Tune callback.
 
-The callback runs in the driver process, so it is the only MLflow writer of the study.
+The callback runs in the driver process, so it is the only writer of the study's MLflow runs and of
+its Optuna storage.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from ray.tune import Callback
 
 from study import faults
+from study.plan import PretrainPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
 from study.tracking import redacted
@@ -76,11 +80,24 @@ class StudyCallback(Callback):
     """Maps each Tune trial to its study trial, logs it to MLflow and keeps the live view."""
 
     def __init__(self, tracker: Any, context: Context, progress: Progress, *, kind: str = "trial",
-                 sampled: bool = False, halt: Any = None) -> None:
+                 sampled: bool = False, halt: Any = None, search_log: Any = None) -> None:
         self.tracker, self.context, self.progress = tracker, context, progress
-        self.kind, self.sampled, self.halt = kind, sampled, halt
+        self.kind, self.sampled, self.halt, self.search_log = kind, sampled, halt, search_log
         self.store = context.store
         self.runs: dict[str, tuple[Any, str | None]] = {}
+        self.pretrain_runs: dict[str, str] = {}  # Tune trial id -> the run of the pretraining it may make
+
+    def _examples(self, point: PretrainPoint):
+        """Draws the pretraining's masks on one of its data set's slices, when the run ends."""
+        from study.report._figures import mask_examples
+
+        return lambda: mask_examples(point, self.context.data_paths.get(point.dataset))
+
+    def _finish_pretraining(self, point: PretrainPoint, run_id: str | None) -> PretrainRecord | None:
+        done = self.store.pretrain_result(point.key)
+        if done is not None and run_id is not None:
+            self.tracker.finish_pretraining(run_id, done, self._examples(point))
+        return done
 
     def _label(self, config: dict) -> str:
         if self.kind == "pretrain":
@@ -92,15 +109,22 @@ class StudyCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.progress.running += 1
         if self.kind == "pretrain":
-            self.runs[trial.trial_id] = (None, None)
+            pre = PretrainPoint.from_json(trial.config["point"])
+            self.runs[trial.trial_id] = (pre, self.tracker.start_pretraining(pre) if self.tracker else None)
             return
         point = self.context.trial_of(trial.config)
         if self.sampled and trial.trial_id not in self.runs:
             self.store.add_draw(dict(trial.config), point.id)
-        self.runs[trial.trial_id] = (point, self.tracker.start_trial(point))
+        pre_run = None
+        if point.pretraining is not None:  # made first by a grid, or lazily by this trial in a sampled search
+            pre_run = self.tracker.start_pretraining(point.pretraining)
+            self.pretrain_runs[trial.trial_id] = pre_run
+        self.runs[trial.trial_id] = (point, self.tracker.start_trial(point, pre_run))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         point, run_id = self.runs.get(trial.trial_id, (None, None))
+        if result.get("stage") == "pretrain" and self.kind == "trial":
+            run_id = self.pretrain_runs.get(trial.trial_id)  # a sampled trial making its pretraining
         if run_id is not None and not result.get("final") and "stage" in result:
             record = {k: v for k, v in result.items() if k in ("stage", "lr", "train_loss", "val_loss")}
             self.tracker.log_epoch(run_id, record, int(result.get("epoch", 0)))
@@ -111,12 +135,20 @@ class StudyCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         point, run_id = self.runs.get(trial.trial_id, (None, None))
         if self.kind == "pretrain":
-            done = self.store.pretrain_result(trial.last_result.get("key", ""))
+            done = self._finish_pretraining(point, run_id)
             self.progress.finished(done, self._label(trial.config))
+            return
+        if point.pretraining is not None:
+            self._finish_pretraining(point.pretraining, self.pretrain_runs.get(trial.trial_id))
+        if trial.last_result.get("paused"):  # a pruning rung: the trial runs on once its data set is decided
+            self.progress.running = max(0, self.progress.running - 1)
+            self.progress.line(f"{self._label(trial.config)} reached rung {int(trial.last_result['rung']) + 1}")
             return
         result = self.store.trial_result(point.id)
         if result is not None:
             self.tracker.finish_trial(run_id, result)
+            if self.search_log is not None:
+                self.search_log.add(result)
         self.progress.finished(result, self._label(trial.config))
 
     @staticmethod
@@ -134,7 +166,12 @@ class StudyCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check_storage(trial)
         point, run_id = self.runs.get(trial.trial_id, (None, None))
-        if point is None:  # a pretraining: its trials fail or error in their own right
+        if self.kind == "pretrain":  # its trials fail or error in their own right
+            if run_id is not None:
+                self.tracker.stop_trial(run_id, "FAILED", last_line(self._error_text(trial)))
+            self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.store.tune_dir})")
+            return
+        if point is None:  # it failed before it started
             self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.store.tune_dir})")
             return
         attempts = len(self.store.attempts(point.id))
@@ -180,6 +217,7 @@ class Outcome:
     failed: list[TrialRecord]
     errored: list[TrialRecord]
     not_run: int
+    stopped: list[TrialRecord] = field(default_factory=list)  # by statistical early stopping, on purpose
 
     @property
     def complete(self) -> bool:
@@ -191,13 +229,34 @@ class Outcome:
         errored = [store.trial_error(t.id) or TrialRecord(trial_id=t.id, status=Status.ERRORED, reason="no result",
                                                           **t.identity())
                    for t in trials if t.id not in records]
-        return cls([r for r in records.values() if r.finished], [r for r in records.values() if not r.finished],
-                   errored, not_run)
+        ended = records.values()
+        return cls([r for r in ended if r.finished], [r for r in ended if not (r.finished or r.stopped)],
+                   errored, not_run, [r for r in ended if r.stopped])
+
+
+def compute_line(outcome: Outcome) -> str:
+    """Fine-tuning compute used (optimiser steps x batch = images seen) and, with stopped trials,
+    about what running them to the end would have used: each stopped trial counted at the median of
+    the finished trials of its data set and label fraction."""
+    def images(r: TrialRecord) -> float:
+        return float(r.metrics.get("finetune_images", 0) or 0)
+
+    used = sum(images(r) for r in outcome.finished + outcome.stopped)
+    wall = sum(r.seconds or 0 for r in outcome.finished + outcome.stopped)
+    line = f"fine-tuning compute: {used:,.0f} images (steps x batch), {wall / 60:.1f} min of trial time"
+    if not outcome.stopped:
+        return line
+    typical = used - sum(images(r) for r in outcome.stopped)
+    for r in outcome.stopped:
+        peers = [images(f) for f in outcome.finished if (f.dataset, f.label_fraction) == (r.dataset, r.label_fraction)]
+        typical += float(np.median(peers)) if peers else images(r)
+    return line + f"; {len(outcome.stopped)} stopped trials would have made the grid about {typical:,.0f} images"
 
 
 def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float) -> None:
     table = summary_table(outcome.finished)
     counts = [f"{len(outcome.finished)} trials finished", f"{len(outcome.failed)} failed"]
+    counts += [f"{len(outcome.stopped)} stopped early"] if outcome.stopped else []
     counts += [f"{len(outcome.errored)} errored"] if outcome.errored else []
     counts += [f"{outcome.not_run} not run"] if outcome.not_run else []
     print(f"\n{name}: {', '.join(counts)}, {seconds / 60:.1f} min")
@@ -205,6 +264,8 @@ def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, s
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print("mean test Dice per strategy (columns: data set, label fraction):")
             print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if outcome.stopped or outcome.finished:
+        print(compute_line(outcome))
     for kind, records in (("failed", outcome.failed), ("errored", outcome.errored)):
         for r in records:
             print(f"  {kind}: {r.trial_id} {r.strategy} {r.dataset} {r.label_fraction}: {r.reason}")

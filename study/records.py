@@ -15,11 +15,13 @@ from typing import Any
 
 
 class Status(str, Enum):
-    """How a run ended. ``errored``: Tune gave up on it without a result (a later run retries it)."""
+    """How a run ended. ``errored``: Tune gave up on it without a result (a later run retries it);
+    ``stopped``: statistical early stopping ended it at a rung, on purpose (``study.pruning``)."""
 
     FINISHED = "finished"
     FAILED = "failed"
     ERRORED = "errored"
+    STOPPED = "stopped"
 
 
 class _Record:
@@ -31,6 +33,10 @@ class _Record:
     @property
     def finished(self) -> bool:
         return self.status is Status.FINISHED
+
+    @property
+    def stopped(self) -> bool:
+        return self.status is Status.STOPPED
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}

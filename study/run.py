@@ -35,6 +35,7 @@ from study.data import (
 from study.data.padding import NetworkPadding
 from study.errors import DataError, SpecError, StorageError, StudyError
 from study.footprint import dataset_channels, disk_lines, training_lines
+from study.gpu import GIB, Gpu, gpu_lines, local_gpu
 from study.optuna_log import OptunaLog
 from study.plan import Plan, make_plan
 from study.progress import INCOMPLETE, Outcome, Progress, StudyCallback, print_summary
@@ -44,6 +45,7 @@ from study.tracking import Tracker, absolute_uri, check_driver, invocation_recor
 from study.tune import (
     Context,
     check_resources,
+    cluster_gpu,
     finetune_trainable,
     grid_search,
     new_halt,
@@ -72,6 +74,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (default: a local Ray on this machine)")
     p.add_argument("--tracking-uri", help="MLflow store (default: the spec's, sqlite:///mlflow.db here)")
     p.add_argument("--fresh", action="store_true", help="start the study over (the old folder is kept, renamed)")
+    p.add_argument("--gpu-memory-gb", type=float, metavar="GIB",
+                   help="check the trials packed on a GPU against a GPU of this much memory (default: ask this "
+                        "machine's GPU, or on a cluster one of its GPU nodes)")
     return p
 
 
@@ -91,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
         Tracker.check(uri)
+        gpu = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=None))  # a packing that cannot fit is refused
         available = _dry_run_resources(args.address)
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial, available)
-        print("\n".join(_plan_lines(plan, store, uri, available, padding, data=data, address=args.address)))
+        print("\n".join(_plan_lines(plan, store, uri, available, padding, data=data, address=args.address, gpu=gpu)))
         if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
             print(f"  running now: {owner.describe()}")
         return 0
@@ -105,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             available = start_ray(args.address)
             res = spec.resources
+            packing = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=cluster_gpu), time=False)
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
+            for line in packing:
+                print(line.strip())
         except BaseException:
             lock.release(discard=True)  # refused before the study began: the lock leaves no trace
             raise
@@ -213,8 +222,23 @@ def _local_resources() -> dict[str, float]:
     return {"cpu": cpus, "gpu": float(gpus), "nodes": 1.0, "max_node_cpu": cpus, "max_node_gpu": float(gpus)}
 
 
+def _gpu(args, spec: StudySpec, *, cluster) -> Gpu | None:
+    """The GPU the packing is checked against: ``--gpu-memory-gb``, this machine's first GPU, or on a
+    cluster (``cluster``: how to ask it; None in a dry run, which has left it) one of its GPU nodes'."""
+    if args.gpu_memory_gb is not None:
+        if not args.gpu_memory_gb > 0:
+            raise SpecError(f"--gpu-memory-gb {args.gpu_memory_gb:g} must be a positive number of GiB")
+        return Gpu(f"GPU of --gpu-memory-gb {args.gpu_memory_gb:g}", int(args.gpu_memory_gb * GIB))
+    if spec.resources.gpus_per_trial <= 0 and spec.scale.profile != "paper":
+        return None  # a laptop study on CPUs: no process is started to ask
+    if args.address is None:
+        return local_gpu()
+    return cluster() if cluster is not None else None
+
+
 def _plan_lines(plan: Plan, store: StudyStore, uri: str, available: dict, padding: Sequence[str] = (),
-                data: dict[str, str | None] | None = None, address: str | None = None) -> list[str]:
+                data: dict[str, str | None] | None = None, address: str | None = None,
+                gpu: Sequence[str] = ()) -> list[str]:
     spec, res = plan.spec, plan.spec.resources
     lines = [f"study {spec.name}: search {spec.search.algorithm}, seed {spec.search.seed}, scale {spec.scale.profile}"]
     replicates = spec.replicates()
@@ -237,6 +261,7 @@ def _plan_lines(plan: Plan, store: StudyStore, uri: str, available: dict, paddin
     if data is not None:
         lines += training_lines(spec) + disk_lines(
             plan, {name: dataset_channels(name, path) for name, path in data.items()}, concurrent=concurrent)
+    lines.extend(gpu)
     where = f"the Ray cluster at {address}" if address else "this machine"
     lines.append(f"  resources: {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial, at most {concurrent} "
                  f"at once ({why}); {where} has {available['cpu']:g} CPUs, {available['gpu']:g} GPUs")

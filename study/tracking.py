@@ -1,9 +1,11 @@
-"""MLflow glue: one parent run per study, one child run per trial, reopened on resume.
+"""MLflow glue: one parent run per study, one child run per pretraining and per trial, reopened on resume.
 
 Only the driver process writes to MLflow (trials report through Ray), so an SQLite store never has
 two writers from one study; a short retry covers a second study writing to the same file. A trial's
 run id is kept in the study folder (:meth:`StudyStore.run_id`): a resumed or retried trial continues
-its own run, and :meth:`Tracker.reconcile` closes runs that a killed driver left RUNNING.
+its own run, and :meth:`Tracker.reconcile` closes runs that a killed driver left RUNNING. A
+pretraining's run holds its curves, its held-out L2 and its masks; each trial that transfers it
+links to it. The parent run keeps every invocation (overrides, code version, the spec as run).
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ import re
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import pandas as pd
 
 from study import faults
 from study.errors import SpecError, StorageError
-from study.plan import TrialPoint
-from study.records import TrialRecord
+from study.plan import PretrainPoint, TrialPoint
+from study.records import PretrainRecord, TrialRecord
 from study.store import StudyStore
 
 T = TypeVar("T")
 PACKAGES = ("torch", "numpy", "scipy", "pandas", "ray", "optuna", "mlflow", "h5py", "pydantic")
+# MLflow 3's UI opens an experiment on its GenAI (traces) view unless this tag says it holds model
+# training runs; the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def absolute_uri(uri: str, cwd: Path | None = None) -> str:
@@ -161,11 +166,13 @@ class Tracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # made before the tag was set
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, where `mlflow ui` looks
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
     @_retry
     def open_parent(self, previous: str | None, name: str, params: dict[str, Any], spec_file: Path) -> str:
@@ -180,6 +187,86 @@ class Tracker:
         self._params(self.parent_id, {**params, **versions, "python": platform.python_version()})
         self.client.log_text(self.parent_id, redacted(spec_file.read_text()), spec_file.name)
         return self.parent_id
+
+    @_retry
+    def record_invocation(self, number: int, invocation: dict[str, Any], spec_yaml: str) -> None:
+        """One invocation on the parent run as it starts: its overrides and code version
+        (``invocations/<n>.json``) and the spec it resolved to (``invocations/<n>-spec.yaml``), so a
+        resumed study keeps what every invocation asked for, not only the first."""
+        stem = f"invocations/{number:03d}"
+        self.client.log_dict(self.parent_id, invocation, f"{stem}.json")
+        self.client.log_text(self.parent_id, redacted(spec_yaml), f"{stem}-spec.yaml")
+        overrides = " ".join(invocation.get("overrides") or []) or "(none)"
+        self.client.set_tag(self.parent_id, "study.invocations", str(number))
+        self.client.set_tag(self.parent_id, "study.last_overrides", redacted(overrides)[:5000])
+        commit = (invocation.get("code") or {}).get("git_commit")
+        if commit:
+            self.client.set_tag(self.parent_id, "mlflow.source.git.commit", commit)
+
+    def run_link(self, run_id: str) -> str:
+        """Where the MLflow UI shows a run: relative to the UI of a file store, absolute for a server."""
+        path = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"{redacted(self.uri).rstrip('/')}/{path}" if self.uri.startswith(("http://", "https://")) else path
+
+    @_retry
+    def start_pretraining(self, point: PretrainPoint) -> str:
+        """The pretraining's own run, nested under the parent: reopened when its folder names one.
+        A pretraining that already has a record gets its final logging at once."""
+        run_id = self.store.pretrain_run_id(point.key)
+        if run_id is None or not self._exists(run_id):
+            tags = {"mlflow.parentRunId": self.parent_id, "study.kind": "pretraining", "study.pretrain_key": point.key,
+                    "study.strategy": point.strategy, "study.dataset": point.dataset}
+            run = self.client.create_run(self.experiment_id, run_name=f"{point.dataset}-pretrain-{point.strategy}",
+                                         tags=tags)
+            run_id = run.info.run_id
+            self._params(run_id, {k: v for k, v in point.identity().items() if k != "key"}
+                         | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()})
+            self.store.save_pretrain_run_id(point.key, run_id)
+        elif self.client.get_run(run_id).info.status not in ("FINISHED", "FAILED"):
+            self.client.update_run(run_id, status="RUNNING")
+        record = self.store.pretrain_result(point.key)
+        if record is not None:
+            self.finish_pretraining(run_id, record)
+        return run_id
+
+    @_retry
+    def finish_pretraining(self, run_id: str, record: PretrainRecord, examples: Callable[[], Any] | None = None) -> None:
+        """Final metrics, the curves (from the record when none were logged live), the held-out L2
+        per slice and, when ``examples`` draws them, the masks of the pretext task."""
+        from mlflow.entities import Metric
+
+        run = self.client.get_run(run_id)
+        if run.info.status in ("FINISHED", "FAILED"):
+            return
+        now = int(time.time() * 1000)
+        metrics = []
+        if "pretrain/val_loss" not in run.data.metrics:  # a pretraining run inside a trial, or before this run
+            for epoch in record.history:
+                step = int(epoch.get("epoch", 0))
+                metrics += [Metric(f"pretrain/{k}", float(v), now, step) for k, v in epoch.items()
+                            if k not in ("epoch", "stage") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        finals = {"best_val_loss": record.best_val_loss, "inpainting_l2": record.inpainting_l2,
+                  "best_epoch": record.best_epoch, "n_scans": record.n_scans, "seconds": record.seconds}
+        metrics += [Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None and k not in run.data.metrics]
+        for start in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+        table = self.store.inpainting_path(record.key)
+        if table.exists():
+            self.client.log_artifact(run_id, str(table))
+        if examples is not None and record.finished:
+            try:
+                figure = examples()
+            except Exception as exc:  # noqa: BLE001 - a picture never stops a study
+                print(f"warning: no mask examples for pretraining {record.strategy} ({exc.__class__.__name__}: {exc})")
+                figure = None
+            if figure is not None:
+                self.client.log_figure(run_id, figure, "masks.png")
+                from matplotlib import pyplot as plt
+
+                plt.close(figure)
+        if not record.finished:
+            self.client.set_tag(run_id, "study.failure", record.reason[:5000])
+        self.client.set_terminated(run_id, "FINISHED" if record.finished else "FAILED")
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -196,22 +283,27 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start:start + 100])
 
     @_retry
-    def start_trial(self, trial: TrialPoint) -> str:
-        """The trial's child run: reopened when its folder names one, created otherwise."""
+    def start_trial(self, trial: TrialPoint, pretrain_run: str | None = None) -> str:
+        """The trial's child run: reopened when its folder names one, created otherwise; linked to
+        its pretraining's run (a tag and, in the run's description, a link the UI follows)."""
         run_id = self.store.run_id(trial.id)
-        if run_id is not None:
-            if self._exists(run_id):
-                if self.client.get_run(run_id).info.status != "FINISHED":
-                    self.client.update_run(run_id, status="RUNNING")
-                return run_id
-        tags = {"mlflow.parentRunId": self.parent_id, "study.kind": "trial", "study.trial_id": trial.id,
-                "study.strategy": trial.strategy, "study.dataset": trial.dataset}
-        if trial.pretraining is not None:
-            tags["study.pretrain_key"] = trial.pretraining.key
-        run = self.client.create_run(self.experiment_id, run_name=f"{trial.dataset}-{trial.strategy}-{trial.label_fraction:g}", tags=tags)
-        self._params(run.info.run_id, trial.params())
-        self.store.save_run_id(trial.id, run.info.run_id)
-        return run.info.run_id
+        if run_id is None or not self._exists(run_id):
+            tags = {"mlflow.parentRunId": self.parent_id, "study.kind": "trial", "study.trial_id": trial.id,
+                    "study.strategy": trial.strategy, "study.dataset": trial.dataset}
+            if trial.pretraining is not None:
+                tags["study.pretrain_key"] = trial.pretraining.key
+            run = self.client.create_run(self.experiment_id, run_name=f"{trial.dataset}-{trial.strategy}-{trial.label_fraction:g}", tags=tags)
+            run_id = run.info.run_id
+            self._params(run_id, trial.params())
+            self.store.save_run_id(trial.id, run_id)
+        elif self.client.get_run(run_id).info.status != "FINISHED":
+            self.client.update_run(run_id, status="RUNNING")
+        if pretrain_run is not None and trial.pretraining is not None:
+            self.client.set_tag(run_id, "study.pretrain_run_id", pretrain_run)
+            self.client.set_tag(run_id, "mlflow.note.content",
+                                f"Pretrained by [{trial.pretraining.strategy}]({self.run_link(pretrain_run)}) "
+                                f"(key `{trial.pretraining.key}`).")
+        return run_id
 
     @_retry
     def log_epoch(self, run_id: str, record: dict[str, Any], step: int) -> None:
@@ -228,7 +320,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         run = self.client.get_run(run_id)
-        if run.info.status == "FINISHED":
+        if run.info.status == "FINISHED" or (result.stopped and "study.stopped" in run.data.tags):
             return
         now = int(time.time() * 1000)
         # A driver killed half-way through this method already logged some: never log a row twice.
@@ -242,6 +334,10 @@ class Tracker:
             self._mlflow.set_tracking_uri(self.uri)
             self._mlflow.log_table(pd.read_csv(table), artifact_file="per_case.json", run_id=run_id)
             self.client.log_artifact(run_id, str(table))
+        if result.stopped:  # statistical early stopping: on purpose, not a failure
+            self.client.set_tag(run_id, "study.stopped", result.reason[:5000])
+            self.client.set_terminated(run_id, "KILLED")
+            return
         if not result.finished:
             self.client.set_tag(run_id, "study.failure", result.reason[:5000])
         self.client.set_terminated(run_id, "FINISHED" if result.finished else "FAILED")
@@ -254,16 +350,28 @@ class Tracker:
             self.client.set_terminated(run_id, status)
 
     def reconcile(self, trials: list[TrialPoint]) -> int:
-        """Close what a killed driver left open: finished trials get their final logging, the others
-        are marked KILLED until they run again. Returns how many runs were touched."""
+        """Close what a killed driver left open: finished trials and pretrainings get their final
+        logging, the others are marked KILLED until they run again. Returns how many runs were touched."""
         touched = 0
+        for key in dict.fromkeys(t.pretraining.key for t in trials if t.pretraining is not None):
+            run_id = self.store.pretrain_run_id(key)
+            if run_id is None or not self._exists(run_id):
+                continue
+            status, record = self.client.get_run(run_id).info.status, self.store.pretrain_result(key)
+            if record is not None and status not in ("FINISHED", "FAILED"):
+                self.finish_pretraining(run_id, record)
+                touched += 1
+            elif record is None and status == "RUNNING":
+                self.stop_trial(run_id)
+                touched += 1
         for trial in trials:
             run_id = self.store.run_id(trial.id)
             if run_id is None or not self._exists(run_id):
                 continue
             status = self.client.get_run(run_id).info.status
             result = self.store.trial_result(trial.id)
-            if result is not None and status != "FINISHED" and not (status == "FAILED" and not result.finished):
+            ended = {"FINISHED"} if result is None or result.finished else {"KILLED"} if result.stopped else {"FAILED"}
+            if result is not None and status not in ended:
                 self.finish_trial(run_id, result)
                 touched += 1
             elif result is None and status == "RUNNING":

@@ -109,7 +109,8 @@ def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: s
         if tested.val_dice is not None:  # pruning: the rung's (or, ending, every later rung's) values
             at = {"val_dice": tested.val_dice, "val_loss": metrics["val_loss"], **_compute(metrics)}
             if tested.finetuned.paused:
-                store.save_rung_values(trial.id, rung, {"rung": rung, "epoch": until_epoch, **at})
+                store.save_rung_values(trial.id, rung, {"rung": rung, "epoch": until_epoch,
+                                                        "seconds": time.time() - started, **at})
                 return Paused(rung, until_epoch, metrics["val_loss"])
             store.save_rung_values(trial.id, "final", at)
         if keep_weights == "best":
@@ -117,7 +118,9 @@ def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: s
         outcome = {"status": Status.FINISHED, "metrics": metrics}
     except (*UNRECOVERABLE, PretrainingFailed) as exc:
         outcome = {"status": Status.FAILED, "reason": str(exc)}
-    record = TrialRecord(trial_id=trial.id, **trial.identity(), **outcome, seconds=time.time() - started)
+    # under pruning, the stretches before this one (to each earlier rung) count too
+    earlier = sum((store.rung_values(trial.id, r) or {}).get("seconds", 0.0) for r in range(rung or 0))
+    record = TrialRecord(trial_id=trial.id, **trial.identity(), **outcome, seconds=earlier + time.time() - started)
     store.save_trial_result(record, per_case)
     return record
 

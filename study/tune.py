@@ -98,6 +98,22 @@ def check_resources(cpus: float, gpus: float, available: dict[str, float]) -> No
         raise SpecError(f"resources.cpus_per_trial={cpus:g} but no node of {where} has that many CPUs")
 
 
+def cluster_gpu(timeout_s: float = 120) -> Any:
+    """One GPU node's first GPU (a ``study.gpu.Gpu``), asked by a task on it: Ray's resources count
+    GPUs but not their memory. None when no GPU frees up in ``timeout_s``."""
+    import ray
+
+    from study.gpu import local_gpu
+
+    ask = ray.remote(num_gpus=0.01, max_calls=1)(local_gpu)  # max_calls: its worker leaves with it
+    ref = ask.remote()
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - GetTimeoutError, a lost node: the check is skipped, not the study
+        ray.cancel(ref, force=True)
+        return None
+
+
 def slots(cpus: float, gpus: float, available: dict[str, float]) -> int:
     fit = available["cpu"] // cpus
     if gpus > 0:

@@ -67,6 +67,7 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
     run = state.get("parent_run_id", "")
     link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
     counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
+              f'<span>stopped early: <b>{sum(r.stopped for r in results)}</b></span>'
               f'<span class="failed">failed: <b>{len(failed)}</b></span><span class="failed">errored: <b>{len(errored)}</b></span>'
               f'<span>pending: <b>{max(planned - len(results), 0)}</b></span>'
               f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
@@ -90,6 +91,14 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
             items = "".join(f"<li>{html.escape(r.strategy)} on {html.escape(r.dataset)} at "
                             f"{r.label_fraction}: {html.escape(r.reason)}</li>" for r in group)
             body += f'<p class="failed">{html.escape(title)}:</p><ul class="failed">{items}</ul>'
+    stopped = sorted((r for r in results if r.stopped), key=lambda r: (r.dataset, r.strategy, r.lr or 0,
+                                                                       r.label_fraction))
+    if stopped:
+        rows = pd.DataFrame([{"data set": r.dataset, "strategy": r.strategy, "lr": r.lr, "label fraction": r.label_fraction,
+                              "rung": int(r.metrics.get("rung", -1)) + 1, "epoch": int(r.metrics.get("rung_epoch", 0)),
+                              "Holm p": r.metrics.get("p_holm", float("nan"))} for r in stopped])
+        body += ('<p>Stopped early by the pruning rungs (worse than their data set\'s leader on the validation '
+                 'cases; never ranked):</p>' + _table(rows, 'class="stopped"'))
     if analysis is not None and analysis.notes:
         body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")

@@ -9,7 +9,7 @@ learning rate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -23,6 +23,7 @@ from study.train._data import eval_batches, train_batches
 from study.train._early_stopping import EarlyStopping
 from study.train._loop import FitResult, TrainSettings, fit
 from study.train._losses import soft_dice_loss
+from study.train._padding import network_forward
 from study.train._schedule import StepDecay
 
 
@@ -54,6 +55,11 @@ class FinetuneResult:
     fits: list[FitResult]
     transfer: TransferReport | None
     frozen: FreezeReport | None
+    paused: bool = False  # stopped at ``until_epoch`` with budget left: a later call resumes it
+
+    @property
+    def steps(self) -> int:
+        return sum(f.steps for f in self.fits)
 
 
 def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings) -> Callable[[nn.Module], float]:
@@ -62,7 +68,7 @@ def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSetti
     def val_loss(model: nn.Module) -> float:
         losses, weights = [], []
         for batch in eval_batches(dataset, val_ids, settings.batch_size, with_masks=True):
-            logits = model(settings.to_device(batch["image"]))
+            logits = network_forward(model, settings.to_device(batch["image"]), settings)
             losses.append(float(soft_dice_loss(logits, settings.to_device(batch["mask"]))))
             weights.append(batch["image"].shape[0])
         return sum(l * w for l, w in zip(losses, weights)) / sum(weights)
@@ -72,7 +78,8 @@ def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSetti
 
 def _dice_step(settings: TrainSettings) -> Callable[[nn.Module, dict[str, Tensor]], Tensor]:
     def step(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return soft_dice_loss(model(settings.to_device(batch["image"])), settings.to_device(batch["mask"]))
+        logits = network_forward(model, settings.to_device(batch["image"]), settings)
+        return soft_dice_loss(logits, settings.to_device(batch["mask"]))
 
     return step
 
@@ -88,6 +95,7 @@ def finetune(
     pretrained: Mapping[str, Tensor] | None = None,
     workdir: Path | None = None,
     on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+    until_epoch: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune a segmentation U-Net on ``train_ids``; returns the model at its best weights.
 
@@ -95,6 +103,9 @@ def finetune(
     inpainting U-Net of the same widths; it is required unless the scope is ``none``. With
     ``workdir`` each stage checkpoints there and a repeated call resumes. ``on_epoch(stage, record)``
     receives every epoch's learning-curve record, stage ``"finetune"`` or ``"unfrozen"``.
+    ``until_epoch`` pauses after that many epochs over all stages (a pruning rung; with ``workdir``
+    a later call continues from there, so a paused and resumed fine-tuning equals an uninterrupted
+    one); the result is then ``paused``, with the best weights so far.
     """
     if unet.out_channels != len(dataset.class_names):
         raise SpecError(f"segmentation head has {unet.out_channels} channels for {len(dataset.class_names)} classes")
@@ -112,8 +123,16 @@ def finetune(
     stages = [("finetune", config.lr)]
     if plan.schedule == "freeze_then_unfreeze":
         stages.append(("unfrozen", config.unfrozen_lr or config.lr))
-    fits = []
+    fits: list[FitResult] = []
+    paused = False
     for stage, lr in stages:
+        budget = settings
+        if until_epoch is not None:
+            left = until_epoch - sum(f.epochs_run for f in fits)
+            if left <= 0:
+                paused = True
+                break
+            budget = replace(settings, max_epochs=min(settings.max_epochs, left))
         if stage == "unfrozen":
             model.load_state_dict(fits[-1].best_state)  # the second run starts from the first's best
             unfreeze(model)
@@ -124,11 +143,14 @@ def finetune(
             val_loss=dice_val_loss(dataset, val_ids, settings),
             schedule=StepDecay(lr),
             stopper=EarlyStopping(config.patience, config.min_delta, mode="absolute"),
-            settings=settings,
+            settings=budget,
             generator=generator,
             checkpoint=None if workdir is None else workdir / f"{stage}.pt",
             on_epoch=None if on_epoch is None else (lambda record, s=stage: on_epoch(s, record)),
         )
         fits.append(result)
+        if budget.max_epochs < settings.max_epochs and result.stop_reason == "max_epochs":
+            paused = True
+            break
     model.load_state_dict(fits[-1].best_state)
-    return FinetuneResult(model=model, fits=fits, transfer=report, frozen=frozen)
+    return FinetuneResult(model=model, fits=fits, transfer=report, frozen=frozen, paused=paused)

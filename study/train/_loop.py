@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from study import faults
-from study.constants import DEFAULT_SEED
+from study.constants import DEFAULT_PAD_MODE, DEFAULT_SEED, PAD_MODES
 from study.errors import SpecError
 from study.train._early_stopping import Diverged, EarlyStopping
 from study.train._schedule import StepDecay, set_lr
@@ -34,7 +34,12 @@ class TrainSettings:
     ``max_epochs`` is the upper budget (the paper: 500 with early stopping); ``steps_per_epoch``
     optionally fixes the batches per epoch (cycling a small subset, cutting a large one), so an
     epoch means the same amount of work on data sets of any size. On CUDA, ``bf16`` autocast and ``channels_last`` are used; on a CPU neither is, and
-    the same seed gives the same numbers.
+    the same seed gives the same numbers. ``pad_mode`` pads a slice whose H or W is not a multiple
+    of the U-Net's ``2 ** (levels - 1)`` for the network only (``study.data.padding``).
+    ``cache_gb`` and ``gpu_cache_gb`` are the budgets of a cache of the training slices in host RAM
+    and on the GPU (``study.train._cache``; 0: lazy reads with ``num_workers`` workers); ``compile``
+    runs the model through ``torch.compile`` on CUDA (a CPU ignores it, so its reruns stay
+    bit-identical).
     """
 
     batch_size: int = 9
@@ -45,6 +50,10 @@ class TrainSettings:
     num_workers: int = 0
     bf16: bool = True
     channels_last: bool = True
+    pad_mode: str = DEFAULT_PAD_MODE
+    cache_gb: float = 0.0
+    gpu_cache_gb: float = 0.0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs"):
@@ -54,6 +63,11 @@ class TrainSettings:
             raise SpecError(f"steps_per_epoch={self.steps_per_epoch!r} must be an integer >= 1 or null")
         if self.num_workers < 0:
             raise SpecError(f"num_workers={self.num_workers} must be >= 0")
+        for name in ("cache_gb", "gpu_cache_gb"):
+            if not getattr(self, name) >= 0:
+                raise SpecError(f"{name}={getattr(self, name)!r} must be a number of GiB >= 0")
+        if self.pad_mode not in PAD_MODES:
+            raise SpecError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
         try:
             torch.device(self.device)
         except RuntimeError:
@@ -67,6 +81,11 @@ class TrainSettings:
         if self.on_cuda and self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def runnable(self, model: nn.Module) -> nn.Module:
+        """What the steps call: the model itself, or on CUDA with ``compile`` its compiled wrapper
+        (same parameters; the model keeps its own state-dict names)."""
+        return torch.compile(model) if self.compile and self.on_cuda else model
 
     def to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -85,6 +104,7 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "max_epochs"
+    steps: int = 0  # optimiser steps over every epoch run, resumed ones included (compute accounting)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -131,7 +151,7 @@ def fit(
     optimizer = torch.optim.Adam(params, lr=schedule.initial_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
-    start = 0
+    start, steps = 0, 0
     saved = load_checkpoint(checkpoint) if checkpoint else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -139,7 +159,9 @@ def fit(
         stopper.load_state_dict(saved["stopper"])
         generator.set_state(saved["generator"])
         best_state, history, start = saved["best_state"], saved["history"], saved["epoch"] + 1
+        steps = int(saved.get("steps", 0))
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
+    runner = settings.runnable(model)
 
     for epoch in range(start, settings.max_epochs):
         if stopper.should_stop:
@@ -153,18 +175,21 @@ def fit(
             if settings.steps_per_epoch is not None and step >= settings.steps_per_epoch:
                 break
             with settings.autocast():
-                loss = step_loss(model, batch)
+                loss = step_loss(runner, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, n = total + float(loss.detach()), n + 1
-        train_loss = total / max(n, 1)
+            # Summed on the loss's device in float64, the very additions of Python floats: reading
+            # the loss back every step would make the host wait for the GPU before the next batch.
+            total, n = total + loss.detach().double(), n + 1
+        steps += n
+        train_loss = float(total) / max(n, 1)
         if not math.isfinite(train_loss):
             raise Diverged(train_loss, epoch, stopper.best, stopper.best_epoch)
 
         model.eval()
         with torch.no_grad(), settings.autocast():
-            val = float(val_loss(model))
+            val = float(val_loss(runner))
         improved = stopper.step(val, epoch)  # raises Diverged on NaN
         if improved:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -175,7 +200,7 @@ def fit(
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "stopper": stopper.state_dict(), "generator": generator.get_state(),
-                "best_state": best_state, "history": history, "epoch": epoch,
+                "best_state": best_state, "history": history, "epoch": epoch, "steps": steps,
             })
         if on_epoch is not None:
             on_epoch(record)
@@ -189,4 +214,5 @@ def fit(
         epochs_run=len(history),
         history=history,
         stop_reason=stop_reason,
+        steps=steps,
     )

@@ -1,0 +1,106 @@
+"""The README main study twice, side by side in one run: the full grid and the same grid with pruning.
+
+Both runs use the same spec (``search_spaces/pretext.yaml`` unless given) and seeds; the pruned run
+starts from a copy of the full run's pretrainings (they are the same keys), so the fine-tuning is
+what differs. Reports fine-tuning compute (optimiser steps x batch), wall time, and how far the
+answers agree: per data set the top-3 overlap of the final rankings, and whether the strategies
+that beat the baseline at the corrected level among the pruned run's survivors are the same.
+
+    python benchmarks/pruning.py [--space search_spaces/pretext.yaml] [--out DIR] [--set KEY=VALUE ...]
+
+The last line printed is JSON: compute_ratio, wall_ratio, per data set top3_overlap and
+same_beats_baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_study(space: Path, folder: Path, extra: list[str]) -> float:
+    sets = [f"storage={folder / 'studies'}", f"tracking_uri=sqlite:///{folder / 'mlflow.db'}", *extra]
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "study.run", str(space), *(a for s in sets for a in ("--set", s))],
+                          cwd=folder, capture_output=True, text=True)
+    seconds = time.time() - started
+    tail = "\n".join(done.stdout.splitlines()[-12:])
+    print(f"--- {folder.name}: exit {done.returncode}, {seconds / 60:.1f} min\n{tail}", flush=True)
+    if done.returncode not in (0, 3):
+        sys.exit(done.stderr[-3000:])
+    return seconds
+
+
+def summary(study: Path) -> tuple[dict, dict, float, float]:
+    """(summary.json of the analysis, ranking per data set, fine-tuning images and seconds of every
+    ended trial)."""
+    import pandas as pd
+
+    from study.store import StudyStore
+
+    done = subprocess.run([sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        sys.exit(done.stderr)
+    answer = json.loads((study / "analysis" / "summary.json").read_text())
+    ranking = pd.read_csv(study / "analysis" / "ranking.csv")
+    ranks = {str(ds): frame.sort_values("rank") for ds, frame in ranking.groupby("dataset")}
+    results = StudyStore(study).results()
+    images = sum(float(r.metrics.get("finetune_images", 0) or 0) for r in results)
+    return answer, ranks, images, sum(r.seconds or 0 for r in results)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "pretext.yaml")
+    p.add_argument("--out", type=Path, help="keep both study folders here (default: a temporary folder)")
+    p.add_argument("--set", dest="extra", action="append", default=[], help="an override for both runs")
+    args = p.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="pruning-bench-"))
+    full, pruned = root / "full", root / "pruned"
+    for folder in (full, pruned):
+        folder.mkdir(parents=True, exist_ok=True)
+    name = args.space.stem
+    full_s = run_study(args.space.resolve(), full, args.extra)
+    shutil.copytree(full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True)
+    pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
+
+    full_answer, full_ranks, full_images, full_trial_s = summary(full / "studies" / name)
+    pruned_answer, pruned_ranks, pruned_images, pruned_trial_s = summary(pruned / "studies" / name)
+    per_dataset = {}
+    for ds, ranking in full_ranks.items():
+        survivors = set(pruned_ranks[ds]["strategy"]) if ds in pruned_ranks else set()
+        full_beats = set(full_answer["datasets"][ds]["beats_baseline"]) & survivors
+        pruned_beats = set(pruned_answer["datasets"].get(ds, {}).get("beats_baseline", []))
+        top_full = list(ranking["strategy"][:3])
+        top_pruned = list(pruned_ranks[ds]["strategy"][:3]) if ds in pruned_ranks else []
+        per_dataset[ds] = {"top3_full": top_full, "top3_pruned": top_pruned,
+                           "top3_overlap": len(set(top_full) & set(top_pruned)),
+                           "same_beats_baseline": full_beats == pruned_beats,
+                           "beats_full": sorted(full_answer["datasets"][ds]["beats_baseline"]),
+                           "beats_pruned": sorted(pruned_beats),
+                           "ranked_full": len(ranking), "ranked_pruned": len(survivors)}
+        print(f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
+              f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}")
+    stopped = pruned_answer["left_out"].get("stopped", 0)
+    print(f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
+          f"fine-tuning trial time: full {full_trial_s / 60:.1f} min, pruned {pruned_trial_s / 60:.1f} min; "
+          f"wall: full {full_s / 60:.1f} min, pruned {pruned_s / 60:.1f} min (its pretrainings copied from the full run)")
+    print(json.dumps({"compute_ratio": round(pruned_images / full_images, 3) if full_images else None,
+                      "wall_ratio": round(pruned_s / full_s, 3),
+                      "trial_time_ratio": round(pruned_trial_s / full_trial_s, 3) if full_trial_s else None,
+                      "stopped_trials": stopped,
+                      "full_minutes": round(full_s / 60, 2), "pruned_minutes": round(pruned_s / 60, 2),
+                      "datasets": per_dataset, "folder": str(root)}))
+
+
+if __name__ == "__main__":
+    main()
