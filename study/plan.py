@@ -40,7 +40,10 @@ class PretrainPoint:
 
     @property
     def key(self) -> str:
-        return _digest({"kind": "pretrain", **self.to_json(), "version": __version__})
+        return _digest({"kind": "pretrain", **self._hashed(), "version": __version__})
+
+    def _hashed(self) -> dict:
+        return {**self.to_json(), "scale": self.scale.hashed()}
 
     def to_json(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "scale": self.scale.model_dump(mode="json")}
@@ -79,7 +82,9 @@ class TrialPoint:
 
     @property
     def id(self) -> str:
-        return _digest({"kind": "trial", **self.to_json(), "version": __version__})
+        p = self.pretraining
+        hashed = {**self.to_json(), "pretraining": p._hashed() if p else None, "scale": self.scale.hashed()}
+        return _digest({"kind": "trial", **hashed, "version": __version__})
 
     @property
     def strategy(self) -> str:

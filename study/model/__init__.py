@@ -9,6 +9,7 @@ from __future__ import annotations
 from study.model._config import ARCHITECTURES, BLOCKS, PAPER_WIDTHS, Architecture, UNetConfig
 from study.model._flops import StateSize, unet_macs, unet_state_size
 from study.model._layers import RunningGroupNorm, WSConv2d
+from study.model._memory import TrainingMemory, activation_bytes, training_memory
 from study.model._transfer import (
     SCHEDULES,
     SCOPES,
@@ -40,16 +41,19 @@ __all__ = [
     "Schedule",
     "TransferPlan",
     "TransferReport",
+    "TrainingMemory",
     "TransferScope",
     "UNet",
     "UNetConfig",
     "WSConv2d",
     "check_schedule",
+    "activation_bytes",
     "check_scope",
     "freeze",
     "group_of",
     "parameter_groups",
     "scope_groups",
+    "training_memory",
     "transfer_weights",
     "unet_macs",
     "unet_state_size",

@@ -1,13 +1,15 @@
-"""Batches for the loops: shuffled slices of the chosen scans, seeded, read lazily."""
+"""Batches for the loops: shuffled slices of the chosen scans, seeded; from a cache of the training
+slices when it fits its budget (``study.train._cache``), else read lazily."""
 
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from study.data import Dataset, SliceDataset
+from study.train._cache import SliceCache, cache_bytes, placement
 from study.train._loop import TrainSettings
 
 
@@ -20,8 +22,9 @@ class EpochBatches:
     of the labels, as they do at paper scale, where even 5 % of the scans fill many batches.
     """
 
-    def __init__(self, loader: DataLoader, steps: int | None) -> None:
+    def __init__(self, loader: DataLoader, steps: int | None, source: str = "lazy") -> None:
         self.loader, self.steps = loader, steps
+        self.source = source  # where the batches come from: "gpu", "host" (a cache) or "lazy"
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.steps is None:
@@ -40,7 +43,18 @@ def train_batches(
     dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, generator: torch.Generator, with_masks: bool
 ) -> Iterable[dict[str, torch.Tensor]]:
     """Shuffled batches of the slices of ``scan_ids``, ``settings.steps_per_epoch`` per epoch when
-    set (see :class:`EpochBatches`); the order follows ``generator``."""
+    set (see :class:`EpochBatches`); the order follows ``generator``. The slices are cached once
+    when they fit ``settings.gpu_cache_gb`` (on CUDA) or ``settings.cache_gb``; the batches are the
+    same either way."""
+    where = placement(cache_bytes(dataset, scan_ids, with_masks), on_cuda=settings.on_cuda,
+                      cache_gb=settings.cache_gb, gpu_cache_gb=settings.gpu_cache_gb)
+    if where is not None:
+        cache = SliceCache(dataset, scan_ids, with_masks=with_masks, device=settings.device, on_gpu=where == "gpu")
+        # The sampler a shuffling DataLoader builds, and the generator draw each of its epochs makes,
+        # so the cache gives the very batches (and leaves the generator where) a lazy read would.
+        sampler = BatchSampler(RandomSampler(range(len(cache)), generator=generator), settings.batch_size, drop_last=False)
+        return EpochBatches(DataLoader(cache, sampler=sampler, batch_size=None, generator=generator),
+                            settings.steps_per_epoch, source=where)
     loader = DataLoader(
         SliceDataset(dataset, scan_ids, with_masks=with_masks),
         batch_size=settings.batch_size,

@@ -1,0 +1,81 @@
+"""The cache of a trial's training slices gives exactly the batches lazy h5 reads give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study.data import PhantomSettings, builtin_dataset, open_dataset
+from study.model import TransferPlan
+from study.train import FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
+from study.train._cache import GIB, cache_bytes, placement, unpack_masks
+from study.train._data import train_batches
+
+
+@pytest.fixture(scope="module")
+def mri():
+    # 3 training scans of 5 slices: 15 slices, so batches of 4 leave a short last batch
+    settings = PhantomSettings(kind="mri", size=32, n_train=3, n_val=1, n_test=2, n_unlabeled=1, n_slices=5)
+    return open_dataset(builtin_dataset("mri", settings))
+
+
+def _epochs(dataset, settings: TrainSettings, with_masks: bool, epochs: int) -> tuple[list, bytes, str]:
+    """Every batch of ``epochs`` epochs, with a draw from the generator after each batch, as the
+    pretraining's mask draws do between batches; and the generator's state at the end."""
+    generator = torch.Generator().manual_seed(5)
+    batches = train_batches(dataset, dataset.split.train, settings, generator, with_masks=with_masks)
+    seen = []
+    for _ in range(epochs):
+        for batch in batches:
+            seen.append({k: v.clone() for k, v in batch.items()})
+            torch.rand(1, generator=generator)
+    return seen, generator.get_state().numpy().tobytes(), batches.source
+
+
+@pytest.mark.parametrize("with_masks", [True, False])
+@pytest.mark.parametrize("steps", [None, 7])  # one pass per epoch; a fixed 7 batches (cycling)
+def test_the_cache_gives_the_same_batches_as_lazy_reads(mri, with_masks: bool, steps: int | None) -> None:
+    lazy = TrainSettings(batch_size=4, steps_per_epoch=steps)
+    cached = TrainSettings(batch_size=4, steps_per_epoch=steps, cache_gb=1.0)
+    a, state_a, source_a = _epochs(mri, lazy, with_masks, epochs=3)
+    b, state_b, source_b = _epochs(mri, cached, with_masks, epochs=3)
+    assert (source_a, source_b) == ("lazy", "host")
+    assert len(a) == len(b) == (12 if steps is None else 21)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys() == ({"image", "mask"} if with_masks else {"image"})
+        for key in x:
+            assert x[key].dtype == y[key].dtype == torch.float32 and torch.equal(x[key], y[key]), key
+    assert state_a == state_b  # the generator was drawn from exactly alike
+
+
+def test_a_cache_over_its_budget_falls_back_to_lazy_reads(mri) -> None:
+    need = cache_bytes(mri, mri.split.train, with_masks=True)
+    # 15 slices of 32 x 32: one float32 channel and 4 classes of bits, 4096 + 512 bytes a slice
+    assert need == 15 * (32 * 32 * 4 + 32 * 32 * 4 // 8)
+    assert placement(need, on_cuda=False, cache_gb=need / GIB, gpu_cache_gb=0) == "host"
+    assert placement(need, on_cuda=False, cache_gb=(need - 1) / GIB, gpu_cache_gb=1) is None  # no GPU here
+    assert placement(need, on_cuda=True, cache_gb=1, gpu_cache_gb=need / GIB) == "gpu"
+    assert placement(need, on_cuda=True, cache_gb=1, gpu_cache_gb=(need - 1) / GIB) == "host"
+    settings = TrainSettings(batch_size=4, cache_gb=(need - 1) / GIB)
+    assert train_batches(mri, mri.split.train, settings, torch.Generator(), with_masks=True).source == "lazy"
+
+
+def test_masks_unpack_alike_with_torch_on_any_device_and_numpy() -> None:
+    masks = np.random.default_rng(0).random((3, 4, 5, 7)) < 0.3  # 140 bits a slice: not a whole byte
+    packed = np.packbits(masks.reshape(3, -1), axis=1)
+    assert torch.equal(unpack_masks(torch.from_numpy(packed), (4, 5, 7)), torch.from_numpy(masks).float())
+
+
+def test_a_trial_trains_to_the_same_numbers_from_the_cache(mri) -> None:
+    def run(cache_gb: float):
+        settings = TrainSettings(batch_size=4, max_epochs=2, steps_per_epoch=3, seed=3, cache_gb=cache_gb)
+        return run_pipeline(
+            mri, 1.0, finetune_config=FinetuneConfig(plan=TransferPlan("encoder", "at_once"), lr=1e-3),
+            pretrain_config=PretrainConfig(task="restoration", sampler="random", patch_size=64, n_masks=4),
+            settings=settings, widths=(8, 16), groups=4)
+
+    lazy, cached = run(0.0), run(1.0)
+    assert lazy.per_case.equals(cached.per_case)
+    assert lazy.pretrained.fit.history == cached.pretrained.fit.history
+    assert lazy.finetuned.fits[0].history == cached.finetuned.fits[0].history
