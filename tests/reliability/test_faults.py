@@ -3,12 +3,18 @@ resumes to exactly the results of an uninterrupted run, with nothing lost or dup
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from study.faults import FAULT_ENV
 from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study
 from tests.run.conftest import write_spec
 
@@ -109,3 +115,59 @@ def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path: Pa
     assert len(changed) == len(table)
     assert not changed["dice"].reset_index(drop=True).equals(table["dice"].reset_index(drop=True))
     tally.held_up("determinism", "another seed changes the per-case table")
+
+
+def _start(folder: Path, spec: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    return subprocess.Popen([sys.executable, "-m", "study.run", str(spec)], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _refused_naming(code: int, stderr: str, runner: subprocess.Popen) -> None:
+    """Exit 2, one line naming the running driver: its pid, host and start time."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (code, stderr[-3000:])
+    assert f"already being run by pid {runner.pid} on host {socket.gethostname()} since " in lines[0], lines[0]
+
+
+def test_two_drivers_started_together_one_runs_the_other_refuses(tmp_path: Path, tiny_mri: Path, reference: dict,
+                                                                  tally) -> None:
+    name = "two drivers of one study started together"
+    tally.trying("fault", name)
+    spec = _spec(tmp_path, tiny_mri)
+    drivers = [_start(tmp_path, spec) for _ in range(2)]
+    outputs = [d.communicate(timeout=900) for d in drivers]
+    assert sorted(d.returncode for d in drivers) == [0, 2], [err[-2000:] for _, err in outputs]
+    (runner,), (refused,) = ([i for i, d in enumerate(drivers) if d.returncode == code] for code in (0, 2))
+    _refused_naming(2, outputs[refused][1], drivers[runner])
+    study = tmp_path / "studies" / "tiny"
+    assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 1, "the pretraining ran twice"
+    _survives(tally, name, tmp_path, reference)
+
+
+def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp_path: Path, tiny_mri: Path,
+                                                                            reference: dict, tally) -> None:
+    name = "a second driver 6 s later, then the running one SIGKILLed and taken over"
+    tally.trying("fault", name)
+    spec = _spec(tmp_path, tiny_mri)
+    first = _start(tmp_path, spec)
+    time.sleep(6)
+    second, started = _start(tmp_path, spec), time.monotonic()
+    while first.poll() is None and second.poll() is None:  # the refusal comes long before the study ends
+        time.sleep(0.2)
+    refused, runner = (second, first) if second.poll() is not None else (first, second)
+    waited = time.monotonic() - started
+    _refused_naming(refused.wait(), refused.communicate()[1], runner)
+    study = tmp_path / "studies" / "tiny"
+    deadline = time.monotonic() + 600
+    while not list(study.glob("trials/*/attempts.jsonl")) and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # kill it mid-study: once fine-tuning has begun
+    assert runner.poll() is None, "the running driver ended before it could be killed: " + runner.communicate()[1][-2000:]
+    runner.send_signal(signal.SIGKILL)
+    runner.communicate(timeout=60)
+    again = run_study(tmp_path, spec)
+    _ok(again)
+    assert f"taking the study over from its driver pid {runner.pid} on host {socket.gethostname()}" in again.stdout
+    tally.note(f"drivers: a second driver refused after {waited:.1f} s (Python start-up and the checks, no Ray); "
+               "the SIGKILLed driver's study taken over at once")
+    _survives(tally, name, tmp_path, reference)

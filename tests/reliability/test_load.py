@@ -120,3 +120,36 @@ def test_many_processes_writing_one_sqlite_store_lose_nothing(tmp_path: Path, ta
     assert rows == CONCURRENT * 2 * steps
     tally.logged("sqlite, 8 writer processes", rows)
     tally.held_up("load", "8 processes on one SQLite file")
+
+
+_OPENER = """
+import sys
+from study.store import StudyStore
+from study.tracking import Tracker
+print("ready", flush=True)
+sys.stdin.readline()  # every opener has imported MLflow: open the store at once
+tracker = Tracker(sys.argv[1], "fresh", StudyStore(sys.argv[2]))
+print(tracker.client.create_run(tracker.experiment_id).info.run_id)
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_open_it(tmp_path: Path, tally) -> None:
+    """Two drivers started together in a fresh folder: without the lock beside the database both
+    run MLflow's schema migration on the same file and one dies (``_alembic_tmp_... already exists``)."""
+    name, count = "4 processes creating one fresh SQLite store at once", 4
+    tally.trying("load", name)
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    openers = [subprocess.Popen([sys.executable, "-c", _OPENER, uri, str(tmp_path)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    assert [o.stdout.readline().strip() for o in openers] == ["ready"] * count
+    for opener in openers:
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+    outputs = [o.communicate(timeout=600) for o in openers]
+    assert all(o.returncode == 0 for o in openers), [err[-2000:] for _, err in outputs]
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "fresh"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    assert not list(tmp_path.glob(".fresh.db.*")), "a half-made store was left beside the database"
+    tally.held_up("load", name)

@@ -15,7 +15,8 @@ import pytest
 
 from study.errors import BusyError
 from study.store import StudyStore
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_user_error, run_cli
+from tests.run.conftest import write_spec
 
 _HOLD = """
 import sys, time
@@ -152,3 +153,24 @@ def test_a_discarded_lock_leaves_no_folder_it_made(tmp_path: Path) -> None:
     lock.acquire()
     lock.release(discard=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fresh_is_refused_and_a_dry_run_names_the_driver_while_the_study_runs(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, datasets=["mri"])
+    store = StudyStore(tmp_path / "studies" / "tiny")
+    store.root.mkdir(parents=True)
+    (store.root / "study.json").write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in store.root.iterdir())
+        fresh = run_cli("study.run", str(spec), "--fresh", cwd=tmp_path)
+        assert_user_error(fresh, f"{store.root}: this study is already being run by pid {holder.pid} on host")
+        assert [p.name for p in store.root.parent.iterdir()] == ["tiny"], "a running study was renamed away"
+        assert sorted(p.name for p in store.root.iterdir()) == before
+        dry = run_cli("study.run", str(spec), "--dry-run", cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr
+        assert f"running now: pid {holder.pid} on host {socket.gethostname()} since" in dry.stdout
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
