@@ -25,3 +25,9 @@ TransferScope = Literal["none", "encoder", "encoder+decoder"]
 Schedule = Literal["at_once", "freeze_then_unfreeze"]
 SCOPES: tuple[str, ...] = get_args(TransferScope)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+# How a slice is padded up to the U-Net's multiple (docs/science.md §3). Zero, the mean of a z-scored
+# image, is also what nnU-Net and MONAI's DivisiblePad pad with.
+PadMode = Literal["constant", "reflect", "replicate"]
+PAD_MODES: tuple[str, ...] = get_args(PadMode)
+DEFAULT_PAD_MODE: PadMode = "constant"

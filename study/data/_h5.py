@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from study.data._model import Dataset, Modality, ScanInfo, SliceSelection, Split, as_index, labels_to_masks
+from study.data._model import Dataset, Modality, ScanInfo, SliceSelection, Split, as_index, labels_to_masks, plain_name
 from study.data.qdess import QDessParams
 from study.errors import DataError
 
@@ -182,7 +182,7 @@ def open_h5_dataset(root: Path) -> H5Dataset:
         modality = manifest["modality"]
         if modality not in MODALITIES:
             raise DataError(f"{source}: modality {modality!r} must be one of {', '.join(MODALITIES)}")
-        scans = {sid: _scan_info(sid, e, source) for sid, e in manifest["scans"].items()}
+        scans = {plain_name(sid, source): _scan_info(sid, e, source) for sid, e in manifest["scans"].items()}
         split = Split(**{role: tuple(manifest["split"].get(role, ())) for role in Split.__dataclass_fields__})
         return H5Dataset(
             root,
@@ -245,7 +245,8 @@ class DatasetWriter:
     ) -> None:
         """Add one scan: image (S, C, H, W) float32, labels (S, H, W) uint8 or None, raw (S, H, W)."""
         s, c, h, w = image.shape
-        if scan_id in self._manifest["scans"] or "/" in scan_id or scan_id.startswith("."):
+        plain_name(scan_id, self.out)
+        if scan_id in self._manifest["scans"] or scan_id.startswith("."):  # a leading dot hides the file
             raise DataError(f"scan id {scan_id!r} is repeated or not a valid file name")
         if labels is not None and labels.shape != (s, h, w):
             raise DataError(f"scan {scan_id!r}: labels shape {labels.shape} != image slices {(s, h, w)}")

@@ -126,6 +126,19 @@ class Dataset(abc.ABC):
         """Release open file handles (readers reopen on demand)."""
 
 
+def plain_name(name: object, source: object, what: str = "scan id") -> str:
+    """``name`` if it is a plain file name, else a :class:`DataError` naming ``source`` and the name.
+
+    Scan ids become file names (``scans/<id>.h5``, ``image_files/<id>.h5``): a path separator, a
+    ``..`` or an absolute path in a manifest would read a file outside the data set.
+    """
+    text = str(name)
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        raise DataError(f"{source}: {what} {text!r} is not a plain file name (no path separators, "
+                        "'..', absolute paths or empty names)")
+    return text
+
+
 def labels_to_masks(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Label map (..., H, W) with values 0..K (0 = background) -> masks (..., K, H, W) bool."""
     classes = np.arange(1, n_classes + 1, dtype=labels.dtype).reshape((1,) * (labels.ndim - 2) + (-1, 1, 1))

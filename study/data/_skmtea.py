@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from study.data._h5 import _HandleCache, h5_array
-from study.data._model import Dataset, ScanInfo, SliceSelection, Split, as_index
+from study.data._model import Dataset, ScanInfo, SliceSelection, Split, as_index, plain_name
 from study.data.preprocess import root_sum_of_squares
 from study.data.qdess import QDessParams
 from study.errors import DataError
@@ -27,6 +27,9 @@ ANNOTATION_VERSION = "v1.0.0"
 CLASS_NAMES = ("patellar_cartilage", "femoral_cartilage", "tibial_cartilage", "meniscus")
 # seg channel -> class index: TC medial + lateral and meniscus medial + lateral are merged.
 SEG_TO_CLASS = np.array([0, 1, 2, 2, 3, 3])
+# The data set names each scan in MTR_ID (its own code: ``metadata[metadata["MTR_ID"] == scan_id]``);
+# scan_id is accepted too, for tables written by hand.
+ID_COLUMNS = ("MTR_ID", "scan_id")
 METADATA_COLUMNS = {
     "repetition_time": "RepetitionTime",
     "echo_time": "EchoTime1",
@@ -50,26 +53,37 @@ def _read_split_file(path: Path) -> list[dict[str, Any]]:
     for entry in images:
         if not isinstance(entry, dict) or "scan_id" not in entry:
             raise DataError(f"{path}: every entry of 'images' needs a 'scan_id'")
+        plain_name(entry["scan_id"], path)  # it names image_files/<scan_id>.h5
+        if "file_name" in entry:  # unread here, but the data set's own code opens image_files/<file_name>
+            plain_name(entry["file_name"], path, "file name")
     return images
 
 
 def _read_metadata(path: Path) -> dict[str, QDessParams]:
+    """qDESS parameters per scan id. The file as shipped starts with an unnamed index column (the
+    data set's code reads it with ``index_col=0``); read without an index, that column is just one
+    more column nobody asks for, and a table without it reads the same."""
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype={column: str for column in ID_COLUMNS})
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: not a readable CSV table ({exc})") from None
-    missing = [c for c in ("scan_id", *METADATA_COLUMNS.values()) if c not in table.columns]
+    id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
+    missing = ([] if id_column else [" or ".join(ID_COLUMNS)]) + [c for c in METADATA_COLUMNS.values() if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} needed for T2 estimation")
     out = {}
-    for row in table.itertuples(index=False):
-        values = {field: float(getattr(row, column)) for field, column in METADATA_COLUMNS.items()}
+    for scan_id, row in zip(table[id_column], table[list(METADATA_COLUMNS.values())].itertuples(index=False)):
+        if pd.isna(scan_id):
+            raise DataError(f"{path}: a row has no {id_column}")
+        if scan_id in out:
+            raise DataError(f"{path}: scan {scan_id} has more than one row")
         try:
-            out[str(row.scan_id)] = QDessParams(**values)
-        except DataError as exc:
-            raise DataError(f"{path}: scan {row.scan_id}: {exc}") from None
+            values = {field: float(value) for field, value in zip(METADATA_COLUMNS, row)}
+            out[scan_id] = QDessParams(**values)
+        except (DataError, ValueError) as exc:
+            raise DataError(f"{path}: scan {scan_id}: {exc}") from None
     return out
 
 

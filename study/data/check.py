@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from study.constants import DEFAULT_PAD_MODE, LAPTOP_WIDTHS, PAPER_WIDTHS
 from study.data._checks import check_contents
 from study.data._model import Dataset
+from study.data.padding import NetworkPadding
 from study.data.subsets import DEFAULT_LABEL_FRACTIONS, default_rounding, label_subsets
 from study.errors import DataError
 
@@ -35,8 +37,17 @@ class DatasetSummary:
             "split      " + ", ".join(f"{r} {n} {self.unit} / {self.n_slices[r]} slices" for r, n in self.n_scans.items()),
             "classes    " + ", ".join(f"{c} {v} voxels" for c, v in self.class_voxels.items()),
             "subsets    " + ", ".join(f"{f:.0%}: {n}" for f, n in self.subset_sizes.items()) + f" {self.unit} of the training split",
+            "network    " + self._padding(),
         ]
         return out
+
+    def _padding(self) -> str:
+        # A data set does not know the U-Net it will meet: say what both profiles' depths do to it.
+        scales = [(p, NetworkPadding(*self.shape, len(w))) for p, w in (("laptop", LAPTOP_WIDTHS), ("paper", PAPER_WIDTHS))]
+        parts = [(f"padded to {g.padded[0]} x {g.padded[1]}" if g.needed else "no padding")
+                 + f" for a U-Net of {g.levels} levels ({p} scale)" for p, g in scales]
+        mode = f"; mode {DEFAULT_PAD_MODE} (scale.pad_mode), outputs cropped back" if any(g.needed for _, g in scales) else ""
+        return f"{self.shape[0]} x {self.shape[1]} px: " + ", ".join(parts) + mode
 
 
 def check_dataset(dataset: Dataset) -> DatasetSummary:

@@ -16,7 +16,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from study.data._h5 import DatasetWriter
-from study.data._model import Split
+from study.data._model import Split, plain_name
 from study.data.preprocess import DEFAULT_CT_WINDOWS, check_windows, ct_input, zscore
 from study.errors import DataError, SpecError
 
@@ -128,7 +128,8 @@ def _split(names: Sequence[str], cfg: NiftiImport) -> dict[str, list[str]]:
     if cfg.split_file is not None:
         try:
             given = json.loads(Path(cfg.split_file).read_text())
-            return {role: [_stem(Path(n)) for n in given[role]] for role in ("train", "val", "test")}
+            return {role: [_stem(Path(plain_name(n, cfg.split_file, f"{role} file name"))) for n in given[role]]
+                    for role in ("train", "val", "test")}
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"{cfg.split_file}: needs JSON lists 'train', 'val' and 'test' ({exc!r})") from None
     order = [names[i] for i in np.random.default_rng(cfg.seed).permutation(len(names))]

@@ -17,18 +17,19 @@ from torch import nn
 from study.data import Dataset
 from study.metrics import binarize, case_rows, clinical_rows, ct_clinical, dice_rows, inpainting_l2, mri_clinical
 from study.train._loop import TrainSettings
+from study.train._padding import network_forward
 
 
 @torch.no_grad()
 def predict_scan(model: nn.Module, dataset: Dataset, scan_id: str, settings: TrainSettings) -> np.ndarray:
-    """Binary prediction of one scan, (K, S, H, W) bool."""
+    """Binary prediction of one scan on its own grid (any network padding cropped), (K, S, H, W) bool."""
     model.eval()
     n = dataset.scans[scan_id].n_slices
     out = []
     for start in range(0, n, settings.batch_size):
         image = torch.from_numpy(dataset.read_image(scan_id, slice(start, min(n, start + settings.batch_size))))
         with settings.autocast():
-            logits = model(settings.to_device(image)).float()
+            logits = network_forward(model, settings.to_device(image), settings).float()
         out.append(binarize(logits))
     return np.moveaxis(np.concatenate(out), 1, 0)
 
@@ -88,7 +89,7 @@ def evaluate_inpainting(
         for start in range(0, n, settings.batch_size):
             x = settings.to_device(torch.from_numpy(dataset.read_image(scan_id, slice(start, min(n, start + settings.batch_size)))))
             with settings.autocast():
-                restored = model(corrupt(x, generator)).float()
+                restored = network_forward(model, corrupt(x, generator), settings).float()
             for i, l2 in enumerate(inpainting_l2(restored, x)):
                 rows.append({"dataset": dataset.name, "case_id": scan_id, "slice": start + i, "l2": float(l2)})
     return pd.DataFrame(rows)

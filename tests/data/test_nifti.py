@@ -91,3 +91,14 @@ def test_cli_import_reports_a_missing_label_map(tmp_path: Path) -> None:
                      "--classes", "m=1,i=2,v=3,s=4", "--modality", "ct", "--out", str(tmp_path / "out"))
     assert_user_error(result, "no label map for image 'case3'")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../../outside.nii.gz", "/etc/case0.nii.gz", "sub/case1", ""])
+def test_a_split_file_naming_files_outside_the_folder_is_refused(tmp_path: Path, name: str) -> None:
+    images, labels = _write_ct_volumes(tmp_path)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["case0", "case1", name], "val": ["case3"], "test": ["case4"]}))
+    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
+                     "--classes", "a=1,b=2,c=3,d=4", "--split-file", str(split), "--out", str(tmp_path / "out"))
+    assert_user_error(result, f"{split}: train file name {name!r} is not a plain file name")
+    assert not (tmp_path / "out").exists()

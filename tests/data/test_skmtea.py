@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from study.data import SkmTeaDataset, open_dataset
@@ -80,4 +83,67 @@ def test_broken_skmtea_is_reported_by_file(tmp_path: Path, damage: str, message:
         lines = (root / "all_metadata.csv").read_text().splitlines()
         (root / "all_metadata.csv").write_text("\n".join(l for l in lines if "MTR_900" not in l) + "\n")
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        open_dataset(root)
+
+
+def _shipped_metadata(root: Path, rows: list[dict]) -> Path:
+    """all_metadata.csv laid out as SKM-TEA ships it: pandas' unnamed index column first, scans named
+    in MTR_ID, more DICOM columns than the reader needs, rows in no particular order."""
+    path = root / "all_metadata.csv"
+    pd.DataFrame(rows).to_csv(path)  # index=True: the header starts with an empty name
+    return path
+
+
+def test_metadata_as_the_data_set_ships_it(tmp_path: Path) -> None:
+    root = write_skmtea(tmp_path / "skm")
+    scans = ["MTR_900", "MTR_003", "MTR_001", "MTR_004", "MTR_002"]
+    rows = [{"MTR_ID": s, "PatientAge": 40 + i, "MedialDirection": "L", "RepetitionTime": 18.0 + i,
+             "EchoTime1": 5.8, "EchoTime2": 30.2, "FlipAngle": 20.0, "SpoilerGradientArea": 3132.0 + i,
+             "SpoilerGradientTime": 1560.0} for i, s in enumerate(scans)]
+    path = _shipped_metadata(root, rows)
+    assert path.read_text().startswith(",MTR_ID,")
+    # The data set's own evaluation code reads this sample as it reads the real file.
+    metadata = pd.read_csv(path, index_col=0)
+    ds = open_dataset(root)
+    for i, scan_id in enumerate(scans):
+        row = metadata[metadata["MTR_ID"] == scan_id]
+        assert len(row) == 1
+        params = ds.scans[scan_id].qdess
+        assert params is not None
+        assert (params.repetition_time, params.spoiler_area) == (float(row["RepetitionTime"].iloc[0]), 3132.0 + i)
+        assert (params.echo_time, params.flip_angle, params.spoiler_time) == (5.8, 20.0, 1560.0)
+
+
+@pytest.mark.parametrize(
+    "header, body, message",
+    [
+        (",ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+         "0,MTR_001,18,5.8,20,3132,1560", "missing column(s) MTR_ID or scan_id needed for T2 estimation"),
+        (",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+         "0,MTR_001,18,5.8,20,3132,1560\n1,MTR_001,18,5.8,20,3132,1560", "scan MTR_001 has more than one row"),
+        (",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+         "0,MTR_001,fast,5.8,20,3132,1560", "scan MTR_001: could not convert string to float: 'fast'"),
+    ],
+)
+def test_metadata_problems_name_the_file(tmp_path: Path, header: str, body: str, message: str) -> None:
+    root = write_skmtea(tmp_path / "skm")
+    (root / "all_metadata.csv").write_text(f"{header}\n{body}\n")
+    with pytest.raises(DataError, match=re.escape(f"all_metadata.csv: {message}")):
+        open_dataset(root)
+
+
+@pytest.mark.parametrize("scan_id", ["../../outside", "/etc/passwd", "sub/MTR_001", "..", ""])
+def test_an_annotation_naming_a_file_outside_the_data_set_is_refused(tmp_path: Path, scan_id: str) -> None:
+    root = write_skmtea(tmp_path / "skm")
+    ann = root / "annotations" / "v1.0.0" / "test.json"
+    ann.write_text(ann.read_text().replace('"scan_id": "MTR_004"', json.dumps({"scan_id": scan_id})[1:-1]))
+    with pytest.raises(DataError, match=re.escape(f"{ann}: scan id {scan_id!r} is not a plain file name")):
+        open_dataset(root)
+
+
+def test_an_annotation_file_name_outside_the_data_set_is_refused(tmp_path: Path) -> None:
+    root = write_skmtea(tmp_path / "skm")
+    ann = root / "annotations" / "v1.0.0" / "val.json"
+    ann.write_text(ann.read_text().replace('"file_name": "MTR_003.h5"', '"file_name": "../../MTR_003.h5"'))
+    with pytest.raises(DataError, match=re.escape(f"{ann}: file name '../../MTR_003.h5' is not a plain file name")):
         open_dataset(root)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_user_error, run_cli
+from tests.data.conftest import write_skmtea
 from tests.run.conftest import TINY_SCALE, write_spec
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -153,6 +154,23 @@ DATA = [
     Case("data/scan-not-readable", (f"{SCAN}: permission denied",), data="scan not readable", needs_non_root=True),
 ]
 
+# A manifest's scan ids and file names become paths inside the data set: each of these would read
+# a file outside it (one is planted there) or a file no scan id can name.
+MANIFEST = "{data}/dataset.json: scan id"
+SKMTEA_TEST = "{data}/annotations/v1.0.0/test.json"
+MANIFEST_NAMES = [
+    Case("manifest/scan-id-dotdot", (f"{MANIFEST} '../../outside' is not a plain file name",), data="scan id ../../outside"),
+    Case("manifest/scan-id-absolute", (f"{MANIFEST} '{{case}}/stolen' is not a plain file name",), data="scan id {case}/stolen"),
+    Case("manifest/scan-id-separator", (f"{MANIFEST} 'sub/mri0000' is not a plain file name",), data="scan id sub/mri0000"),
+    Case("manifest/scan-id-backslash", (f"{MANIFEST} '..\\\\mri0000' is not a plain file name",), data="scan id ..\\mri0000"),
+    Case("manifest/scan-id-dots", (f"{MANIFEST} '..' is not a plain file name",), data="scan id .."),
+    Case("manifest/scan-id-empty", (f"{MANIFEST} '' is not a plain file name",), data="scan id "),
+    Case("manifest/skmtea-scan-id-dotdot", (f"{SKMTEA_TEST}: scan id '../../outside' is not a plain file name",),
+         data="skmtea scan_id"),
+    Case("manifest/skmtea-file-name-dotdot", (f"{SKMTEA_TEST}: file name '../../outside.h5' is not a plain file name",),
+         data="skmtea file_name"),
+]
+
 # A database tracking store whose driver is not installed: SQLAlchemy's default driver for each
 # scheme MLflow accepts, refused before anything runs, in a dry run too, the password redacted.
 _DB = "study:secret@127.0.0.1"
@@ -170,7 +188,7 @@ TRACKING = [
          args=("--dry-run", "--tracking-uri", f"mssql://{_DB}/mlflow"), absent="pyodbc"),
 ]
 
-CASES = YAML + PYTHON_TAGS + SIZE + NAMES + STORAGE + SETTINGS + DATA + TRACKING
+CASES = YAML + PYTHON_TAGS + SIZE + NAMES + STORAGE + SETTINGS + DATA + MANIFEST_NAMES + TRACKING
 
 
 def _break(data: Path, how: str) -> None:
@@ -233,6 +251,22 @@ def _break(data: Path, how: str) -> None:
         scan.write_bytes(bytes(damaged))
     elif how.startswith("manifest "):
         shutil.copyfile(CORPUS / "data" / how.split()[1], manifest_path)
+        return
+    elif how.startswith("scan id "):  # mri0000 renamed, its file planted where the new id points
+        new = how.removeprefix("scan id ").replace("{case}", str(data.parent))
+        manifest["scans"][new] = manifest["scans"].pop("mri0000")
+        manifest["split"] = {role: [new if s == "mri0000" else s for s in ids] for role, ids in manifest["split"].items()}
+        planted = data / "scans" / f"{new}.h5"
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scan, planted)
+    elif how.startswith("skmtea "):  # a miniature SKM-TEA whose test annotation points outside it
+        shutil.rmtree(data)
+        write_skmtea(data)
+        shutil.copyfile(data / "image_files" / "MTR_004.h5", data.parent / "outside.h5")
+        key = how.removeprefix("skmtea ")
+        old, new = {"scan_id": ("MTR_004", "../../outside"), "file_name": ("MTR_004.h5", "../../outside.h5")}[key]
+        ann = data / "annotations" / "v1.0.0" / "test.json"
+        ann.write_text(ann.read_text().replace(f'"{key}": "{old}"', f'"{key}": "{new}"'))
         return
     elif how == "no scans":
         manifest["scans"], manifest["split"] = {}, {"train": [], "val": [], "test": [], "unlabeled": []}
