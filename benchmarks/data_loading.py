@@ -1,12 +1,16 @@
-"""Slices per second delivered to a training loop, and reader memory, at 512 x 512.
+"""Slices per second delivered to a training loop at 512 x 512, from a trial's cache and from lazy h5
+reads with 0 and 2 DataLoader workers, side by side in one run; and the memory a reader holds.
 
-Compares the platform's lazy h5 reading (SliceDataset + DataLoader, batch 9, shuffled) with the same
-loop over an in-memory numpy array, side by side in one run; then measures the resident memory of
-one and of two concurrent reader processes of the same data set, lazy vs in-memory.
+Every source is the platform's own ``study.train._data.train_batches`` (batch 9, shuffled, seeded),
+as a fine-tuning reads it (images and float32 masks) and as a pretraining does (images only). The
+cache here is a CPU's: on CUDA the masks cross the bus as bits and are unpacked on the GPU, so the
+host's share is the images-only row plus a gather of 32 KiB of bits a slice. Rounds alternate the
+sources so that load on a shared machine hits them alike; the median round is reported. Then the
+resident memory of one and of two concurrent reader processes, lazy vs cached.
 
-    python benchmarks/data_loading.py [--slices 320] [--out DIR]
+    python benchmarks/data_loading.py [--slices 320] [--rounds 3] [--out DIR]
 
-The last line printed is JSON.
+The last line printed is JSON; ``cached_slices_per_s`` is the cache's rate with masks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +26,15 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from torch.utils.data import DataLoader
 
-from study.data import DatasetWriter, SliceDataset, Split, open_dataset  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from study.data import DatasetWriter, Split, open_dataset  # noqa: E402
+from study.train import TrainSettings  # noqa: E402
+from study.train._data import train_batches  # noqa: E402
 
 SIZE, BATCH, SLICES_PER_SCAN = 512, 9, 40
+SOURCES = {"cached": {"cache_gb": 64.0}, "h5": {"num_workers": 0}, "h5_2_workers": {"num_workers": 2}}
 
 
 def make_dataset(out: Path, n_slices: int) -> Path:
@@ -40,50 +49,37 @@ def make_dataset(out: Path, n_slices: int) -> Path:
         return w.finish(Split(train=ids[:-2], val=ids[-2:-1], test=ids[-1:]))
 
 
-class InMemory(torch.utils.data.Dataset):
-    """The baseline: every slice and mask already in RAM, as a trial holding a copy would have."""
-
-    def __init__(self, root: Path) -> None:
-        ds = open_dataset(root)
-        ids = ds.split.train
-        self.images = np.concatenate([ds.read_image(s) for s in ids])
-        self.masks = np.concatenate([ds.read_masks(s) for s in ids])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": torch.from_numpy(self.images[i]), "mask": torch.from_numpy(self.masks[i].astype(np.float32))}
+def batches(root: Path, source: str, with_masks: bool):
+    """The batches a trial's loop iterates, and the seconds it took to make them (the cache's fill)."""
+    dataset = open_dataset(root)
+    start = time.perf_counter()
+    made = train_batches(dataset, dataset.split.train, TrainSettings(batch_size=BATCH, **SOURCES[source]),
+                         torch.Generator().manual_seed(0), with_masks=with_masks)
+    assert made.source == ("host" if source == "cached" else "lazy"), made.source
+    return made, time.perf_counter() - start
 
 
-def lazy(root: Path) -> SliceDataset:
-    ds = open_dataset(root)
-    return SliceDataset(ds, ds.split.train)
-
-
-def slices_per_second(dataset: torch.utils.data.Dataset, epochs: int = 1) -> float:
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+def slices_per_second(epochs) -> float:
     n, start = 0, time.perf_counter()
-    for _ in range(epochs):
-        for batch in loader:
-            n += batch["image"].shape[0]
+    for batch in epochs:
+        n += batch["image"].shape[0]
     return n / (time.perf_counter() - start)
 
 
-def _reader(root: str, kind: str, ready: mp.Queue, go: mp.Event) -> None:
+def _reader(root: str, source: str, ready: mp.Queue, go: mp.Event) -> None:
     data = None  # idle: the interpreter, torch and h5py alone, the floor of every reader
-    if kind != "idle":
-        data = InMemory(Path(root)) if kind == "memory" else lazy(Path(root))
+    if source != "idle":
+        data, _ = batches(Path(root), source, with_masks=True)
         slices_per_second(data)
     ready.put(psutil.Process().memory_info().rss)  # measured while the reader still holds its data
     go.wait()  # stay alive so concurrent readers overlap
     del data
 
 
-def resident_mb(root: Path, kind: str, n_readers: int) -> float:
+def resident_mb(root: Path, source: str, n_readers: int) -> float:
     ctx = mp.get_context("spawn")
     ready, go = ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_reader, args=(str(root), kind, ready, go)) for _ in range(n_readers)]
+    procs = [ctx.Process(target=_reader, args=(str(root), source, ready, go)) for _ in range(n_readers)]
     for p in procs:
         p.start()
     total = sum(ready.get(timeout=600) for _ in procs)
@@ -96,32 +92,51 @@ def resident_mb(root: Path, kind: str, n_readers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=320)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         root = make_dataset(Path(tmp) / "bench", args.slices)
-        h5_data, mem_data = lazy(root), InMemory(root)
-        slices_per_second(h5_data)  # warm the page cache: both then read from RAM
-        rounds = [(slices_per_second(h5_data), slices_per_second(mem_data)) for _ in range(3)]
-        h5_rate = float(np.median([r[0] for r in rounds]))
-        mem_rate = float(np.median([r[1] for r in rounds]))
-        del mem_data
-        memory = {f"{kind}_{n}_readers_mb": resident_mb(root, kind, n) for kind in ("idle", "h5", "memory") for n in (1, 2)}
-    gb = len(h5_data) * SIZE * SIZE * 4 / 2**30
-    print(f"data set: {len(h5_data)} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}")
-    print(f"h5 lazy:   {h5_rate:8.1f} slices/s")
-    print(f"in memory: {mem_rate:8.1f} slices/s   (h5 / memory = {h5_rate / mem_rate:.2f})")
+        for with_masks in (True, False):
+            form = "" if with_masks else "_images_only"
+            loaders = {}
+            for source in SOURCES:
+                loaders[source], fill = batches(root, source, with_masks)
+                slices_per_second(loaders[source])  # warm: the page cache, the workers, the allocator
+                if source == "cached":
+                    rates[f"cache_fill{form}_s"] = fill
+            rounds = {s: [] for s in SOURCES}
+            for _ in range(args.rounds):
+                for source, loader in loaders.items():
+                    rounds[source].append(slices_per_second(loader))
+            for source in SOURCES:
+                rates[f"{source}{form}_slices_per_s"] = float(np.median(rounds[source]))
+            del loaders
+        memory = {f"{kind}_{n}_readers_mb": resident_mb(root, kind, n) for kind in ("idle", "h5", "cached") for n in (1, 2)}
+        dataset = open_dataset(root)
+        n_train = sum(dataset.scans[s].n_slices for s in dataset.split.train)
+        dataset.close()
+    gb = n_train * SIZE * SIZE * 4 / 2**30
+    print(f"data set: {n_train} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}, "
+          f"{args.rounds} rounds, median; on {psutil.cpu_count()} CPUs")
+    print(f"{'slices/s to the loop':28s} {'images + masks':>15s} {'images only':>12s}")
+    for source in SOURCES:
+        print(f"{source:28s} {rates[f'{source}_slices_per_s']:15.1f} {rates[f'{source}_images_only_slices_per_s']:12.1f}")
+    print(f"cache fill (read once per trial): {rates['cache_fill_s']:.2f} s with masks, "
+          f"{rates['cache_fill_images_only_s']:.2f} s images only")
     for key, mb in memory.items():
         print(f"{key:24s} {mb:8.0f} MB resident in total")
     result = {
-        "slices": len(h5_data), "size": SIZE, "batch": BATCH,
-        "h5_slices_per_s": round(h5_rate, 1), "memory_slices_per_s": round(mem_rate, 1),
-        "h5_over_memory": round(h5_rate / mem_rate, 3),
+        "slices": n_train, "size": SIZE, "batch": BATCH, "rounds": args.rounds,
+        **{k: round(v, 2 if k.endswith("_s") and "per" not in k else 1) for k, v in rates.items()},
+        "cached_over_h5": round(rates["cached_slices_per_s"] / rates["h5_slices_per_s"], 2),
+        "cached_over_h5_2_workers": round(rates["cached_slices_per_s"] / rates["h5_2_workers_slices_per_s"], 2),
         **{k: round(v, 1) for k, v in memory.items()},
         # Memory a reader adds over an idle process that imported the same libraries.
         "h5_data_mb_per_reader": round((memory["h5_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1),
-        "memory_data_mb_per_reader": round((memory["memory_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1),
+        "cached_data_mb_per_reader": round((memory["cached_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1),
     }
     print(json.dumps(result))
 

@@ -11,8 +11,11 @@ Sec. 2.3). One step is forward, backward and an Adam step. Variants:
 FLOPs per image: the forward pass counted from the config (``study.model.unet_macs``, checked
 against ``torch.utils.flop_counter``), and a training step counted by ``FlopCounterMode`` on the
 device. The fraction of peak uses the vendor's dense bf16 matrix rate for the device name (H100 SXM
-and H200 about 989 TFLOP/s) and, beside it, the rate of a large bf16 matrix product measured here,
-the ceiling this machine actually offers.
+and H200 about 989 TFLOP/s, ``study.gpu``) and, beside it, the rate of a large bf16 matrix product
+measured here, the ceiling this machine actually offers (the goal: one trial at >= 35 % of it).
+Each variant's peak memory is printed beside the platform's estimate of a step
+(``study.model.training_memory``, what the packing check counts), so the estimate can be judged.
+The bf16_cl step time is what ``study.gpu.MEASURED_STEP_MS`` wants for this device.
 
     python benchmarks/gpu_unet.py [--steps 20] [--variants fp32,bf16_cl,bf16_cl_compile]
 
@@ -33,30 +36,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study.model import UNet, UNetConfig, unet_macs  # noqa: E402
+from study.gpu import peak_tflops  # noqa: E402
+from study.model import UNet, UNetConfig, training_memory, unet_macs  # noqa: E402
+from study.model._memory import CUDA_BF16, FP32  # noqa: E402
 
 CONFIG = UNetConfig(in_channels=1, out_channels=4, widths=(32, 64, 128, 256, 512), groups=16)
 VARIANTS = ("fp32", "bf16_cl", "bf16_cl_compile")
-
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s; the first
-# matching substring of torch.cuda.get_device_name() wins, so specific names come first.
-BF16_DENSE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.4),  # SXM5, reported as "NVIDIA H100 80GB HBM3"
-    ("H200", 989.4),  # same chip as the H100 SXM, more and faster memory
-    ("GH200", 989.4),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("A10", 125.0),
-)
-
-
-def peak_tflops(device_name: str) -> float | None:
-    for key, value in BF16_DENSE_PEAK_TFLOPS:
-        if key in device_name:
-            return value
-    return None
 
 
 def measured_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
@@ -149,11 +134,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json-out", type=Path, help="also write the JSON line to this file")
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
         print("CUDA is not available: nothing to measure (run this on a GPU machine).")
-        print(json.dumps({"benchmark": "gpu_unet", "skipped": True, "reason": "CUDA not available"}))
+        line = json.dumps({"benchmark": "gpu_unet", "skipped": True, "reason": "CUDA not available"})
+        print(line)
+        if args.json_out:
+            args.json_out.write_text(line + "\n")
         return
 
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest algorithms
@@ -175,17 +164,22 @@ def main() -> None:
             print(f"{name}: failed: {variants[name]['error']}")
             continue
         tflops = train_flops * float(result["img_s"]) / 1e12
+        estimate = training_memory(CONFIG, args.batch, args.size, args.size, CUDA_BF16 if name.startswith("bf16") else FP32)
+        result["estimated_mem_gib"] = round(estimate.total / 2**30, 2)
         result["tflops"] = round(tflops, 1)
         result["frac_bf16_peak"] = round(tflops / peak, 4) if peak else None  # type: ignore[assignment]
         result["frac_measured_matmul"] = round(tflops / matmul, 4)
         variants[name] = result
         print(f"{name:16s} {result['img_s']:8.1f} img/s  {result['step_ms']:7.2f} ms/step  {tflops:6.1f} TFLOP/s  "
-              f"{result['frac_bf16_peak']} of peak  {result['max_mem_gib']} GiB")
+              f"{result['frac_bf16_peak']} of peak, {result['frac_measured_matmul']} of the measured matmul rate  "
+              f"{result['max_mem_gib']} GiB peak (estimated {result['estimated_mem_gib']})")
         torch.cuda.empty_cache()
 
     rel_err = bf16_relative_error(256)
     print(f"bf16 autocast + channels_last vs fp32 forward: relative error {rel_err:.2e}")
-    print(json.dumps({
+    if "step_ms" in variants.get("bf16_cl", {}) and (args.batch, args.size) == (9, 512):
+        print(f"for study/gpu.py MEASURED_STEP_MS: {device!r}: {variants['bf16_cl']['step_ms']}")
+    line = json.dumps({
         "benchmark": "gpu_unet",
         "skipped": False,
         "device": device,
@@ -199,7 +193,10 @@ def main() -> None:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "bf16_rel_err": round(rel_err, 5),
         "variants": variants,
-    }))
+    })
+    print(line)
+    if args.json_out:
+        args.json_out.write_text(line + "\n")
 
 
 if __name__ == "__main__":

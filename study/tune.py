@@ -127,7 +127,12 @@ def _prepare_worker(context: Context) -> str:
     import torch
 
     torch.set_num_threads(context.threads)
-    return "cuda" if context.use_gpu and torch.cuda.is_available() else "cpu"
+    if not (context.use_gpu and torch.cuda.is_available()):
+        return "cpu"
+    # A trial's shapes stay fixed, so cuDNN's timed choice of algorithms is made once and then pays
+    # (benchmarks/gpu_unet.py measures with it on); GPU numbers are not bit-identical anyway.
+    torch.backends.cudnn.benchmark = True
+    return "cuda"
 
 
 def pretrain_trainable(config: dict, context: Context) -> None:

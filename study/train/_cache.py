@@ -30,6 +30,9 @@ from study.data import Dataset
 
 GIB = 2**30
 _BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits is big-endian within a byte
+# Each byte's 8 bits as float32: a CPU unpacks a batch's masks with one lookup per byte, four times
+# faster than unpacking to bytes and converting them (writing the float32 masks is the cost).
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
 
 
 def cache_bytes(dataset: Dataset, scan_ids: Sequence[str], with_masks: bool) -> int | None:
@@ -111,9 +114,9 @@ class SliceCache:
             return batch
         batch = {"image": self.images.index_select(0, idx)}
         if self.masks is not None:
-            # numpy unpacks bits on a CPU about twenty times faster than torch's shifts do
-            bits = np.unpackbits(self.masks.index_select(0, idx).numpy(), axis=1, count=int(np.prod(self.mask_shape)))
-            batch["mask"] = torch.from_numpy(bits).view(len(idx), *self.mask_shape).to(torch.float32)
+            bits = torch.from_numpy(np.take(_BYTE_BITS, self.masks.index_select(0, idx).numpy(), axis=0))
+            n = int(np.prod(self.mask_shape))
+            batch["mask"] = bits.reshape(len(idx), -1)[:, :n].reshape(len(idx), *self.mask_shape).contiguous()
         return batch
 
 
