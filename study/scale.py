@@ -26,7 +26,9 @@ class Strict(BaseModel):
 
 class Scale(Strict):
     """How big a trial is. ``profile: laptop`` (the built-in phantoms on a CPU) or ``paper``
-    (512 x 512, the paper's U-Net and budgets, for GPUs); any field can be set on top."""
+    (512 x 512, the paper's U-Net, budgets and learning rates, for GPUs); any field can be set on
+    top. The scale also names the network variant and the pretraining's early-stopping rule, the
+    settings every trial of a study shares."""
 
     profile: Literal["laptop", "paper"] = "laptop"
     image_size: int = Field(64, ge=32, le=512, description="built-in phantoms only; real data keep their size")
