@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 from study.data import Dataset, SliceDataset
 from study.train._cache import SliceCache, cache_bytes, placement
@@ -39,6 +39,47 @@ class EpochBatches:
                     return
 
 
+class WorkerPasses:
+    """Passes over ``items`` read by DataLoader workers, drawing from ``generator`` exactly when a
+    loader without workers would: the batches, and every later draw (the pretraining's masks share
+    the generator), do not depend on the number of workers.
+
+    A loader without workers draws a base seed when a pass starts, the permutation with its first
+    batch, and one more permutation, discarded, when its sampler runs out: with the last batch if
+    that is short, else when the batch after the last is asked for. Workers read ahead, so their
+    sampler would run out early; here it draws only the permutation, and the pass draws the other
+    when a loader without workers would. Workers start with each pass: persistent ones would skip
+    the base seed of every pass after the first.
+    """
+
+    def __init__(self, items: SliceDataset, settings: TrainSettings, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.generator = len(items), settings.batch_size, generator
+        self.loader = DataLoader(items, batch_size=settings.batch_size, sampler=_Permutation(self.n, generator),
+                                 generator=generator, num_workers=settings.num_workers, pin_memory=settings.on_cuda)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        batches = iter(self.loader)  # the base seed; the permutation with the workers' first reads
+        full, short = divmod(self.n, self.batch_size)
+        for _ in range(full):
+            yield next(batches)
+        torch.randperm(self.n, generator=self.generator)  # what an exhausted RandomSampler draws
+        if short:
+            yield next(batches)
+
+
+class _Permutation(Sampler[int]):
+    """One shuffle of ``n`` indices from ``generator`` per pass, and no other draw."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from torch.randperm(self.n, generator=self.generator).tolist()
+
+
 def train_batches(
     dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, generator: torch.Generator, with_masks: bool
 ) -> Iterable[dict[str, torch.Tensor]]:
@@ -55,15 +96,11 @@ def train_batches(
         sampler = BatchSampler(RandomSampler(range(len(cache)), generator=generator), settings.batch_size, drop_last=False)
         return EpochBatches(DataLoader(cache, sampler=sampler, batch_size=None, generator=generator),
                             settings.steps_per_epoch, source=where)
-    loader = DataLoader(
-        SliceDataset(dataset, scan_ids, with_masks=with_masks),
-        batch_size=settings.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=settings.num_workers,
-        persistent_workers=settings.num_workers > 0,
-        pin_memory=settings.on_cuda,
-    )
+    items = SliceDataset(dataset, scan_ids, with_masks=with_masks)
+    if settings.num_workers > 0:
+        return EpochBatches(WorkerPasses(items, settings, generator), settings.steps_per_epoch)
+    loader = DataLoader(items, batch_size=settings.batch_size, shuffle=True, generator=generator,
+                        pin_memory=settings.on_cuda)
     return EpochBatches(loader, settings.steps_per_epoch)
 
 

@@ -49,6 +49,20 @@ def test_the_cache_gives_the_same_batches_as_lazy_reads(mri, with_masks: bool, s
     assert state_a == state_b  # the generator was drawn from exactly alike
 
 
+@pytest.mark.parametrize("batch", [4, 5])  # 15 slices: a short last batch, or none
+@pytest.mark.parametrize("steps", [None, 5])
+def test_lazy_reads_with_workers_give_the_very_batches_and_draws(mri, batch: int, steps: int | None) -> None:
+    workers, state_a, _ = _epochs(mri, TrainSettings(batch_size=batch, steps_per_epoch=steps, num_workers=2), True, 3)
+    alone, state_b, _ = _epochs(mri, TrainSettings(batch_size=batch, steps_per_epoch=steps), True, epochs=3)
+    assert state_a == state_b and len(workers) == len(alone)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(workers, alone, strict=True) for k in x)
+
+
+def test_compile_is_for_cuda_a_cpu_runs_the_model_itself() -> None:
+    model = torch.nn.Linear(2, 2)
+    assert TrainSettings(compile=True).runnable(model) is model
+
+
 def test_masks_that_do_not_fill_whole_bytes_come_back_alike() -> None:
     # 4 classes of 33 x 33 pixels: 4356 bits, half a byte left over per slice
     odd = open_dataset(builtin_dataset("mri", PhantomSettings(kind="mri", size=33, n_train=2, n_val=1, n_test=1,
