@@ -225,8 +225,15 @@ def gpu_lines(spec: StudySpec, plan: Plan, data: Mapping[str, str | None], gpu: 
     if gpus <= 0 and spec.scale.profile != "paper" and gpu is None:
         return []
     all_runs = runs(plan, {name: data_shape(name, path, spec.scale.image_size) for name, path in data.items()})
+    if not all_runs:
+        return []
     memory = trial_memory(spec, all_runs)
-    lines = [memory.describe()]
+    on_gpu, on_host = spec.scale.gpu_cache_gb * GIB, spec.scale.cache_gb * GIB
+    host = max((r.cache_bytes for r in all_runs if r.cache_bytes is not None and on_gpu < r.cache_bytes <= on_host),
+               default=0)
+    cached = f"up to {_gib(host)} for its cache of training slices" if host else "no cache of training slices"
+    lines = [memory.describe(), f"  host RAM per trial: {cached} (scale.cache_gb={spec.scale.cache_gb:g}; a set "
+             f"larger is read lazily, scale.data_workers={spec.scale.data_workers} workers)"]
     if gpus > 0 and gpu is None:
         lines.append("  GPU packing: not checked, no GPU visible here (--gpu-memory-gb N checks it against N GiB)")
     elif gpus > 0:

@@ -5,7 +5,8 @@ continue from their last checkpoint, and configurations added to the space since
 work. ``--fresh`` starts over (the old study folder is kept, renamed).
 
     python -m study.run search_spaces/pretext.yaml --dry-run
-    python -m study.run search_spaces/pretext.yaml --set datasets=[/data/skm-tea] --set scale=paper
+    python -m study.run search_spaces/pretext.yaml --set label_fractions=0.05,1.0 --print-spec
+    python -m study.run search_spaces/pretext.yaml --set datasets=/data/skm-tea --set scale=paper
     python -m study.run search_spaces/smoke.yaml --address 10.0.0.5:6379 --tracking-uri http://10.0.0.5:5000
 """
 
@@ -59,13 +60,14 @@ from study.tune import (
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0],
+    p = ArgumentParser(prog="python -m study.run", doc=__doc__,
                        epilog=f"exit status: 0 every planned trial finished; 2 the spec, data or resources were "
                               f"refused (nothing ran); {INCOMPLETE} the study ran but some planned trial failed, "
                               "errored or did not run (the summary lists each with its reason)")
     p.add_argument("space", type=Path, help="a search space, e.g. search_spaces/pretext.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec field, e.g. --set resources.cpus_per_trial=2 (repeatable)")
+                   help="override a spec field with a YAML value, e.g. --set resources.cpus_per_trial=2; a scalar "
+                        "where a list is expected is a list of one, a,b,c a list (repeatable)")
     p.add_argument("--dry-run", action="store_true",
                    help="check what a run checks (spec, data, resources, tracking store) and print the plan; "
                         "nothing is written")
@@ -111,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             available = start_ray(args.address)
             res = spec.resources
-            packing = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=cluster_gpu), time=False)
+            ask = cluster_gpu if available["max_node_gpu"] > 0 else None  # no GPU: check_resources says so
+            packing = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=ask), time=False)
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
             for line in packing:
                 print(line.strip())
