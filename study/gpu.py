@@ -19,7 +19,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from study.errors import SpecError
 from study.plan import Plan
@@ -78,6 +78,22 @@ def local_gpu() -> Gpu | None:
         return None
     name, memory, count = out.rsplit("|", 2)
     return Gpu(name, int(memory), int(count))
+
+
+def gpu_to_check(spec: StudySpec, *, memory_gb: float | None, address: str | None,
+                 cluster: Callable[[], Gpu | None] | None) -> Gpu | None:
+    """The GPU the packing is checked against: ``--gpu-memory-gb``, this machine's first GPU, or on a
+    cluster (``address``) one of its GPU nodes', asked by ``cluster`` (None: not asked, as in a dry
+    run, which has left the cluster). None for a laptop study on CPUs: no process is started to ask."""
+    if memory_gb is not None:
+        if not memory_gb > 0:
+            raise SpecError(f"--gpu-memory-gb {memory_gb:g} must be a positive number of GiB")
+        return Gpu(f"GPU of --gpu-memory-gb {memory_gb:g}", int(memory_gb * GIB))
+    if spec.resources.gpus_per_trial <= 0 and spec.scale.profile != "paper":
+        return None
+    if address is None:
+        return local_gpu()
+    return cluster() if cluster is not None else None
 
 
 # -- memory -----------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from study.data import (
 from study.data.padding import NetworkPadding
 from study.errors import DataError, SpecError, StorageError, StudyError
 from study.footprint import dataset_channels, disk_lines, training_lines
-from study.gpu import GIB, Gpu, gpu_lines, local_gpu
+from study.gpu import gpu_lines, gpu_to_check
 from study.optuna_log import OptunaLog
 from study.plan import Plan, make_plan
 from study.progress import INCOMPLETE, Outcome, Progress, StudyCallback, print_summary
@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
         Tracker.check(uri)
-        gpu = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=None))  # a packing that cannot fit is refused
+        # Before the resources: --gpu-memory-gb checks a packing on a machine without that GPU.
+        gpu = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address,
+                                                       cluster=None))
         available = _dry_run_resources(args.address)
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial, available)
         print("\n".join(_plan_lines(plan, store, uri, available, padding, data=data, address=args.address, gpu=gpu)))
@@ -114,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             available = start_ray(args.address)
             res = spec.resources
             ask = cluster_gpu if available["max_node_gpu"] > 0 else None  # no GPU: check_resources says so
-            packing = gpu_lines(spec, plan, data, _gpu(args, spec, cluster=ask), time=False)
+            packing = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb,
+                                                               address=args.address, cluster=ask), time=False)
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
             for line in packing:
                 print(line.strip())
@@ -223,20 +226,6 @@ def _local_resources() -> dict[str, float]:
         gpus = 0
     cpus = float(os.cpu_count() or 1)
     return {"cpu": cpus, "gpu": float(gpus), "nodes": 1.0, "max_node_cpu": cpus, "max_node_gpu": float(gpus)}
-
-
-def _gpu(args, spec: StudySpec, *, cluster) -> Gpu | None:
-    """The GPU the packing is checked against: ``--gpu-memory-gb``, this machine's first GPU, or on a
-    cluster (``cluster``: how to ask it; None in a dry run, which has left it) one of its GPU nodes'."""
-    if args.gpu_memory_gb is not None:
-        if not args.gpu_memory_gb > 0:
-            raise SpecError(f"--gpu-memory-gb {args.gpu_memory_gb:g} must be a positive number of GiB")
-        return Gpu(f"GPU of --gpu-memory-gb {args.gpu_memory_gb:g}", int(args.gpu_memory_gb * GIB))
-    if spec.resources.gpus_per_trial <= 0 and spec.scale.profile != "paper":
-        return None  # a laptop study on CPUs: no process is started to ask
-    if args.address is None:
-        return local_gpu()
-    return cluster() if cluster is not None else None
 
 
 def _plan_lines(plan: Plan, store: StudyStore, uri: str, available: dict, padding: Sequence[str] = (),
