@@ -19,6 +19,12 @@ def closest(value: object, choices: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
+def did_you_mean(value: object, choices: Sequence[str]) -> str:
+    """``"; did you mean 'y'?"`` for the closest choice, or ``""`` when none is close."""
+    near = closest(value, choices)
+    return f"; did you mean {near!r}?" if near is not None else ""
+
+
 def unknown_choice(what: str, value: object, choices: Sequence[str]) -> str:
     """``"<what>: unknown value 'x'; did you mean 'y'? Choices: 'y', 'z'"``, without the suggestion
     when no choice is close."""

@@ -190,6 +190,10 @@ class StudyStore:
     def save_trial_config(self, trial: TrialPoint) -> None:
         write_json(self.trial_dir(trial.id) / "trial.json", trial.to_json())
 
+    def trial_config(self, trial_id: str) -> dict | None:
+        """The configuration a trial ran with (``TrialPoint.from_json`` rebuilds it)."""
+        return read_json(self.trial_dir(trial_id) / "trial.json")
+
     def save_trial_result(self, result: TrialRecord, per_case: pd.DataFrame | None = None) -> None:
         """The per-case table first, then the record that says the trial ended."""
         folder = self.trial_dir(result.trial_id)

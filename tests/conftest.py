@@ -59,3 +59,25 @@ def tiny_mri(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = PhantomSettings(kind="mri", size=32, n_train=4, n_val=1, n_test=2, n_unlabeled=2, n_slices=4)
     make_phantom_dataset(settings, out)
     return out
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """An MLflow tracking server on 127.0.0.1 with its own SQLite store; yields its URI."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art"),
+         "--workers", "1"],  # one worker: a test is one client, and four start four times slower
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/health", seconds=300)  # a loaded 2-core machine starts it slowly
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

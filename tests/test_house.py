@@ -13,7 +13,7 @@ from tests.conftest import REPO
 # Every file of the study folder's layout (study/store.py's docstring lists them).
 LAYOUT_FILES = ("study.json", "data_checked.json", "result.json", "error.json", "trial.json", "per_case.csv",
                 "attempts.jsonl", "mlflow_run_id", "finished.log", "executed.log", "sampled.jsonl", "weights.pt",
-                "inpainting.csv", "driver.lock", "driver.json")
+                "inpainting.csv", "driver.lock", "driver.json", "optuna.db", "invocations.jsonl")
 
 
 def test_only_the_store_names_the_study_folders_files() -> None:

@@ -34,11 +34,34 @@ def corruption_examples(state: dict) -> Figure | None:
         dataset = open_dataset(path)
     except Exception:
         return None
-    scan = dataset.split.train[0]
-    image = dataset.read_image(scan, slice(dataset.scans[scan].n_slices // 2, dataset.scans[scan].n_slices // 2 + 1))[0, 0]
+    image = _middle_slice(dataset)
     preview = preview_figure(image, patch_sizes_512=tuple(pre.get("patch_size", (32,))), seed=0,
                              tasks=tuple(pre.get("task", ("restoration",))), samplers=tuple(pre.get("sampler", ("poisson_disc",))))
     return draw_preview(preview, original_title=f"original ({name})", panel_inches=1.6, font_size=7)
+
+
+def _middle_slice(dataset) -> np.ndarray:
+    scan = dataset.split.train[0]
+    middle = dataset.scans[scan].n_slices // 2
+    return dataset.read_image(scan, slice(middle, middle + 1))[0, 0]
+
+
+def mask_examples(point, data_path: str | None) -> Figure | None:
+    """The masks one pretraining (a :class:`~study.plan.PretrainPoint`) trains with, drawn on a
+    training slice of its data set: what its MLflow run shows beside its curves."""
+    from study.data import open_dataset
+    from study.pretext import draw_preview, preview_figure
+
+    if data_path is None:
+        return None
+    dataset = open_dataset(data_path)
+    try:
+        image = _middle_slice(dataset)
+    finally:
+        dataset.close()
+    preview = preview_figure(image, patch_sizes_512=(point.patch_size,), seed=point.seed, tasks=(point.task,),
+                             samplers=(point.sampler,))
+    return draw_preview(preview, original_title=f"original ({point.dataset})", panel_inches=2.2, font_size=8)
 
 
 def inpainting_table(store: StudyStore, state: dict) -> pd.DataFrame:
@@ -141,17 +164,67 @@ def clinical_figure(summary: pd.DataFrame) -> Figure | None:
     if summary.empty:
         return None
     groups = list(summary.groupby(["dataset", "metric"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3), squeeze=False)
-    for ax, ((ds, metric), part) in zip(axes[0], groups):
-        labels = [f"{c}\n{f:g}" for c, f in zip(part["class"], part["label_fraction"])]
+    # One row per data set and metric, wide enough for a readable label per bar pair.
+    longest = max(len(part) for _, part in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(6.0, 0.55 * longest + 2), 3.2 * len(groups)), squeeze=False)
+    for ax, ((ds, metric), part) in zip(axes[:, 0], groups):
+        labels = [f"{c} @{f:g}" for c, f in zip(part["class"], part["label_fraction"])]
         x = np.arange(len(part))
-        ax.bar(x - 0.2, part["median_pct_err_baseline"], 0.4, label="supervised", color="0.5")
+        ax.bar(x - 0.2, part["median_pct_err_baseline"], 0.4, label="supervised", color="0.55")
         ax.bar(x + 0.2, part["median_pct_err_strategy"], 0.4, label="chosen strategy", color="tab:red")
         ax.axhline(0, color="k", lw=0.6)
-        ax.set_xticks(x, labels, fontsize=5, rotation=90)
-        ax.set_title(f"{ds}: {metric}", fontsize=8)
-        ax.set_ylabel("median % error", fontsize=7)
-        ax.legend(fontsize=6)
+        ax.set_xticks(x, labels, fontsize=8, rotation=35, ha="right")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(f"{ds}: {metric} (class @ label fraction)", fontsize=9)
+        ax.set_ylabel("median signed % error", fontsize=8)
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | None:
+    """Design-axis effects: per data set, each level's mean paired dDice with its 95 % interval,
+    grouped by axis (most important first), and the axes' fANOVA importance beside them."""
+    if effects.empty:
+        return None
+    from study.analysis._effects import AXIS_NAMES
+
+    datasets = sorted(effects["dataset"].unique())
+    heights = [len(effects[effects["dataset"] == ds]) + effects.loc[effects["dataset"] == ds, "axis"].nunique()
+               for ds in datasets]
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 0.32 * sum(heights) + 1.2 * len(datasets)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1], "height_ratios": heights})
+    for (left, right), ds in zip(axes, datasets):
+        part = effects[effects["dataset"] == ds]
+        share = importance[importance["dataset"] == ds].set_index("axis")["importance"] if not importance.empty else pd.Series(dtype=float)
+        order = sorted(part["axis"].unique(), key=lambda a: -share.get(a, 0.0))
+        y, ticks, labels = 0, [], []
+        for axis in order:
+            for r in part[part["axis"] == axis].itertuples():
+                color = "tab:green" if r.ci_low > 0 else "tab:red" if r.ci_high < 0 else "0.3"
+                left.errorbar(r.mean_diff, -y, xerr=[[r.mean_diff - r.ci_low], [r.ci_high - r.mean_diff]], fmt="o",
+                              color=color, ms=4, capsize=2)
+                ticks.append(-y)
+                labels.append(f"{AXIS_NAMES.get(axis, axis)}: {r.level}")
+                y += 1
+            y += 1
+        left.axvline(0, color="k", lw=0.7)
+        left.set_yticks(ticks, labels, fontsize=8)
+        left.tick_params(axis="x", labelsize=8)
+        left.set_xlabel("mean paired dDice vs the supervised baseline (95 % CI)", fontsize=8)
+        left.set_title(ds, fontsize=9)
+        if share.empty:
+            right.set_axis_off()
+            right.text(0.5, 0.5, "importance:\ntoo few trials", ha="center", va="center", fontsize=8,
+                       transform=right.transAxes)
+            continue
+        names = [a for a in order if a in share.index]
+        right.barh(range(len(names)), [share[a] for a in names], color="tab:blue")
+        right.set_yticks(range(len(names)), [AXIS_NAMES.get(a, a) for a in names], fontsize=8)
+        right.invert_yaxis()
+        right.set_xlim(0, 1)
+        right.tick_params(axis="x", labelsize=8)
+        right.set_xlabel("fANOVA importance", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -194,7 +267,7 @@ def transfer_figure(table: pd.DataFrame) -> Figure | None:
         part = cases[cases["dataset"] == ds]
         order = part.groupby("combination")["dice"].median().sort_values(ascending=False).index
         ax.boxplot([part.loc[part["combination"] == c, "dice"] for c in order], tick_labels=list(order))
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=7)
         ax.set_title(ds, fontsize=9)
         ax.set_ylabel("test Dice per case", fontsize=7)
     fig.tight_layout()
@@ -205,7 +278,7 @@ def save(fig: Figure, folder: Path, stem: str) -> tuple[Path, Path]:
     """PNG (for the HTML and slides) and SVG (for papers) side by side."""
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=120)
     fig.savefig(svg)
     plt.close(fig)
     return png, svg

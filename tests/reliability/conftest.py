@@ -3,14 +3,9 @@ with one summary line per category (faults, hostile inputs, load, determinism, r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
-
-from tests.conftest import free_port, wait_for_url
 
 
 class Tally:
@@ -43,23 +38,6 @@ TALLY = Tally()
 @pytest.fixture
 def tally() -> Tally:
     return TALLY
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """An MLflow tracking server on 127.0.0.1 with its own SQLite store; yields its URI."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_url(f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
