@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from study.analysis._clinical import clinical_cases, clinical_summary
+from study.analysis._effects import AXIS_NAMES, chosen_cases, design_effects
 from study.analysis._ranking import optimum, rank_dataset, rank_strategies, seed_stability
 from study.analysis._scaling import scaling
 from study.analysis._settings import AnalysisSettings, pooled_fractions
@@ -41,6 +42,9 @@ class Analysis:
     scaling_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     clinical_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     clinical_cases: pd.DataFrame = field(default_factory=pd.DataFrame)
+    effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # per data set, axis and level (_effects)
+    importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # per data set and axis: fANOVA share
+    chosen_cases: pd.DataFrame = field(default_factory=pd.DataFrame)  # per unit: chosen strategy vs baseline
     notes: list[str] = field(default_factory=list)
     verdicts: dict[str, dict] = field(default_factory=dict)
     headline: list[str] = field(default_factory=list)
@@ -51,7 +55,7 @@ class Analysis:
     def tables(self) -> dict[str, pd.DataFrame]:
         """The non-empty tables by file stem."""
         names = ("ranking", "seed_ranking", "seed_stability", "seed_agreement", "transfer", "scaling_fits",
-                 "scaling_tests", "clinical_summary", "clinical_cases")
+                 "scaling_tests", "clinical_summary", "clinical_cases", "effects", "importance", "chosen_cases")
         return {n: getattr(self, n) for n in names if not getattr(self, n).empty}
 
     def summary(self) -> dict:
@@ -136,6 +140,9 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     _verdicts(result, per_seed)
     per_unit, _ = units(cases, settings.aggregate)
     result.transfer = transfer_summary(full, ranking, fractions, settings)
+    result.effects, result.importance, more = design_effects(full, selected, fractions, settings)
+    result.notes += more
+    result.chosen_cases = chosen_cases(selected, chosen, fractions, settings)
     extents = None
     if "extent" in selected:
         known = selected.dropna(subset=["extent"]).drop_duplicates("strategy")
@@ -198,9 +205,29 @@ def format_ranking(analysis: Analysis) -> str:
         lines += ["  " + fmt(headers), "  " + fmt(["-" * w for w in widths])]
         lines += ["  " + fmt(row).rstrip() for row in rows]
         lines.append("")
-    lines += _seed_lines(analysis) + _scaling_lines(analysis)
+    lines += _effect_lines(analysis) + _seed_lines(analysis) + _scaling_lines(analysis)
     lines += [f"note: {n}" for n in analysis.notes]
     return "\n".join(lines)
+
+
+def _effect_lines(analysis: Analysis) -> list[str]:
+    """Per data set and axis: each level's mean paired dDice [95 % CI] and the axis' importance."""
+    if analysis.effects.empty:
+        return []
+    lines = []
+    share = {(r.dataset, r.axis): r.importance for r in analysis.importance.itertuples()}
+    for dataset, frame in analysis.effects.groupby("dataset", sort=True):
+        lines.append(f"design-axis effects, {dataset}: mean paired dDice vs the baseline per level [95% CI]"
+                     + ("; importance: fANOVA share" if share else ""))
+        axes = sorted(frame["axis"].unique(), key=lambda a: -share.get((dataset, a), 0.0))
+        for axis in axes:
+            part = frame[frame["axis"] == axis]
+            levels = ", ".join(f"{r.level} {_num(r.mean_diff)} [{_num(r.ci_low)}, {_num(r.ci_high)}]"
+                               for r in part.itertuples())
+            weight = f" (importance {share[(dataset, axis)]:.2f})" if (dataset, axis) in share else ""
+            lines.append(f"  {AXIS_NAMES.get(axis, axis)}{weight}: {levels}")
+        lines.append("")
+    return lines
 
 
 def _seed_lines(analysis: Analysis) -> list[str]:
