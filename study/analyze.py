@@ -1,6 +1,8 @@
 """``python -m study.analyze STUDY``: rank pretraining strategies against the supervised baseline.
 
     python -m study.analyze pretext                         # the study folder studies/pretext
+    python -m study.analyze search_spaces/pretext.yaml      # the study that spec names, in its storage
+    python -m study.analyze pretext --storage /shared/studies --pairing pooled
     python -m study.analyze studies/pretext --fractions 0.05,0.25 --top-k 3 --no-mlflow
 
 Reads the study's plan and every finished trial's record and per-case table, prints the
@@ -21,7 +23,7 @@ import pandas as pd
 
 from study._cli import ArgumentParser, run_main
 from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
-from study.analysis._settings import CORRECTIONS
+from study.analysis._settings import AGGREGATES, CORRECTIONS
 from study.errors import DataError, SpecError
 from study.pruning import configuration
 from study.records import TrialRecord
@@ -34,8 +36,10 @@ DESIGN = ("dataset", "label_fraction", "strategy", "task", "patch_size", "sample
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.analyze", description=__doc__.splitlines()[0])
-    p.add_argument("study", help="a study folder or a study name under ./studies")
+    p = ArgumentParser(prog="python -m study.analyze", doc=__doc__)
+    p.add_argument("study", help="a study folder, a study's spec file (found in the spec's storage), or a study "
+                   "name under --storage")
+    p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
     p.add_argument("--top-k", type=int, help="the optimum is in the top k of every data set (default: the spec's, 3)")
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
@@ -45,7 +49,8 @@ def _parser() -> ArgumentParser:
                    help="the correction a strategy must pass to beat the baseline (default holm)")
     p.add_argument("--include-stale", action="store_true",
                    help="also analyse (and list) finished trials from earlier plans of the study")
-    p.add_argument("--aggregate", default="auto", help="unit of the pairs: auto (patients when test cases are slices of fewer patients), case or patient")
+    p.add_argument("--aggregate", default="auto", choices=AGGREGATES,
+                   help="unit of the pairs: auto (patients when test cases are slices of fewer patients), case or patient")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--out", type=Path, help="output folder (default <study>/analysis)")
@@ -53,12 +58,23 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def find_study(name: str) -> StudyStore:
-    """The study folder ``name`` or ``studies/name``; :class:`DataError` if neither holds a study."""
-    for folder in (Path(name), Path("studies") / name):
+def find_study(name: str, storage: str | Path | None = None) -> StudyStore:
+    """The study a command names: a study folder, a spec file (its ``storage`` and ``name``, as
+    ``study.run`` resolves them), or a name under ``storage`` (default ``./studies``);
+    :class:`DataError` naming every place looked when none holds a study."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from study.spec import load_spec
+
+        folders = [load_spec(path).storage_dir()]
+    else:
+        folders = [path, Path(storage or "studies") / name]
+    for folder in folders:
         if StudyStore(folder).exists():
             return StudyStore(folder)
-    raise DataError(f"study {name!r} not found: neither {name} nor studies/{name} holds a study's plan")
+    looked = " nor ".join(str(f) for f in folders)
+    raise DataError(f"study {name!r} not found: {'neither ' if len(folders) > 1 else ''}{looked} holds a study's plan"
+                    + ("" if storage else " (a study elsewhere: --storage DIR, or give its spec file)"))
 
 
 @dataclass
@@ -233,7 +249,7 @@ def _fractions(text: str | None) -> tuple[float, ...] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    store = find_study(args.study)
+    store = find_study(args.study, args.storage)
     loaded = load_study(store, include_stale=args.include_stale)
     state = loaded.state
     settings = AnalysisSettings(fractions=_fractions(args.fractions), baseline=args.baseline,

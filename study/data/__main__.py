@@ -1,4 +1,9 @@
-"""``python -m study.data``: make phantoms, import NIfTI volumes, validate a data set."""
+"""``python -m study.data``: make phantoms, import NIfTI volumes, validate a data set.
+
+    python -m study.data check /data/skm-tea
+    python -m study.data phantom --kind mri --size 256 --n-train 40 --out phantom-mri-256
+    python -m study.data import-nifti --images imgs --labels labels --modality ct --classes muscle=1,imat=2,vat=3,sat=4 --out my-ct
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from study.errors import SpecError
 
 
 def _parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m study.data", description=__doc__)
+    parser = ArgumentParser(prog="python -m study.data", doc=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ph = sub.add_parser("phantom", help="write a built-in knee-MRI or abdominal-CT phantom data set")

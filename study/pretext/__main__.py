@@ -1,5 +1,8 @@
 """``python -m study.pretext preview --out PATH.png``: example corruptions (the paper's Figure 1).
 
+    python -m study.pretext preview --out corruptions.png
+    python -m study.pretext preview --out small.png --size 64 --patch-sizes 32,16
+
 A user error (bad flag value, unreadable image) prints one line and exits with status 2, writing
 nothing.
 """
@@ -13,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from study._cli import ArgumentParser
 from study.errors import DataError, SpecError, StudyError
 from study.constants import PAPER_PATCH_SIZES
 from study.pretext._preview import preview_figure, render_preview, synthetic_image
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m study.pretext", description="Pretext corruptions (Dominic et al. 2023)."
-    )
+    parser = ArgumentParser(prog="python -m study.pretext", doc=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     preview = commands.add_parser(
         "preview",

@@ -1,7 +1,8 @@
 """``python -m study.report STUDY``: write the study's HTML dashboard and its figures.
 
     python -m study.report pretext                 # studies/pretext/report/report.html
-    python -m study.report /shared/studies/transfer --open
+    python -m study.report search_spaces/pretext.yaml   # the study that spec names, in its storage
+    python -m study.report transfer --storage /shared/studies --open
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from study.analyze import find_study, load_study, spec_settings
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.report", description=__doc__.splitlines()[0])
-    p.add_argument("study", help="a study folder, or a study name under ./studies")
+    p = ArgumentParser(prog="python -m study.report", doc=__doc__)
+    p.add_argument("study", help="a study folder, a study's spec file (found in the spec's storage), or a study "
+                   "name under --storage")
+    p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--top-k", type=int, help="the optimum holds a top-k place in every data set (default: the spec's, 3)")
     p.add_argument("--pairing", choices=PAIRINGS, help="per_case or pooled (default: the spec's, per_case)")
     p.add_argument("--open", action="store_true", help="open the report in a browser")
@@ -25,7 +28,7 @@ def _parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    store = find_study(args.study)
+    store = find_study(args.study, args.storage)
     loaded = load_study(store)
     from study.report import build_report
 

@@ -1,83 +1,197 @@
-"""``python -m study.train``: one pipeline on one data set, printing per-class test Dice.
+"""``python -m study.train``: one trial on one data set, exactly as a study runs it, printing per-class test Dice.
+
+Its defaults are a laptop study trial's (``scale: laptop``: its U-Net, budgets, learning rates and
+early stopping), and it runs the study's own trial code, so a strategy tried here trains as it
+would in a study. ``--study NAME --trial ID`` runs one trial of a study again, as the study ran it,
+in a scratch folder (the study's results are never touched).
 
     python -m study.train --data mri --fraction 0.05 --task restoration --patch-size 32 --sampler poisson_disc
-    python -m study.train --data ct --fraction 1.0 --task none          # supervised baseline
+    python -m study.train --data ct --fraction 1.0 --task none          # the supervised baseline
+    python -m study.train --data /data/skm-tea --scale paper --device cuda --out runs/skm-tea
+    python -m study.train --study pretext --trial 3f2a9c1b      # a trial of studies/pretext again (an id prefix will do)
 """
 
 from __future__ import annotations
 
+import tempfile
+import typing
 from pathlib import Path
 from typing import Sequence
 
-import torch
+from pydantic import ValidationError
 
 from study._cli import ArgumentParser, run_main
-from study.data import BUILTIN_KINDS, builtin_dataset, open_dataset
-from study.errors import SpecError
-from study.store import PER_CASE
-from study.model import ARCHITECTURES, TransferPlan
-from study.constants import DEFAULT_PAD_MODE, DEFAULT_SEED, LAPTOP_GROUPS, LAPTOP_WIDTHS, PAD_MODES
-from study.train import FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
+from study.constants import DEFAULT_SEED, PAD_MODES, SAMPLERS, SCHEDULES, SCOPES, TASKS
+from study.errors import DataError, SpecError
+from study.plan import PretrainPoint, TrialPoint, canonical_unfrozen_lr
+from study.scale import Scale
+from study.store import PER_CASE, StudyStore
+
+ARCHITECTURES = typing.get_args(Scale.model_fields["architecture"].annotation)  # --help imports no torch
 
 
-def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.train", description=__doc__.splitlines()[0])
+def parser() -> ArgumentParser:
+    laptop = Scale()
+    p = ArgumentParser(prog="python -m study.train", doc=__doc__)
     p.add_argument("--data", default="mri", help="'mri' or 'ct' (built-in phantoms) or a data set folder")
     p.add_argument("--fraction", type=float, default=1.0, help="label fraction in (0, 1] (default 1.0)")
-    p.add_argument("--task", default="restoration", help="none (supervised), prediction or restoration")
+    p.add_argument("--task", default="restoration", choices=("none", *TASKS), help="none: the supervised baseline")
     p.add_argument("--patch-size", type=int, default=32, help="K in pixels of a 512-px image (8, 16, 32, 64)")
-    p.add_argument("--sampler", default="poisson_disc", help="random, poisson_disc or poisson_disc_spread")
+    p.add_argument("--sampler", default="poisson_disc", choices=SAMPLERS)
     p.add_argument("--extent", type=float, default=1.0, help="pretraining data, multiples of the training set")
-    p.add_argument("--scope", default="encoder", help="transfer scope: encoder or encoder+decoder")
-    p.add_argument("--schedule", default="at_once", help="at_once or freeze_then_unfreeze")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial fine-tuning learning rate")
-    p.add_argument("--unfrozen-lr", type=float, help="initial learning rate after unfreezing")
-    p.add_argument("--max-epochs", type=int, default=40, help="epoch budget per run (early stopping first)")
-    p.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch")
-    p.add_argument("--widths", default=",".join(map(str, LAPTOP_WIDTHS)), help="U-Net widths per level")
-    p.add_argument("--groups", type=int, default=LAPTOP_GROUPS, help="GroupNorm groups")
-    p.add_argument("--architecture", default="default", choices=ARCHITECTURES,
+    p.add_argument("--pretrain-lr", type=float,
+                   help=f"initial pretraining learning rate (default: the scale's, laptop {laptop.pretrain_lr:g})")
+    p.add_argument("--scope", default="encoder", choices=[s for s in SCOPES if s != "none"], help="transfer scope")
+    p.add_argument("--schedule", default="at_once", choices=SCHEDULES)
+    p.add_argument("--lr", type=float,
+                   help=f"initial fine-tuning learning rate (default: the scale's, laptop {laptop.finetune_lr:g})")
+    p.add_argument("--unfrozen-lr", type=float, help="initial learning rate after unfreezing (default: --lr)")
+    p.add_argument("--scale", default="laptop", choices=("laptop", "paper"),
+                   help="the profile every setting below defaults to (docs/studies.md)")
+    p.add_argument("--max-epochs", type=int, help=f"epoch budget of both stages (default: the scale's, laptop "
+                   f"{laptop.pretrain_max_epochs} pretraining, {laptop.finetune_max_epochs} fine-tuning)")
+    p.add_argument("--steps-per-epoch", type=int, help=f"batches per epoch (default: the scale's, laptop "
+                   f"{laptop.steps_per_epoch})")
+    p.add_argument("--widths", help=f"U-Net widths per level (default: the scale's, laptop "
+                   f"{','.join(map(str, laptop.widths))})")
+    p.add_argument("--groups", type=int, help=f"GroupNorm groups (default: the scale's, laptop {laptop.groups})")
+    p.add_argument("--architecture", choices=ARCHITECTURES,
                    help="U-Net variant: default, or the authors' Keras U-Net (docs/science.md §3)")
-    p.add_argument("--batch-size", type=int, default=9)
-    p.add_argument("--pad-mode", choices=PAD_MODES, default=DEFAULT_PAD_MODE,
+    p.add_argument("--batch-size", type=int, help=f"(default: the scale's, laptop {laptop.batch_size})")
+    p.add_argument("--pad-mode", choices=PAD_MODES,
                    help="padding of slices whose size the U-Net cannot halve down to its bottleneck")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--out", type=Path, help=f"folder for {PER_CASE} and checkpoints (resumes if present)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: a study trial's, its resources.cpus_per_trial; "
+                   "else torch's); the same count gives the same numbers a study trial gave")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"training seed (default {DEFAULT_SEED}, a study's)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the label and pretraining subsets (default 0)")
+    p.add_argument("--out", type=Path, help=f"folder for the run ({PER_CASE}, weights, checkpoints: it resumes if "
+                   "present; default: a temporary folder, removed at the end)")
+    p.add_argument("--study", help="run a trial of this study again: a study folder, its spec file or a name under "
+                   "--storage")
+    p.add_argument("--storage", help="the folder of study folders --study is looked up in (default ./studies)")
+    p.add_argument("--trial", help="the id (or an unambiguous prefix) of the study's trial to run again")
     p.add_argument("--quiet", action="store_true", help="print only the result table")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _scale(args) -> Scale:
+    given = {"widths": args.widths, "groups": args.groups, "batch_size": args.batch_size,
+             "pretrain_max_epochs": args.max_epochs, "finetune_max_epochs": args.max_epochs,
+             "steps_per_epoch": args.steps_per_epoch, "architecture": args.architecture, "pad_mode": args.pad_mode}
+    if args.widths is not None:
+        try:
+            given["widths"] = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            raise SpecError(f"--widths {args.widths!r} must be integers separated by commas") from None
     try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-    except ValueError:
-        raise SpecError(f"--widths {args.widths!r} must be integers separated by commas") from None
-    dataset = open_dataset(builtin_dataset(args.data) if args.data in BUILTIN_KINDS else args.data)
-    supervised = args.task == "none"
-    pretrain_config = None if supervised else PretrainConfig(
-        task=args.task, sampler=args.sampler, patch_size=args.patch_size, extent=args.extent
-    )
-    plan = TransferPlan("none", "at_once") if supervised else TransferPlan(args.scope, args.schedule)
-    finetune_config = FinetuneConfig(plan=plan, lr=args.lr, unfrozen_lr=args.unfrozen_lr)
-    settings = TrainSettings(
-        batch_size=args.batch_size, max_epochs=args.max_epochs, steps_per_epoch=args.steps_per_epoch,
-        device=args.device, seed=args.seed, pad_mode=args.pad_mode,
-    )
-    result = run_pipeline(
-        dataset, args.fraction, finetune_config=finetune_config, pretrain_config=pretrain_config, settings=settings,
-        widths=widths, groups=args.groups, architecture=args.architecture,
-        workdir=args.out, log=(lambda _: None) if args.quiet else print,
-    )
-    table = result.per_case
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out / PER_CASE, index=False)
+        return Scale.model_validate({"profile": args.scale, **{k: v for k, v in given.items() if v is not None}})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "--scale"
+        raise SpecError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def own_trial(args) -> TrialPoint:
+    """The trial the flags describe: with no flags, the trial a laptop study makes of the same
+    point (same id)."""
+    if not 0 < args.fraction <= 1:
+        raise SpecError(f"--fraction {args.fraction:g} is outside (0, 1]")
+    scale = _scale(args)
+    seeds = {"seed": args.seed, "split_seed": args.split_seed}
+    lr = args.lr if args.lr is not None else scale.finetune_lr
+    if args.task == "none":
+        trial = TrialPoint(args.data, args.fraction, "none", "at_once", lr, None, None, scale, **seeds)
+    else:
+        pre = PretrainPoint(args.data, args.task, args.patch_size, args.sampler, args.extent,
+                            args.pretrain_lr if args.pretrain_lr is not None else scale.pretrain_lr, scale, **seeds)
+        trial = TrialPoint(args.data, args.fraction, args.scope, args.schedule, lr,
+                           canonical_unfrozen_lr(args.schedule, lr, args.unfrozen_lr), pre, scale, **seeds)
+    return trial
+
+
+def _data_path(name: str, scale: Scale) -> str:
+    """A built-in phantom at the scale's image size (made once, cached), or a data set folder."""
+    from study.data import BUILTIN_KINDS, PhantomSettings, builtin_dataset
+
+    if name in BUILTIN_KINDS:
+        return str(builtin_dataset(name, PhantomSettings.default(name, size=scale.image_size)))
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise DataError(f"--data {name}: no such folder")
+    return str(path.resolve())
+
+
+def _study_trial(args) -> tuple[TrialPoint, str, float | None, int]:
+    """A study's trial as the study ran it, its data set's path, the mean Dice it recorded and the
+    threads it ran with."""
+    from study.analyze import find_study
+
+    if args.trial is None:
+        raise SpecError("--study needs --trial ID (the trial ids are the folders under <study>/trials)")
+    store = find_study(args.study, args.storage)
+    state = store.read_state() or {}
+    entries = {TrialPoint.from_json(e).id: e for e in state.get("trials") or []}
+    entries |= {tid: entry for tid in store.trial_ids() if (entry := store.trial_config(tid)) is not None}
+    matches = sorted(tid for tid in entries if tid.startswith(args.trial))
+    if len(matches) != 1:
+        some = ", ".join(sorted(entries)[:5])
+        raise SpecError(f"--trial {args.trial}: " + (f"matches {len(matches)} trials ({', '.join(matches[:5])})"
+                        if matches else f"no trial of {store.root} has that id (some: {some})"))
+    trial = TrialPoint.from_json(entries[matches[0]])
+    path = (state.get("data_paths") or {}).get(trial.dataset)
+    if path is None:
+        raise DataError(f"{store.root}: the study names no data path for {trial.dataset!r}")
+    record = store.trial_result(trial.id)
+    threads = max(1, int(((state.get("spec") or {}).get("resources") or {}).get("cpus_per_trial", 1)))
+    return trial, path, None if record is None else record.dice, threads
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    recorded, threads = None, args.threads
+    if args.study is not None:
+        trial, data_path, recorded, study_threads = _study_trial(args)
+        threads = threads or study_threads
+    elif args.trial is not None:
+        raise SpecError("--trial needs --study NAME, the study it belongs to")
+    else:
+        trial = own_trial(args)
+        data_path = _data_path(args.data, trial.scale)
+
+    import torch
+
+    from study.trial import run_trial
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    if not args.quiet:
+        print(f"trial {trial.id}: {trial.strategy} on {trial.dataset} at label fraction {trial.label_fraction:g}, "
+              f"scale {trial.scale.profile}, seed {trial.seed}, {device}")
+
+    def report(record: dict) -> None:
+        if not args.quiet and "epoch" in record:
+            print(f"  {record.get('stage', 'finetune')} epoch {int(record['epoch'])}: "
+                  f"train {record.get('train_loss', float('nan')):.4g} val {record.get('val_loss', float('nan')):.4g}")
+
+    with tempfile.TemporaryDirectory(prefix="study-train-") as scratch:
+        store = StudyStore(args.out or scratch)
+        result = run_trial(store, trial, data_path=data_path, device=device,
+                           keep_weights="best" if args.out else "none", report=report)
+        if not result.finished:
+            print(f"failed: {result.reason}")
+            return 3
+        table = store.read_per_case(trial.id)
     summary = table.groupby("class", sort=False)["dice"].agg(["mean", "std", "count"])
-    print(f"\ntest Dice on {dataset.name}, {table['case_id'].nunique()} cases, label fraction {args.fraction:g}:")
+    print(f"\ntest Dice on {table['dataset'].iloc[0]}, {table['case_id'].nunique()} cases, label fraction "
+          f"{trial.label_fraction:g}:")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"mean over classes: {table.groupby('case_id')['dice'].mean().mean():.3f}")
+    same = "" if recorded is None else (" (the study recorded the same)" if recorded == result.dice
+                                        else f" (the study recorded {recorded:.6f})")
+    print(f"mean over classes: {result.dice:.6f}{same}")
+    if args.out:
+        print(f"per-case table: {store.per_case_path(trial.id)}")
     return 0
 
 
