@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import base64
 import html
+import math
+import numbers
 import time
 from pathlib import Path
 from string import Template
+from typing import Callable
 
+import numpy as np
 import pandas as pd
+import yaml
 
 from study.analysis import Analysis, AnalysisSettings, analyze
 from study.records import Status, TrialRecord
@@ -25,19 +30,46 @@ RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low"
                  "p", "p_holm", "p_bh", "beats_baseline", "p_top_k", "underpowered", "incomplete"]
 
 
-def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None, digits: int = 3) -> str:
+# How a column's numbers read: differences signed, p-values without exponents, counts as integers.
+SIGNED = {"median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high",
+          "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_diff", "ci_low", "ci_high", "diff"}
+P_VALUES = {"p", "p_holm", "p_bh"}
+COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "patch_size", "statistic"}
+SHARES = {"p_top_k", "positive", "importance"}
+
+
+def number(column: str, v: object) -> str:
+    """A table cell as a reader wants it: ``+0.012``, ``<0.001``, ``0.84``, ``12``, ``yes``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else ""
+    if not isinstance(v, numbers.Number):
+        return str(v)
+    v = float(v)
+    if column in COUNTS and v.is_integer():
+        return f"{int(v)}"
+    if column in P_VALUES:
+        return "<0.001" if v < 1e-3 else f"{v:.3f}"
+    if column in SIGNED:
+        return f"{v:+.3f}"
+    if column in SHARES:
+        return f"{v:.2f}"
+    return f"{v:.3g}" if abs(v) >= 1000 or (v != 0 and abs(v) < 0.001) else f"{v:.3f}".rstrip("0").rstrip(".") if v.is_integer() else f"{v:.3f}"
+
+
+def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None,
+           row_class: Callable[[object], str] | None = None) -> str:
+    """An HTML table; ``row_class`` names a row's class (the ranking marks rows that beat the baseline)."""
     frame = frame[[c for c in (columns or list(frame.columns)) if c in frame]]
-    head = "".join(f'<th class="{"text" if frame[c].dtype == object else ""}">{html.escape(str(c))}</th>' for c in frame)
+    text = {c: not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in frame}
+    head = "".join(f'<th class="{"text" if text[c] else ""}">{html.escape(str(c))}</th>' for c in frame)
     rows = []
-    for values in frame.itertuples(index=False):
-        cells = []
-        for v in values:
-            if isinstance(v, float):
-                text = "" if pd.isna(v) else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
-                cells.append(f"<td>{text}</td>")
-            else:
-                cells.append(f'<td class="text">{html.escape(str(v))}</td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+    for row in frame.itertuples(index=False):
+        cells = "".join(f'<td class="text">{html.escape(number(c, v))}</td>' if text[c] else f"<td>{number(c, v)}</td>"
+                        for c, v in zip(frame.columns, row))
+        cls = row_class(row) if row_class else ""
+        rows.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -55,7 +87,113 @@ def _image(fig, folder: Path, stem: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None) -> str:
+def _level(value: object) -> str:
+    if isinstance(value, dict):  # a distribution of a sampled search
+        return ", ".join(f"{k}({', '.join(map(str, v))})" for k, v in value.items())
+    return "null (the profile's)" if value is None else str(value)
+
+
+def _axes(spec: dict) -> list[tuple[str, list]]:
+    """The study's design as (field, levels) rows, as a reader scans them."""
+    rows: list[tuple[str, list]] = [("datasets", spec.get("datasets", [])), ("label_fractions", spec.get("label_fractions", []))]
+    for section in ("pretraining", "finetuning"):
+        for name, levels in (spec.get(section) or {}).items():
+            rows.append((f"{section}.{name}", levels if isinstance(levels, list) else [levels]))
+    base = spec.get("baseline") or {}
+    rows.append(("baseline", ["on" if base.get("enabled", True) else "off"] + ([f"lr {base['lr']}"] if base.get("lr") else [])))
+    search = spec.get("search") or {}
+    rows.append(("search", [search.get("algorithm", "grid")] + ([f"{search['num_samples']} samples"]
+                                                                 if search.get("num_samples") else [])))
+    rows.append(("seeds", spec.get("seeds") or [spec.get("seed")]))
+    scale = spec.get("scale") or {}
+    rows.append(("scale", [scale.get("profile", "laptop") if isinstance(scale, dict) else scale]))
+    res = spec.get("resources") or {}
+    rows.append(("resources per trial", [f"{res.get('cpus_per_trial', 1):g} CPU", f"{res.get('gpus_per_trial', 0):g} GPU"]))
+    rows.append(("analysis", [f"pairing {(spec.get('analysis') or {}).get('pairing', 'per_case')}"]))
+    return rows
+
+
+def _plan_table(state: dict, results: list[TrialRecord]) -> str:
+    """Every planned trial as a cell (data set and strategy by label fraction): its test Dice, or
+    why it has none."""
+    from study.plan import TrialPoint
+
+    by_id = {r.trial_id: r for r in results}
+    points = []
+    for entry in state.get("trials") or []:
+        try:
+            points.append(TrialPoint.from_json(entry))
+        except (TypeError, KeyError, ValueError):
+            continue  # an entry this version cannot rebuild; its record still counts above
+    cells = [(p.dataset, p.strategy, p.label_fraction, p.id) for p in points] or [
+        (r.dataset, r.strategy, r.label_fraction, r.trial_id) for r in results]
+    if not cells:
+        return ""
+
+    def shown(trial_id: str) -> str:
+        r = by_id.get(trial_id)
+        if r is None:
+            return "pending"
+        if r.status is Status.FINISHED:
+            return f"{r.dice:.3f}" if r.dice is not None else "finished"
+        return r.status.value
+
+    frame = pd.DataFrame([{"data set": ds, "strategy": st, "fraction": f"{fr:g}", "cell": shown(tid)}
+                          for ds, st, fr, tid in cells])
+    # Several trials in one cell (a searched lr, several seeds): each shown, in plan order.
+    grid = (frame.groupby(["data set", "strategy", "fraction"], sort=True)["cell"].agg(" / ".join)
+            .unstack("fraction").reset_index().fillna(""))
+    fractions = sorted((c for c in grid.columns if c not in ("data set", "strategy")), key=float)
+    grid = grid[["data set", "strategy", *fractions]]
+    grid.columns = ["data set", "strategy", *[f"test Dice @{f}" for f in fractions]]
+    return "<h3>The plan: test Dice of each trial</h3>" + _table(grid, 'class="plan"')
+
+
+def _effects(analysis: Analysis, folder: Path) -> str:
+    """Design-axis effects and importance, per data set, with the forest plot."""
+    title = "Design-axis effects"
+    if analysis.effects.empty:
+        return _missing(title, "the study varies no design axis across its pretrained strategies.")
+    mark = lambda r: "helps" if r.ci_low > 0 else "hurts" if r.ci_high < 0 else ""
+    body = _image(figures.effects_figure(analysis.effects, analysis.importance), folder, "fig_effects", title)
+    for ds, part in analysis.effects.groupby("dataset", sort=True):
+        attrs = f'class="effects" data-dataset="{html.escape(str(ds), quote=True)}"'
+        body += f"<h3>{html.escape(str(ds))}</h3>" + _table(
+            part, attrs, ["axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive", "incomplete"],
+            row_class=mark)
+        imp = analysis.importance[analysis.importance["dataset"] == ds] if not analysis.importance.empty else None
+        if imp is not None and not imp.empty:
+            body += _table(imp, f'class="importance" data-dataset="{html.escape(str(ds), quote=True)}"',
+                           ["axis", "importance", "levels", "n_trials", "method"])
+    pairing = "one pair per unit" if analysis.settings.pairing == "per_case" else "pairs per unit and label fraction"
+    return _section(title, body,
+                    "Each level of each design axis on its own: every pretrained trial with that level stands in for "
+                    f"it, paired with the supervised baseline as the ranking pairs ({pairing}); mean paired difference "
+                    "in Dice with a 95 % percentile bootstrap interval over the units (green: above 0, red: below). "
+                    "Marginal over the study's other axes. Importance: Optuna's fANOVA share of the variance of each "
+                    "trial's mean paired difference.")
+
+
+def _drill_down(analysis: Analysis, shown: int = 5) -> str:
+    title = "Per-case drill-down"
+    if analysis.chosen_cases.empty:
+        return _missing(title, "the chosen strategy shares no test case with the baseline.")
+    body = ""
+    for ds, part in analysis.chosen_cases.groupby("dataset", sort=True):
+        part = part.sort_values("diff", ascending=False)
+        strategy = str(part["strategy"].iloc[0])
+        attrs = lambda kind: f'class="cases {kind}" data-dataset="{html.escape(str(ds), quote=True)}"'
+        columns = ["unit", "dice", "dice_baseline", "diff", "cells"]
+        body += (f"<h3>{html.escape(str(ds))}: {html.escape(strategy)}</h3>"
+                 f"<p>Helps most ({len(part)} units in all, {int((part['diff'] > 0).sum())} better than the baseline):</p>"
+                 + _table(part.head(shown), attrs("helps"), columns)
+                 + "<p>Hurts most:</p>" + _table(part.tail(shown).iloc[::-1], attrs("hurts"), columns))
+    return _section(title, body, "The test cases (or patients) where the chosen strategy gains most and loses most "
+                    "against the supervised baseline: class-averaged Dice averaged over the pooled label fractions "
+                    "and seeds (cells: how many fraction x seed pairs).")
+
+
+def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None, *, optuna: str | None = None) -> str:
     spec = state.get("spec", {})
     done = [r for r in results if r.status is Status.FINISHED]
     failed = [r for r in results if r.status is Status.FAILED]
@@ -71,20 +209,13 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
               f'<span class="failed">failed: <b>{len(failed)}</b></span><span class="failed">errored: <b>{len(errored)}</b></span>'
               f'<span>pending: <b>{max(planned - len(results), 0)}</b></span>'
               f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
-    res = spec.get("resources", {})
-    rows = pd.DataFrame([
-        {"field": "data sets", "value": ", ".join(map(str, spec.get("datasets", [])))},
-        {"field": "scale", "value": str(spec.get("scale", {}))},
-        {"field": "pretraining axes", "value": str(spec.get("pretraining"))},
-        {"field": "fine-tuning axes", "value": str(spec.get("finetuning"))},
-        {"field": "label fractions", "value": str(spec.get("label_fractions"))},
-        {"field": "seeds (replicates)", "value": ", ".join(map(str, spec.get("seeds") or [spec.get("seed")]))},
-        {"field": "pairing", "value": str((spec.get("analysis") or {}).get("pairing", "per_case"))},
-        {"field": "search", "value": str(spec.get("search"))},
-        {"field": "resources per trial", "value": f"{res.get('cpus_per_trial')} CPU, {res.get('gpus_per_trial')} GPU"},
-        {"field": "MLflow parent run", "value": f"{run}"},
-    ])
-    body = counts + _table(rows) + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}.</p>"
+    rows = pd.DataFrame([{"axis": name, "levels": ", ".join(map(_level, levels))} for name, levels in _axes(spec)])
+    body = (counts + _table(rows, 'class="axes"') + _plan_table(state, results)
+            + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}"
+            + (f"; the search in Optuna's dashboard: <code>optuna-dashboard {html.escape(optuna)}</code>" if optuna else "")
+            + ".</p>")
+    body += ("<details><summary>The spec as run (YAML)</summary><pre class=\"spec\">"
+             + html.escape(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)) + "</pre></details>")
     for title, group in (("Failed trials (a retry cannot help)", failed), ("Errored trials (retried, no result; run the "
                          "study again to retry)", errored)):
         if group:
@@ -132,7 +263,9 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
     analysis = analyze(table, settings)
     l2 = figures.inpainting_table(store, state)
     ranking = analysis.ranking
-    body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"', RANKING_SHOWN)
+    beats = lambda r: "beats" if r.beats_baseline else ""
+    body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"',
+                                                          RANKING_SHOWN, row_class=beats)
                    for ds, part in ranking.groupby("dataset", sort=True))
     pairs = ("one pair per case (or patient), its differences averaged over the label-limited fractions and seeds"
              if analysis.settings.pairing == "per_case" else
@@ -140,7 +273,15 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
              "correlated pairs make these p-values too small)")
     parts = [
         _answer(analysis),
-        _overview(state, results, analysis),
+        _overview(state, results, analysis, optuna=store.optuna_storage),
+        _section("Table 3. Ranking against the supervised baseline", body,
+                 f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
+                 "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
+                 f"95 % interval, matched-pairs rank-biserial; P(top-{analysis.settings.top_k}): share of bootstrap "
+                 "resamples of the cases (and seeds) in which the strategy ranks in the top k.")
+        if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
+        _effects(analysis, figs),
+        _drill_down(analysis),
         _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
                 "One training slice corrupted by each pretext task, sampler and patch size of the study "
                 "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",
@@ -154,12 +295,6 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                 "Mean test Dice per class and data set at each label fraction: every strategy (thin), the chosen "
                 "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
                 "the study has a single label fraction."),
-        _section("Table 3. Ranking against the supervised baseline", body,
-                 f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
-                 "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
-                 f"95 % interval, matched-pairs rank-biserial; P(top-{analysis.settings.top_k}): share of bootstrap "
-                 "resamples of the cases (and seeds) in which the strategy ranks in the top k.")
-        if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
                 "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.",
                 "the study has fewer than two pretraining extents.",

@@ -37,7 +37,12 @@ def corruption_examples(state: dict) -> Figure | None:
     image = _middle_slice(dataset)
     preview = preview_figure(image, patch_sizes_512=tuple(pre.get("patch_size", (32,))), seed=0,
                              tasks=tuple(pre.get("task", ("restoration",))), samplers=tuple(pre.get("sampler", ("poisson_disc",))))
-    return draw_preview(preview, original_title=f"original ({name})", panel_inches=1.6, font_size=7)
+    return draw_preview(preview, original_title=f"original ({short(name)})", panel_inches=1.6, font_size=7)
+
+
+def short(dataset: str) -> str:
+    """A data set as a figure names it: a folder by its last component (titles stay one line)."""
+    return Path(dataset).name if "/" in dataset else dataset
 
 
 def _middle_slice(dataset) -> np.ndarray:
@@ -61,7 +66,7 @@ def mask_examples(point, data_path: str | None) -> Figure | None:
         dataset.close()
     preview = preview_figure(image, patch_sizes_512=(point.patch_size,), seed=point.seed, tasks=(point.task,),
                              samplers=(point.sampler,))
-    return draw_preview(preview, original_title=f"original ({point.dataset})", panel_inches=2.2, font_size=8)
+    return draw_preview(preview, original_title=f"original ({short(point.dataset)})", panel_inches=2.2, font_size=8)
 
 
 def inpainting_table(store: StudyStore, state: dict) -> pd.DataFrame:
@@ -122,7 +127,10 @@ def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure |
                 else:
                     ax.plot(x, curve.values, "-", color="tab:blue", lw=0.6, alpha=0.4)
             ax.set_xscale("log")
-            ax.set_title(f"{ds}: {cls}", fontsize=8)
+            fractions = sorted(part.index.get_level_values("label_fraction").unique())
+            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])  # the study's fractions, not 10^k
+            ax.minorticks_off()
+            ax.set_title(f"{short(ds)}: {cls}", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_xlabel("label fraction", fontsize=7)
             if j == 0:
@@ -151,7 +159,7 @@ def scaling_figure(table: pd.DataFrame, fits: pd.DataFrame) -> Figure | None:
             if all(np.isfinite([fit.a, fit.k, fit.c])):
                 x = np.linspace(part.index.min(), part.index.max(), 100)
                 ax.plot(x, fit.a * x ** fit.k + fit.c, "-", color=line.get_color(), lw=1)
-        ax.set_title(ds, fontsize=9)
+        ax.set_title(short(ds), fontsize=9)
         ax.set_xlabel("pretraining extent (x training set)", fontsize=8)
         ax.set_ylabel("test Dice", fontsize=8)
         ax.legend(fontsize=7)
@@ -175,7 +183,7 @@ def clinical_figure(summary: pd.DataFrame) -> Figure | None:
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, labels, fontsize=8, rotation=35, ha="right")
         ax.tick_params(axis="y", labelsize=8)
-        ax.set_title(f"{ds}: {metric} (class @ label fraction)", fontsize=9)
+        ax.set_title(f"{short(ds)}: {metric} (class @ label fraction)", fontsize=9)
         ax.set_ylabel("median signed % error", fontsize=8)
         ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
@@ -212,7 +220,7 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
         left.set_yticks(ticks, labels, fontsize=8)
         left.tick_params(axis="x", labelsize=8)
         left.set_xlabel("mean paired dDice vs the supervised baseline (95 % CI)", fontsize=8)
-        left.set_title(ds, fontsize=9)
+        left.set_title(short(ds), fontsize=9)
         if share.empty:
             right.set_axis_off()
             right.text(0.5, 0.5, "importance:\ntoo few trials", ha="center", va="center", fontsize=8,
@@ -236,12 +244,12 @@ def clinical_cases_figure(cases: pd.DataFrame) -> Figure | None:
     groups = list(cases.dropna(subset=["baseline_abs_pct_err", "strategy_abs_pct_err"]).groupby(["dataset", "metric"]))
     if not groups:
         return None
-    fig, axes = plt.subplots(1, len(groups), figsize=(3 * len(groups), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.4), squeeze=False)
     for ax, ((ds, metric), part) in zip(axes[0], groups):
         ax.scatter(part["baseline_abs_pct_err"], part["strategy_abs_pct_err"], s=8)
         top = float(np.nanmax(part[["baseline_abs_pct_err", "strategy_abs_pct_err"]].to_numpy())) or 1.0
         ax.plot([0, top], [0, top], "k--", lw=0.6)
-        ax.set_title(f"{ds}: {metric}", fontsize=8)
+        ax.set_title(f"{short(ds)}: {metric}", fontsize=8)
         ax.set_xlabel("supervised |% error|", fontsize=7)
         ax.set_ylabel("strategy |% error|", fontsize=7)
     fig.tight_layout()
@@ -268,7 +276,7 @@ def transfer_figure(table: pd.DataFrame) -> Figure | None:
         order = part.groupby("combination")["dice"].median().sort_values(ascending=False).index
         ax.boxplot([part.loc[part["combination"] == c, "dice"] for c in order], tick_labels=list(order))
         ax.tick_params(labelsize=7)
-        ax.set_title(ds, fontsize=9)
+        ax.set_title(short(ds), fontsize=9)
         ax.set_ylabel("test Dice per case", fontsize=7)
     fig.tight_layout()
     return fig

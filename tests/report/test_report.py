@@ -81,8 +81,38 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
             "return Array.from(document.querySelectorAll('ul.headline li')).map(li => li.textContent)")
         summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
         assert first == "Answer" and headline == [line.strip() for line in summary["headline"]]
+        # rows that beat the baseline are marked, numbers read as numbers
+        marked = browser.execute_script("return document.querySelectorAll('table.ranking tr.beats').length")
+        assert marked == int(expected["beats_baseline"].sum())
+        cells = browser.execute_script("return Array.from(document.querySelectorAll('table.ranking td'))"
+                                       ".map(td => td.textContent)")
+        assert not [c for c in cells if re.fullmatch(r"-?[0-9.]+e-?[0-9]+", c)]  # no 7.11e-05
+        # the design-axis effects, level for level as study.analyze wrote them
+        effects = pd.read_csv(tmp_path / "analysis" / "effects.csv", dtype={"level": str})
+        shown = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table.effects')).map(t => [t.dataset.dataset,"
+            " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent,"
+            " r.cells[4].textContent])])")
+        assert {ds: [(a, level, float(m)) for a, level, m in rows] for ds, rows in shown} == {
+            ds: [(a, level, round(m, 3)) for a, level, m in zip(part["axis"], part["level"], part["mean_diff"])]
+            for ds, part in effects.groupby("dataset")}
+        assert set(effects["axis"]) == {"task"}  # the one axis the study varies
+        drill = browser.execute_script("return document.querySelectorAll('table.cases.helps, table.cases.hurts').length")
+        assert drill == 2 * effects["dataset"].nunique()
+        # the spec as YAML, not a Python dict
+        spec_text = browser.execute_script("return document.querySelector('pre.spec').textContent")
+        assert "label_fractions: [0.5, 1.0]" in spec_text and "{'" not in page_text(browser)
+        # the whole page, for a person to look at
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1400, min(height + 100, 16000))
+        full = finished_study / "report" / "screenshot_full.png"
+        assert browser.save_screenshot(str(full)) and full.stat().st_size > 50_000
     finally:
         browser.quit()
+
+
+def page_text(browser) -> str:
+    return browser.execute_script("return document.body.innerText")
 
 
 def test_bad_input(tmp_path: Path) -> None:
@@ -92,3 +122,15 @@ def test_bad_input(tmp_path: Path) -> None:
     (empty / "study.json").write_text('{"name": "empty", "trials": []}')
     assert_user_error(run_cli("study.report", "empty", cwd=tmp_path), "no finished trial")
     assert not (empty / "report").exists()
+
+
+def test_a_trial_of_the_finished_study_runs_again_with_its_numbers(finished_study: Path) -> None:
+    """``study.train --study --trial`` (here on the report's study, to train no second one)."""
+    records = [json.loads(p.read_text()) for p in (finished_study / "trials").glob("*/result.json")]
+    trial = next(r for r in records if r["task"] != "none")
+    before = sorted(p.relative_to(finished_study) for p in finished_study.rglob("*") if "report" not in p.parts)
+    again = run_cli("study.train", "--study", str(finished_study), "--trial", trial["trial_id"][:6], "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert f"mean over classes: {trial['dice']:.6f} (the study recorded the same)" in again.stdout
+    after = sorted(p.relative_to(finished_study) for p in finished_study.rglob("*") if "report" not in p.parts)
+    assert after == before  # the study's folder is left as it was
