@@ -8,7 +8,7 @@ host's share is the images-only row plus a gather of 32 KiB of bits a slice. Rou
 sources so that load on a shared machine hits them alike; the median round is reported. Then the
 resident memory of one and of two concurrent reader processes, lazy vs cached.
 
-    python benchmarks/data_loading.py [--slices 320] [--rounds 3] [--out DIR]
+    python benchmarks/data_loading.py [--slices 320] [--rounds 5] [--passes 3] [--out DIR]
 
 The last line printed is JSON: ``cached_slices_per_s`` is the cache's rate in the images-only form
 (a pretraining's, and the host's share of a CUDA trial's); ``..._with_masks_...`` the fine-tuning form.
@@ -60,10 +60,11 @@ def batches(root: Path, source: str, with_masks: bool):
     return made, time.perf_counter() - start
 
 
-def slices_per_second(epochs) -> float:
+def slices_per_second(epochs, passes: int = 1) -> float:
     n, start = 0, time.perf_counter()
-    for batch in epochs:
-        n += batch["image"].shape[0]
+    for _ in range(passes):
+        for batch in epochs:
+            n += batch["image"].shape[0]
     return n / (time.perf_counter() - start)
 
 
@@ -93,9 +94,12 @@ def resident_mb(root: Path, source: str, n_readers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=320)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=3, help="epochs over the data per timed round")
+    parser.add_argument("--sources", default=",".join(SOURCES), help="a subset of " + ",".join(SOURCES))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    sources = args.sources.split(",")
     torch.set_num_threads(1)
     rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
@@ -103,43 +107,46 @@ def main() -> None:
         for with_masks in (False, True):
             form = "_with_masks" if with_masks else ""
             loaders = {}
-            for source in SOURCES:
+            for source in sources:
                 loaders[source], fill = batches(root, source, with_masks)
                 slices_per_second(loaders[source])  # warm: the page cache, the workers, the allocator
                 if source == "cached":
                     rates[f"cache_fill{form}_s"] = fill
-            rounds = {s: [] for s in SOURCES}
+            rounds = {s: [] for s in sources}
             for _ in range(args.rounds):
                 for source, loader in loaders.items():
-                    rounds[source].append(slices_per_second(loader))
-            for source in SOURCES:
+                    rounds[source].append(slices_per_second(loader, args.passes))
+            for source in sources:
                 rates[f"{source}{form}_slices_per_s"] = float(np.median(rounds[source]))
             del loaders
-        memory = {f"{kind}_{n}_readers_mb": resident_mb(root, kind, n) for kind in ("idle", "h5", "cached") for n in (1, 2)}
+        kinds = ["idle"] + [k for k in ("h5", "cached") if k in sources]
+        memory = {f"{kind}_{n}_readers_mb": resident_mb(root, kind, n) for kind in kinds for n in (1, 2)}
         dataset = open_dataset(root)
         n_train = sum(dataset.scans[s].n_slices for s in dataset.split.train)
         dataset.close()
     gb = n_train * SIZE * SIZE * 4 / 2**30
-    print(f"data set: {n_train} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}, "
-          f"{args.rounds} rounds, median; on {psutil.cpu_count()} CPUs")
+    print(f"data set: {n_train} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}; "
+          f"{args.rounds} rounds of {args.passes} epochs each, median; {psutil.cpu_count()} CPUs, load average "
+          f"{psutil.getloadavg()[0]:.1f}")
     print(f"{'slices/s to the loop':28s} {'images only':>12s} {'images + masks':>15s}")
-    for source in SOURCES:
+    for source in sources:
         print(f"{source:28s} {rates[f'{source}_slices_per_s']:12.1f} {rates[f'{source}_with_masks_slices_per_s']:15.1f}")
-    print(f"cache fill (read once per trial): {rates['cache_fill_s']:.2f} s images only, "
-          f"{rates['cache_fill_with_masks_s']:.2f} s with masks")
+    if "cached" in sources:
+        print(f"cache fill (read once per trial): {rates['cache_fill_s']:.2f} s images only, "
+              f"{rates['cache_fill_with_masks_s']:.2f} s with masks")
     for key, mb in memory.items():
         print(f"{key:24s} {mb:8.0f} MB resident in total")
     result = {
-        "slices": n_train, "size": SIZE, "batch": BATCH, "rounds": args.rounds,
+        "slices": n_train, "size": SIZE, "batch": BATCH, "rounds": args.rounds, "passes": args.passes,
         **{k: round(v, 2 if k.endswith("_s") and "per" not in k else 1) for k, v in rates.items()},
-        "cached_over_h5": round(rates["cached_slices_per_s"] / rates["h5_slices_per_s"], 2),
-        "cached_over_h5_2_workers": round(rates["cached_slices_per_s"] / rates["h5_2_workers_slices_per_s"], 2),
-        "cached_over_h5_with_masks": round(rates["cached_with_masks_slices_per_s"] / rates["h5_with_masks_slices_per_s"], 2),
+        **{f"{a}_over_{b}{form}": round(rates[f"{a}{form}_slices_per_s"] / rates[f"{b}{form}_slices_per_s"], 2)
+           for a, b in (("cached", "h5"), ("cached", "h5_2_workers")) for form in ("", "_with_masks")
+           if a in sources and b in sources},
         "load_average_1min": round(psutil.getloadavg()[0], 1),
         **{k: round(v, 1) for k, v in memory.items()},
         # Memory a reader adds over an idle process that imported the same libraries.
-        "h5_data_mb_per_reader": round((memory["h5_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1),
-        "cached_data_mb_per_reader": round((memory["cached_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1),
+        **{f"{kind}_data_mb_per_reader": round((memory[f"{kind}_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1)
+           for kind in kinds[1:]},
     }
     print(json.dumps(result))
 
