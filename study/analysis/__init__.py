@@ -2,14 +2,16 @@
 
 Pure functions over the per-case table (``docs/per-case-table.md``), no Ray and no MLflow:
 :func:`analyze` ranks strategies by one-sided Wilcoxon p against the supervised baseline with
-corrections and effect sizes, summarises the transfer study, fits the pretraining-extent power law
-and the clinical percent errors. ``python -m study.analyze`` reads a study folder and prints it.
+corrections and effect sizes, summarises the transfer study, fits the pretraining-extent power law,
+the clinical percent errors, and the effect of each level of each design axis with the axes'
+importance (:func:`design_effects`). ``python -m study.analyze`` reads a study folder and prints it.
 """
 
 from __future__ import annotations
 
 from study.analysis._analysis import Analysis, analyze, format_ranking, records
 from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
+from study.analysis._effects import AXES, chosen_cases, design_effects
 from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability, top_k_share
 from study.analysis._scaling import fit_power_law, power_law, scaling, strategy_extents
 from study.analysis._settings import PAIRINGS, PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
@@ -35,6 +37,7 @@ from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
 
 __all__ = [
+    "AXES",
     "PAIRINGS",
     "PAPER_FRACTIONS",
     "POOLED_CAVEAT",
@@ -49,7 +52,9 @@ __all__ = [
     "bootstrap_median",
     "bootstrap_rank_biserial",
     "case_dice",
+    "chosen_cases",
     "cases_needed",
+    "design_effects",
     "clinical_cases",
     "clinical_metrics",
     "clinical_summary",
