@@ -137,16 +137,17 @@ def test_per_case_dice_equals_a_hand_computation_on_the_original_grid(
 ) -> None:
     data = _import(tmp_path, name, shape, modality, classes)
     out = tmp_path / "run"
-    # The trials' pipeline, run whole; its --out folder keeps the fine-tuned weights.
+    # A study trial's code, run whole; its --out folder keeps the fine-tuned weights.
     ran = run_cli("study.train", "--data", str(data), "--fraction", "1.0", "--task", "restoration",
                   "--max-epochs", "2", "--steps-per-epoch", "2", "--widths", "4,8,16,32", "--groups", "4",
                   "--batch-size", "4", "--device", "cpu", "--quiet", "--out", str(out))
     assert ran.returncode == 0, ran.stderr[-3000:]
-    table = pd.read_csv(out / "per_case.csv")
+    (trial,) = (out / "trials").glob("*/per_case.csv")  # --out is a one-trial study folder
+    table = pd.read_csv(trial)
     dataset = open_dataset(data)
     assert list(table["case_id"].unique()) == list(dataset.split.test)
     model = UNet(UNetConfig(in_channels=dataset.in_channels, out_channels=4, widths=(4, 8, 16, 32), groups=4))
-    model.load_state_dict(load_checkpoint(out / "finetune" / "finetune.pt")["best_state"])
+    model.load_state_dict(load_checkpoint(trial.parent / "weights.pt"))  # the kept fine-tuned weights
     model.eval()
     checked = 0
     for case in dataset.split.test:
