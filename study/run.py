@@ -310,7 +310,7 @@ def _execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path
         resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         concurrent=concurrency(plan, available)[0],
         retries=spec.retries, stamp=time.strftime("%Y%m%d-%H%M%S"), halt=new_halt(), tracker=tracker,
-        search_log=OptunaLog(store.optuna_storage, spec),
+        search_log=OptunaLog(store.optuna_storage, public),  # Tune pickles it: the spec without a password
     )
     known = plan.trials if plan.enumerable else _sampled_trials(run.context)
     tracker.reconcile(known)
