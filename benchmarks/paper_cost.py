@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study.data import Split  # noqa: E402
 from study.gpu import rate_for, run_flops, time_lines, trial_memory  # noqa: E402
 from study.plan import make_plan  # noqa: E402
-from study.spec import load_spec  # noqa: E402
+from study.spec_loading import load_spec  # noqa: E402
 from study.workload import DataShape, runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ import yaml
 
 from study.data import PhantomSettings, builtin_dataset
 from study.plan import make_plan
-from study.spec import validate
+from study.spec_loading import validate
 from study.store import StudyStore
 from study.trial import run_trial
 

@@ -22,10 +22,9 @@ from typing import Sequence
 import pandas as pd
 
 from study._cli import ArgumentParser, run_main
-from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
+from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, configuration, format_ranking
 from study.analysis._settings import AGGREGATES, CORRECTIONS
 from study.errors import DataError, SpecError
-from study.pruning import configuration
 from study.records import TrialRecord
 from study.store import StudyStore
 
@@ -64,7 +63,7 @@ def find_study(name: str, storage: str | Path | None = None) -> StudyStore:
     :class:`DataError` naming every place looked when none holds a study."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        from study.spec import load_spec
+        from study.spec_loading import load_spec
 
         folders = [load_spec(path).storage_dir()]
     else:

@@ -21,7 +21,7 @@ from study import faults
 from study.plan import PretrainPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
-from study.tracking import redacted
+from study.tracking_uri import redacted
 from study.tune import Context, storage_full
 
 HEARTBEAT_S = 30.0

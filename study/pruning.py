@@ -7,15 +7,16 @@ strategies tested at that rung. A strategy is stopped where the leader is better
 level, most significant first, while more than ``min_survivors`` strategies would remain. The
 supervised baseline (at every learning rate) is never stopped and never tested.
 
-What is judged is a *configuration*: a strategy at its fine-tuning learning rates (a strategy tried
-at a learning rate that cannot learn is stopped there, and ranked on its other rates). It is judged
+What is judged is a *configuration* (:func:`study.analysis.configuration`): a strategy at its
+fine-tuning learning rates (a strategy tried at a learning rate that cannot learn is stopped there,
+and ranked on its other rates). It is judged
 across the label fractions the analysis pools, and the seeds: a case's value is its Dice averaged
 over those trials, as the analysis pairs per case. Stopping a configuration stops every trial of
 it on that data set (every fraction), so the final ranking compares whole strategies, and the
 stopped ones are listed apart. Decisions depend only on the values, never on which trial
 finished first: a rung is decided when the last trial of the data set reaches it.
 
-Pure functions; the Tune searcher that pauses and resumes trials lives in ``study.tune``.
+Pure functions; the Tune searcher that pauses and resumes trials is ``study.rung_search``.
 """
 
 from __future__ import annotations
@@ -65,12 +66,6 @@ def rung_epochs(rungs: tuple[float, ...] | list[float], max_epochs: int) -> list
         if e < max_epochs and (not out or e > out[-1]):
             out.append(e)
     return out
-
-
-def configuration(strategy: str, lr: float | None, unfrozen_lr: float | None) -> str:
-    """What pruning judges: ``<strategy> lr=<lr>[ unfrozen_lr=<lr>]``."""
-    label = strategy if lr is None else f"{strategy} lr={lr:g}"
-    return label if unfrozen_lr is None else f"{label} unfrozen_lr={unfrozen_lr:g}"
 
 
 def decide(values: dict[str, dict[str, float]], *, dataset: str, rung: int, protected: set[str], alpha: float,

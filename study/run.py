@@ -40,9 +40,12 @@ from study.gpu import gpu_lines, gpu_to_check
 from study.optuna_log import OptunaLog
 from study.plan import Plan, make_plan
 from study.progress import INCOMPLETE, Outcome, Progress, StudyCallback, print_summary
-from study.spec import StudySpec, load_spec, spec_yaml
+from study.provenance import invocation_record
+from study.spec import StudySpec
+from study.spec_loading import load_spec, spec_yaml
 from study.store import StudyStore
-from study.tracking import Tracker, absolute_uri, check_driver, invocation_record, redacted
+from study.tracking import Tracker
+from study.tracking_uri import absolute_uri, check_driver, check_reachable, redacted
 from study.tune import (
     Context,
     check_resources,
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = _check_datasets(spec, store, unrecorded, padding)
     if args.dry_run:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
-        Tracker.check(uri)
+        check_reachable(uri)
         # Before the resources: --gpu-memory-gb checks a packing on a machine without that GPU.
         gpu = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address,
                                                        cluster=None))
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
             print(f"  running now: {owner.describe()}")
         return 0
-    Tracker.check(uri)
+    check_reachable(uri)
     # One driver per study, taken before anything is written to the folder or --fresh renames it.
     lock = store.driver_lock()
     lock.acquire()

@@ -16,11 +16,11 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from study.analysis import pooled_fractions
+from study.analysis import configuration, pooled_fractions
 from study.constants import SUPERVISED
 from study.plan import TrialPoint
 from study import faults
-from study.pruning import Decision, case_values, configuration, decide, rung_epochs
+from study.pruning import Decision, case_values, decide, rung_epochs
 from study.records import Status, TrialRecord
 from study.spec import StudySpec
 from study.store import StudyStore

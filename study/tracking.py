@@ -14,97 +14,24 @@ import contextlib
 import functools
 import logging
 import os
-import platform
-import re
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pandas as pd
 
 from study import faults
-from study.errors import SpecError, StorageError
+from study.errors import StorageError
 from study.plan import PretrainPoint, TrialPoint
 from study.records import PretrainRecord, TrialRecord
+from study.provenance import package_versions
 from study.store import StudyStore
+from study.tracking_uri import redacted
 
 T = TypeVar("T")
-PACKAGES = ("torch", "numpy", "scipy", "pandas", "ray", "optuna", "mlflow", "h5py", "pydantic")
 # MLflow 3's UI opens an experiment on its GenAI (traces) view unless this tag says it holds model
 # training runs; the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
-def absolute_uri(uri: str, cwd: Path | None = None) -> str:
-    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/dir/mlflow.db``; a bare path becomes ``file:``."""
-    cwd = cwd or Path.cwd()
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        return f"sqlite:///{(cwd / path).resolve() if not path.is_absolute() else path}"
-    if "://" not in uri:
-        return (cwd / uri).resolve().as_uri()
-    return uri
-
-
-_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@\s/]+@")  # the password of any user:password@host
-
-
-def redacted(text: str) -> str:
-    """A URI, or a whole spec's text, as it may be printed or logged: every password in a
-    ``scheme://user:secret@host`` is replaced by ``***``."""
-    return _PASSWORD.sub(r"\1***@", text)
-
-
-# The pip package of each database driver SQLAlchemy may ask for (a module's name is not always its
-# package's); psycopg is what ``postgresql://`` means from SQLAlchemy 2.1 on, psycopg2 before it.
-_DRIVER_PACKAGES = {
-    "psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
-    "pg8000": "pg8000", "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
-    "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "pymssql": "pymssql",
-}
-DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
-
-
-def check_driver(uri: str) -> None:
-    """A database URI whose driver is not installed is refused now, in one line naming the package
-    (MLflow would fail at its first query, deep in a traceback). SQLAlchemy is asked which module
-    the scheme needs, so ``postgresql+pg8000://`` and a future default are named right."""
-    if not uri.partition("://")[0].lower().startswith(DATABASES):
-        return
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        dialect = make_url(uri).get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise SpecError(f"tracking_uri {redacted(uri)}: not a database URI SQLAlchemy can open ({exc})") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        extra = {"psycopg": ' (in a checkout: pip install -e ".[postgres]")',
-                 "mysqldb": " (it builds against the MySQL client library; mysql+pymysql:// needs PyMySQL only)"}
-        extra = extra.get(dialect.driver, "")
-        raise SpecError(f"tracking_uri {redacted(uri)}: the {dialect.name} driver {dialect.driver!r} is not "
-                        f'installed ({first}): pip install "{package}"{extra}') from None
-
-
-def _health(uri: str) -> None:
-    """GET the server's /health; credentials in the URI go in a header (urllib cannot parse them)."""
-    import base64
-    import urllib.request
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    bare = urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
-    request = urllib.request.Request(bare.rstrip("/") + "/health")
-    if parts.username is not None:
-        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    urllib.request.urlopen(request, timeout=5).read()
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
@@ -147,19 +74,6 @@ class Tracker:
         return {"uri": redacted(self.uri), "store": self.store, "experiment_id": self.experiment_id,
                 "parent_id": self.parent_id}
 
-    @staticmethod
-    def check(uri: str) -> None:
-        """Fail at once, in one line, when the store cannot be reached or opened."""
-        if uri.startswith("sqlite:///"):
-            folder = Path(uri.removeprefix("sqlite:///")).parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK):
-                raise SpecError(f"tracking_uri {uri}: folder {folder} does not exist or is not writable")
-        elif uri.startswith(("http://", "https://")):
-            try:
-                _health(uri)
-            except Exception as exc:
-                raise SpecError(f"tracking_uri {redacted(uri)}: no MLflow server answers ({exc.__class__.__name__}: {exc})") from None
-
     @_retry
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -183,8 +97,7 @@ class Tracker:
             return previous
         run = self.client.create_run(self.experiment_id, run_name=name, tags={"study.kind": "study", "study.name": name})
         self.parent_id = run.info.run_id
-        versions = {f"version.{p}": _version(p) for p in PACKAGES}
-        self._params(self.parent_id, {**params, **versions, "python": platform.python_version()})
+        self._params(self.parent_id, {**params, **package_versions()})
         self.client.log_text(self.parent_id, redacted(spec_file.read_text()), spec_file.name)
         return self.parent_id
 
@@ -423,41 +336,3 @@ def _creating(uri: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def code_version() -> dict[str, Any]:
-    """The package version and, in a git checkout, its commit and whether it has local changes."""
-    import subprocess
-
-    from study import __version__
-
-    out: dict[str, Any] = {"package": __version__}
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / ".git").exists():
-        try:
-            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    timeout=10)
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return out
-        if commit.returncode == 0:
-            out["git_commit"] = commit.stdout.strip()
-            out["git_dirty"] = bool(dirty.stdout.strip())
-    return out
-
-
-def invocation_record(space_file: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    """What one ``study.run`` invocation asked for, as the study folder and the parent run keep it."""
-    import socket
-
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "space": str(Path(space_file).resolve()),
-            "overrides": [redacted(o) for o in overrides], "code": code_version(), "host": socket.gethostname(),
-            "pid": os.getpid()}
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from study.plan import make_plan
-from study.spec import validate
+from study.spec_loading import validate
 from study.train.__main__ import own_trial, parser
 from tests.conftest import REPO, assert_user_error, run_cli
 

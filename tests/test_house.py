@@ -27,7 +27,7 @@ def test_only_the_store_names_the_study_folders_files() -> None:
     assert not found, "\n".join(sorted(found))
 
 
-@pytest.mark.parametrize("module", ["study.spec", "study.plan", "study.store", "study.records", "study.constants"])
+@pytest.mark.parametrize("module", ["study.spec", "study.spec_loading", "study.plan", "study.store", "study.records", "study.constants"])
 def test_parsing_a_spec_or_reading_a_study_does_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; heavy = {{'torch', 'numpy', 'pandas'}} & set(sys.modules); print(sorted(heavy))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout

@@ -34,7 +34,7 @@ from study.analysis._stats import (
 )
 from study.analysis._pairing import POOLED_CAVEAT, Pairing, pair_with_baseline
 from study.analysis._tables import case_dice, normalise, select_trials, units
-from study.analysis._transfer import transfer_summary
+from study.analysis._transfer import configuration, transfer_summary
 
 __all__ = [
     "AXES",
@@ -58,6 +58,7 @@ __all__ = [
     "clinical_cases",
     "clinical_metrics",
     "clinical_summary",
+    "configuration",
     "fit_power_law",
     "format_ranking",
     "hodges_lehmann",

@@ -18,14 +18,19 @@ from study.analysis._tables import case_dice, normalise, select_trials, units
 LR_COLUMNS = ("lr", "unfrozen_lr")
 
 
+def configuration(strategy: str, lr: float | None, unfrozen_lr: float | None) -> str:
+    """A combination's label, ``<strategy> lr=<lr>[ unfrozen_lr=<lr>]``: what the transfer study
+    ranks and what pruning judges and stops."""
+    label = strategy if lr is None else f"{strategy} lr={lr:g}"
+    return label if unfrozen_lr is None else f"{label} unfrozen_lr={unfrozen_lr:g}"
+
+
 def combination_labels(table: pd.DataFrame, baseline: str) -> pd.Series:
-    """"<strategy> lr=<lr>[ unfrozen_lr=<lr>]" for pretrained rows; the baseline keeps its name."""
-    label = table["strategy"].astype(str)
-    for col in LR_COLUMNS:
-        if col in table:
-            values = pd.to_numeric(table[col], errors="coerce")
-            text = values.map(lambda v, c=col: "" if pd.isna(v) else f" {c}={v:g}")
-            label = label + text
+    """:func:`configuration` of each pretrained row; the baseline keeps its name."""
+    rates = [pd.to_numeric(table[c], errors="coerce") if c in table else pd.Series(np.nan, index=table.index)
+             for c in LR_COLUMNS]
+    label = pd.Series([configuration(s, *(None if pd.isna(v) else float(v) for v in lrs))
+                       for s, *lrs in zip(table["strategy"].astype(str), *rates)], index=table.index, dtype=object)
     return label.where(table["strategy"] != baseline, baseline)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from study.pruning import Decision, case_values, configuration, decide, rung_epochs
+from study.analysis import configuration
+from study.pruning import Decision, case_values, decide, rung_epochs
 
 
 def values(rng: np.random.Generator, shifts: dict[str, float], n: int = 20, noise: float = 0.01) -> dict:

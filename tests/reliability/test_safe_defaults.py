@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from study.plan import make_plan
-from study.spec import load_spec
+from study.spec_loading import load_spec
 from study.store import StudyStore
 from study.trial import run_trial
 from tests.reliability.study_checks import SCALE

@@ -11,7 +11,7 @@ import torch
 from study.data import open_dataset
 from study.model import UNet
 from study.plan import make_plan
-from study.spec import validate
+from study.spec_loading import validate
 from study.store import StudyStore
 from study.train import evaluate_segmentation
 from study.trial import run_trial

@@ -23,7 +23,7 @@ from study.gpu import (
 )
 from study.model import UNetConfig, training_memory, unet_macs
 from study.plan import make_plan
-from study.spec import load_spec
+from study.spec_loading import load_spec
 from study.workload import data_shape, runs
 from tests.conftest import REPO, assert_user_error, run_cli
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from study.errors import SpecError
-from study.spec import load_spec, validate
+from study.spec_loading import load_spec, validate
 from tests.conftest import assert_user_error, run_cli
 from tests.run.conftest import write_spec
 

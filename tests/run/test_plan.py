@@ -8,7 +8,7 @@ import pytest
 
 from study.errors import SpecError
 from study.plan import make_plan, resolve
-from study.spec import load_spec
+from study.spec_loading import load_spec
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 

@@ -11,7 +11,7 @@ import pytest
 from study.errors import SpecError
 from study.plan import PretrainPoint, TrialPoint, make_plan
 from study.scale import Scale
-from study.spec import load_spec, validate
+from study.spec_loading import load_spec, validate
 from tests.conftest import run_cli
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

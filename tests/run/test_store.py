@@ -9,7 +9,7 @@ import pandas as pd
 
 from study.plan import make_plan
 from study.records import PretrainRecord, Status, TrialRecord
-from study.spec import validate
+from study.spec_loading import validate
 from study.store import StudyStore
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from study.optuna_log import OptunaLog, study_name
 from study.records import Status, TrialRecord
-from study.spec import validate
+from study.spec_loading import validate
 from tests.run.conftest import write_spec
 
 
