@@ -31,3 +31,5 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PadMode = Literal["constant", "reflect", "replicate"]
 PAD_MODES: tuple[str, ...] = get_args(PadMode)
 DEFAULT_PAD_MODE: PadMode = "constant"
+
+INCOMPLETE = 3  # exit status: the study ran, but some planned trial has no finished result

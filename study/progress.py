@@ -18,6 +18,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from study import faults
+from study.constants import INCOMPLETE
 from study.plan import PretrainPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
@@ -203,9 +204,6 @@ def summary_table(results: list[TrialRecord]) -> pd.DataFrame:
     if ok.empty:
         return ok
     return ok.pivot_table(index="strategy", columns=["dataset", "label_fraction"], values="dice", aggfunc="mean")
-
-
-INCOMPLETE = 3  # exit status: the study ran, but some planned trial has no finished result
 
 
 @dataclass

@@ -12,54 +12,35 @@ work. ``--fresh`` starts over (the old study folder is kept, renamed).
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
-from study import faults
+from study.cluster import check_resources, cluster_gpu, slots, start_ray
+from study.constants import INCOMPLETE
 from study.data import (
     BUILTIN_KINDS,
     PhantomSettings,
-    builtin_dataset,
     check_contents,
     check_selections,
     default_rounding,
     open_dataset,
     phantom_rounding,
     phantom_split,
-    write_record,
 )
 from study.data.padding import NetworkPadding
-from study.errors import DataError, SpecError, StorageError, StudyError
+from study.errors import DataError, SpecError, StudyError
 from study.footprint import dataset_channels, disk_lines, training_lines
 from study.gpu import gpu_lines, gpu_to_check
-from study.optuna_log import OptunaLog
 from study.plan import Plan, make_plan
-from study.progress import INCOMPLETE, Outcome, Progress, StudyCallback, print_summary
-from study.provenance import invocation_record
 from study.spec import StudySpec
 from study.spec_loading import load_spec, spec_yaml
 from study.store import StudyStore
-from study.tracking import Tracker
 from study.tracking_uri import absolute_uri, check_driver, check_reachable, redacted
-from study.tune import (
-    Context,
-    check_resources,
-    cluster_gpu,
-    finetune_trainable,
-    grid_search,
-    new_halt,
-    pruned_search,
-    pretrain_trainable,
-    sampled_search,
-    slots,
-    start_ray,
-    tune_run,
-)
+
+# Torch, Ray Tune and MLflow load only once a study runs (study.driver): a refused spec, data set
+# or store is said in well under a second.
 
 
 def _parser() -> ArgumentParser:
@@ -131,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"taking the study over from its driver {lock.took_over.describe()}, which is gone")
         if args.fresh and (kept := lock.set_aside(store.set_aside)) is not None:
             print(f"--fresh: the previous study folder is now {kept}")
-        return _execute(spec, plan, store, space_file=args.space, uri=uri, data=data, available=available,
-                        unrecorded=unrecorded, overrides=overrides)
+        from study.driver import execute
+
+        return execute(spec, plan, store, space_file=args.space, uri=uri, data=data,
+                       concurrent=concurrency(plan, available)[0], unrecorded=unrecorded, overrides=overrides)
     finally:
         lock.release()
 
@@ -287,137 +270,6 @@ def _pruning_line(plan: Plan) -> str:
     return (f"  pruning: rungs at fine-tuning epochs {', '.join(map(str, epochs)) or 'none'} of "
             f"{scale.finetune_max_epochs}, alpha {spec.pruning.alpha:g} (Holm), at least {spec.pruning.min_survivors} "
             f"strategies kept per data set; fine-tuning compute between {size(best)} and {size(worst)} (nothing stopped)")
-
-
-def _execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path, uri: str, data: dict,
-             available: dict, unrecorded: dict, overrides: Sequence[str] = ()) -> int:
-    data_paths = {k: v or str(builtin_dataset(k, PhantomSettings.default(k, size=spec.scale.image_size))) for k, v in data.items()}
-    store.root.mkdir(parents=True, exist_ok=True)
-    if unrecorded:
-        write_record(store.content_record, unrecorded)
-    state = store.read_state() or {}
-    tracker = Tracker(uri, spec.name, store)
-    public = spec.model_copy(update={"tracking_uri": redacted(spec.tracking_uri)})
-    tracker.open_parent(state.get("parent_run_id"), spec.name,
-                        {"spec": public.model_dump_json(), "n_trials": len(plan.trials)}, Path(space_file))
-    invocation = invocation_record(space_file, overrides)
-    tracker.record_invocation(store.add_invocation(invocation), invocation, spec_yaml(public))
-    store.write_state({
-        "name": spec.name, "spec": json.loads(public.model_dump_json()), "parent_run_id": tracker.parent_id,
-        "tracking_uri": redacted(uri), "data_paths": data_paths, "trials": [t.to_json() for t in plan.trials],
-        "trial_ids": [t.id for t in plan.trials],
-    })
-    res = spec.resources
-    run = _TuneRun(
-        context=Context(store, data_paths, public, threads=max(1, int(res.cpus_per_trial)), use_gpu=res.gpus_per_trial > 0),
-        resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
-        concurrent=concurrency(plan, available)[0],
-        retries=spec.retries, stamp=time.strftime("%Y%m%d-%H%M%S"), halt=new_halt(), tracker=tracker,
-        search_log=OptunaLog(store.optuna_storage, public),  # Tune pickles it: the spec without a password
-    )
-    known = plan.trials if plan.enumerable else _sampled_trials(run.context)
-    tracker.reconcile(known)
-    run.search_log.sync(r for t in known if (r := store.trial_result(t.id)) is not None)
-    started, status = time.time(), "FAILED"
-    try:
-        (run.grid if plan.enumerable else run.sampled)(plan)
-        _stop_if_halted(run.halt)
-        status = "ran"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        trials = plan.trials if plan.enumerable else _sampled_trials(run.context)
-        tracker.reconcile(trials)
-        not_run = 0 if plan.enumerable else max(0, plan.num_samples() - len(store.draws()))
-        outcome = Outcome.of(trials, store, not_run)
-        run.search_log.sync([*outcome.finished, *outcome.failed])  # any a callback did not see
-        if status == "ran":
-            status = "FINISHED" if outcome.complete else "FAILED"
-        tracker.close_parent(status, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed),
-                                      "trials_errored": len(outcome.errored), "wall_seconds": time.time() - started})
-    print_summary(spec.name, outcome, store, uri=uri, seconds=time.time() - started)
-    _refresh_report(store)
-    return 0 if outcome.complete else INCOMPLETE
-
-
-class _TuneRun:
-    """The Tune experiments of one invocation: a grid's pretrainings then its trials, or a sampled
-    search; each is a fresh experiment over the study folder, whose records say what is done."""
-
-    def __init__(self, *, context: Context, resources: dict, concurrent: int, retries: int, stamp: str, halt,
-                 tracker: Tracker, search_log: OptunaLog) -> None:
-        self.context, self.resources, self.concurrent, self.retries = context, resources, concurrent, retries
-        self.stamp, self.halt, self.tracker, self.search_log = stamp, halt, tracker, search_log
-
-    def _tune(self, name: str, trainable, *, callback: StudyCallback, concurrent: int | None = None, **kwargs) -> None:
-        tune_run(f"{name}-{self.stamp}", trainable, self.context, resources=self.resources,
-                 max_concurrent=concurrent or self.concurrent, retries=self.retries, callbacks=[callback],
-                 halt=self.halt, **kwargs)
-
-    def grid(self, plan: Plan) -> None:
-        store, name = self.context.store, plan.spec.name
-        pending = store.pending(plan.trials)
-        keys = store.pending_pretrainings(pending)
-        if keys:
-            from ray import tune
-
-            progress = Progress(f"{name} pretraining", len(keys))
-            self._tune("pretrain", pretrain_trainable, search=None, num_samples=1,
-                       callback=StudyCallback(self.tracker, self.context, progress, kind="pretrain", halt=self.halt),
-                       param_space={"point": tune.grid_search([p.to_json() for p in keys.values()])})
-            _stop_if_halted(self.halt)
-            faults.driver_point("between")
-        if pending:
-            pruning = plan.spec.pruning
-            # A pruned grid hands out stretches (to a rung, or to the end) of every planned trial:
-            # ended ones take part in the rungs' comparisons.
-            self.context = replace(self.context, trials={t.id: t for t in (plan.trials if pruning.enabled else pending)})
-            progress = Progress(name, len(pending), done_before=len(plan.trials) - len(pending))
-            search = (pruned_search(plan.trials, store, plan.spec) if pruning.enabled else
-                      grid_search([t.id for t in pending], plan.spec.search.seed, f"{name}-{self.stamp}"))
-            self._tune("trials", finetune_trainable, search=search,
-                       num_samples=len(pending) * (len(pruning.rungs) + 1) if pruning.enabled else len(pending),
-                       callback=StudyCallback(self.tracker, self.context, progress, halt=self.halt,
-                                              search_log=self.search_log))
-
-    def sampled(self, plan: Plan) -> None:
-        store, name = self.context.store, plan.spec.name
-        done = [(d["params"], store.trial_result(d["trial_id"])) for d in store.draws()]
-        done = [(params, r.val_loss) for params, r in done if r is not None]
-        remaining = plan.num_samples() - len(done)
-        if remaining > 0:
-            progress = Progress(name, remaining, done_before=len(done))
-            self._tune("trials", finetune_trainable, num_samples=remaining,
-                       search=sampled_search(plan, f"{name}-{self.stamp}", done),
-                       callback=StudyCallback(self.tracker, self.context, progress, sampled=True, halt=self.halt,
-                                              search_log=self.search_log))
-
-
-def _stop_if_halted(halt) -> None:
-    if halt.reason:
-        raise StorageError(f"{halt.reason}; the study stopped with every finished trial kept: free space, then run "
-                           "the same command again to resume")
-
-
-def _refresh_report(store: StudyStore) -> None:
-    """The dashboard is part of a finished study; a study it cannot draw yet still ends well."""
-    from study.analyze import load_study
-    from study.report import build_report
-
-    try:
-        loaded = load_study(store)
-        print(f"report: {build_report(store, loaded.state, loaded.table, store.results())}")
-    except StudyError as exc:
-        print(f"report: not written ({exc})")
-
-
-def _sampled_trials(context: Context) -> list:
-    seen: dict[str, object] = {}
-    for draw in context.store.draws():
-        if draw["trial_id"] not in seen:
-            seen[draw["trial_id"]] = context.trial_of(draw["params"])
-    return list(seen.values())
 
 
 if __name__ == "__main__":

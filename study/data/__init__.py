@@ -2,6 +2,9 @@
 
 >>> ds = open_dataset(builtin_dataset("mri"))      # doctest: +SKIP
 >>> ds.read_image(ds.split.train[0], [0]).shape     # (1, C, H, W)  # doctest: +SKIP
+
+The torch view of a data set, :class:`study.data.slices.SliceDataset`, is imported from its module:
+checking a spec's data sets never loads torch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from study.data._checks import check_contents, write_record
 from study.data._h5 import DatasetWriter, H5Dataset, open_h5_dataset
 from study.data._model import Dataset, ScanInfo, Split, labels_to_masks
 from study.data._skmtea import SkmTeaDataset, is_skmtea_root
-from study.data.slices import SliceDataset
 from study.data.subsets import (
     DEFAULT_LABEL_FRACTIONS,
     check_selections,
@@ -45,7 +47,6 @@ __all__ = [
     "PhantomSettings",
     "ScanInfo",
     "SkmTeaDataset",
-    "SliceDataset",
     "Split",
     "builtin_dataset",
     "check_contents",

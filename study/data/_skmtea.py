@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from study.data._h5 import _HandleCache, h5_array
 from study.data._model import Dataset, ScanInfo, SliceSelection, Split, as_index, plain_name
@@ -63,6 +62,8 @@ def _read_metadata(path: Path) -> dict[str, QDessParams]:
     """qDESS parameters per scan id. The file as shipped starts with an unnamed index column (the
     data set's code reads it with ``index_col=0``); read without an index, that column is just one
     more column nobody asks for, and a table without it reads the same."""
+    import pandas as pd  # here, not at the top: checking a spec need not load pandas
+
     try:
         table = pd.read_csv(path, dtype={column: str for column in ID_COLUMNS})
     except FileNotFoundError:

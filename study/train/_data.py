@@ -8,7 +8,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
-from study.data import Dataset, SliceDataset
+from study.data import Dataset
+from study.data.slices import SliceDataset
 from study.train._cache import SliceCache, cache_bytes, placement
 from study.train._loop import TrainSettings
 

@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from study.data import DatasetWriter, SliceDataset, Split, open_dataset
+from study.data import DatasetWriter, Split, open_dataset
+from study.data.slices import SliceDataset
 from study.data.check import check_dataset
 from study.errors import DataError
 

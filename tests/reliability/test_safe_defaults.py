@@ -68,7 +68,7 @@ def test_pretrained_weights_outside_the_study_are_not_loaded(tmp_path: Path, tin
 _LISTENERS = """
 import json, psutil
 import ray.tune  # imported first, as the runner does
-from study.tune import start_ray
+from study.cluster import start_ray
 start_ray(None, 1)
 import ray
 procs = [psutil.Process()] + psutil.Process().children(recursive=True)
