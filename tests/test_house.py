@@ -32,3 +32,10 @@ def test_parsing_a_spec_or_reading_a_study_does_not_import_torch(module: str) ->
     code = f"import sys, {module}; heavy = {{'torch', 'numpy', 'pandas'}} & set(sys.modules); print(sorted(heavy))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert "torch" not in out, out
+
+
+def test_study_run_refuses_a_spec_before_it_loads_torch_ray_or_mlflow() -> None:
+    code = ("import sys, study.run; heavy = {'torch', 'ray', 'mlflow', 'pandas', 'optuna'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]", out
