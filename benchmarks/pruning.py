@@ -7,9 +7,10 @@ answers agree: per data set the top-3 overlap of the final rankings, and whether
 that beat the baseline at the corrected level among the pruned run's survivors are the same.
 
     python benchmarks/pruning.py [--space search_spaces/pretext.yaml] [--out DIR] [--set KEY=VALUE ...]
+    python benchmarks/pruning.py --summarize DIR    # the figures of two runs already in DIR
 
-The last line printed is JSON: compute_ratio, wall_ratio, per data set top3_overlap and
-same_beats_baseline.
+The last line printed is JSON: compute_ratio, wall_ratio, per data set top3_overlap,
+same_beats_baseline and its own compute ratio.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def run_study(space: Path, folder: Path, extra: list[str]) -> float:
     return seconds
 
 
-def summary(study: Path) -> tuple[dict, dict, float, float]:
-    """(summary.json of the analysis, ranking per data set, fine-tuning images and seconds of every
-    ended trial)."""
+def summary(study: Path) -> tuple[dict, dict, dict[str, float], float]:
+    """(summary.json of the analysis, ranking per data set, fine-tuning images per data set and
+    seconds of every ended trial)."""
     import pandas as pd
 
     from study.store import StudyStore
@@ -54,7 +55,9 @@ def summary(study: Path) -> tuple[dict, dict, float, float]:
     ranking = pd.read_csv(study / "analysis" / "ranking.csv")
     ranks = {str(ds): frame.sort_values("rank") for ds, frame in ranking.groupby("dataset")}
     results = StudyStore(study).results()
-    images = sum(float(r.metrics.get("finetune_images", 0) or 0) for r in results)
+    images: dict[str, float] = {}
+    for r in results:
+        images[r.dataset] = images.get(r.dataset, 0.0) + float(r.metrics.get("finetune_images", 0) or 0)
     return answer, ranks, images, sum(r.seconds or 0 for r in results)
 
 
@@ -63,15 +66,20 @@ def main() -> None:
     p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "pretext.yaml")
     p.add_argument("--out", type=Path, help="keep both study folders here (default: a temporary folder)")
     p.add_argument("--set", dest="extra", action="append", default=[], help="an override for both runs")
+    p.add_argument("--summarize", type=Path, metavar="DIR", help="only summarise the two runs an earlier --out DIR kept")
     args = p.parse_args()
-    root = args.out or Path(tempfile.mkdtemp(prefix="pruning-bench-"))
+    root = args.summarize or args.out or Path(tempfile.mkdtemp(prefix="pruning-bench-"))
     full, pruned = root / "full", root / "pruned"
-    for folder in (full, pruned):
-        folder.mkdir(parents=True, exist_ok=True)
     name = args.space.stem
-    full_s = run_study(args.space.resolve(), full, args.extra)
-    shutil.copytree(full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True)
-    pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
+    if args.summarize:
+        full_s, pruned_s = (json.loads((root / "wall.json").read_text())[k] for k in ("full", "pruned"))
+    else:
+        for folder in (full, pruned):
+            folder.mkdir(parents=True, exist_ok=True)
+        full_s = run_study(args.space.resolve(), full, args.extra)
+        shutil.copytree(full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True)
+        pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
+        (root / "wall.json").write_text(json.dumps({"full": full_s, "pruned": pruned_s}))
 
     full_answer, full_ranks, full_images, full_trial_s = summary(full / "studies" / name)
     pruned_answer, pruned_ranks, pruned_images, pruned_trial_s = summary(pruned / "studies" / name)
@@ -87,10 +95,12 @@ def main() -> None:
                            "same_beats_baseline": full_beats == pruned_beats,
                            "beats_full": sorted(full_answer["datasets"][ds]["beats_baseline"]),
                            "beats_pruned": sorted(pruned_beats),
-                           "ranked_full": len(ranking), "ranked_pruned": len(survivors)}
+                           "ranked_full": len(ranking), "ranked_pruned": len(survivors),
+                           "compute_ratio": round(pruned_images.get(ds, 0) / full_images[ds], 3) if full_images.get(ds) else None}
         print(f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
               f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}")
     stopped = pruned_answer["left_out"].get("stopped", 0)
+    full_images, pruned_images = sum(full_images.values()), sum(pruned_images.values())
     print(f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
           f"fine-tuning trial time: full {full_trial_s / 60:.1f} min, pruned {pruned_trial_s / 60:.1f} min; "
           f"wall: full {full_s / 60:.1f} min, pruned {pruned_s / 60:.1f} min (its pretrainings copied from the full run)")
