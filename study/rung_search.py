@@ -35,25 +35,49 @@ class RungSearch(Searcher):
         self.epochs = rung_epochs(spec.pruning.rungs, spec.scale.finetune_max_epochs)
         self.trials = {t.id: t for t in trials}
         self.running: dict[str, str] = {}  # Tune trial id -> study trial id
-        self.gave_up: set[str] = set()  # Tune's retries spent this invocation: no value, not waited for
+        # Trials with a result (never taken back within an invocation), or whose Tune retries this
+        # invocation are spent: no value to wait for.
+        self.ended: set[str] = set()
         self.pooled = {ds: pooled_fractions(spec.label_fractions, None) for ds in spec.datasets}
+        # Rung files and decisions are written once and never change: each is read once, not on
+        # every one of Tune's many suggest() calls.
+        self._reached: dict[tuple[str, int | str], dict] = {}
+        self._decisions: dict[tuple[str, int], list[Decision]] = {}
         for dataset in spec.datasets:
             self._decide(dataset)  # a driver killed after the last pause of a rung decides it now
 
     # -- state, all from the study folder -------------------------------------------------------
 
     def _ended(self, trial_id: str) -> bool:
-        return trial_id in self.gave_up or self.store.trial_result(trial_id) is not None
+        if trial_id not in self.ended and self.store.trial_result(trial_id) is not None:
+            self.ended.add(trial_id)
+        return trial_id in self.ended
+
+    def _rung_values(self, trial_id: str, rung: int | str) -> dict | None:
+        if (trial_id, rung) not in self._reached:
+            record = self.store.rung_values(trial_id, rung)
+            if record is None:
+                return None
+            self._reached[trial_id, rung] = record
+        return self._reached[trial_id, rung]
+
+    def _rung_decisions(self, dataset: str, rung: int) -> list[Decision] | None:
+        if (dataset, rung) not in self._decisions:
+            saved = self.store.rung_decisions(dataset, rung)
+            if saved is None:
+                return None
+            self._decisions[dataset, rung] = [Decision.from_json(d) for d in saved]
+        return self._decisions[dataset, rung]
 
     def _next_rung(self, trial_id: str) -> int:
         """The first rung the trial has not reached; ``len(self.epochs)``: none is left."""
         for r in range(len(self.epochs)):
-            if self.store.rung_values(trial_id, r) is None:
+            if self._rung_values(trial_id, r) is None:
                 return r
         return len(self.epochs)
 
     def _decided(self, dataset: str, rung: int) -> bool:
-        return self.store.rung_decisions(dataset, rung) is not None
+        return self._rung_decisions(dataset, rung) is not None
 
     def _runnable(self, trial: TrialPoint) -> int | None:
         """The rung the trial may run to now, or None while it waits (or has ended)."""
@@ -82,16 +106,16 @@ class RungSearch(Searcher):
         if study_id is None:
             return
         if error:
-            self.gave_up.add(study_id)
+            self.ended.add(study_id)
         self._decide(self.trials[study_id].dataset)
 
     # -- decisions ------------------------------------------------------------------------------
 
     def _values(self, trial_id: str, rung: int) -> dict[str, float] | None:
-        record = self.store.rung_values(trial_id, rung)
+        record = self._rung_values(trial_id, rung)
         if record is None:
             result = self.store.trial_result(trial_id)
-            record = self.store.rung_values(trial_id, FINAL) if result is not None and result.finished else None
+            record = self._rung_values(trial_id, FINAL) if result is not None and result.finished else None
         return None if record is None else record["val_dice"]
 
     def _decide(self, dataset: str) -> None:
@@ -101,7 +125,7 @@ class RungSearch(Searcher):
                 self._stop(members, rung)  # idempotent: records a driver killed mid-way did not write
                 continue
             alive = [t for t in members if not self._stopped(t)]
-            if any(not self._ended(t.id) and self.store.rung_values(t.id, rung) is None for t in alive):
+            if any(not self._ended(t.id) and self._rung_values(t.id, rung) is None for t in alive):
                 return  # some trial has not reached this rung yet
             pooled = {t.id: values for t in alive if t.label_fraction in self.pooled[dataset]
                       and (values := self._values(t.id, rung)) is not None}
@@ -116,8 +140,7 @@ class RungSearch(Searcher):
     def _stopped_at(self, dataset: str) -> dict[str, Decision]:
         out = {}
         for rung in range(len(self.epochs)):
-            for d in self.store.rung_decisions(dataset, rung) or []:
-                decision = Decision.from_json(d)
+            for decision in self._rung_decisions(dataset, rung) or []:
                 if decision.stopped:
                     out.setdefault(decision.strategy, decision)
         return out
@@ -131,8 +154,8 @@ class RungSearch(Searcher):
             decision = stopped.get(_unit(trial))
             if decision is None or decision.rung != rung or self.store.trial_result(trial.id) is not None:
                 continue
-            at = self.store.rung_values(trial.id, rung) or {}
-            seconds = sum((self.store.rung_values(trial.id, r) or {}).get("seconds", 0.0) for r in range(rung + 1))
+            at = self._rung_values(trial.id, rung) or {}
+            seconds = sum((self._rung_values(trial.id, r) or {}).get("seconds", 0.0) for r in range(rung + 1))
             record = TrialRecord(trial_id=trial.id, **trial.identity(), status=Status.STOPPED, seconds=seconds,
                                  reason=decision.reason(self.epochs[rung]),
                                  metrics={"rung": rung, "rung_epoch": self.epochs[rung], "p": decision.p,
