@@ -123,7 +123,7 @@ class Pruning(Strict):
 
     enabled: bool = False
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level of each rung's Holm-corrected tests")
-    rungs: list[float] = Field([0.25, 0.5], description="pauses, as fractions of finetune_max_epochs")
+    rungs: list[float] = Field([0.5], description="pauses, as fractions of finetune_max_epochs")
     min_survivors: int = Field(3, ge=1, description="strategies besides the baseline that are never stopped")
 
     @field_validator("rungs")
