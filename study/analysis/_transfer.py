@@ -27,10 +27,16 @@ def configuration(strategy: str, lr: float | None, unfrozen_lr: float | None) ->
 
 def combination_labels(table: pd.DataFrame, baseline: str) -> pd.Series:
     """:func:`configuration` of each pretrained row; the baseline keeps its name."""
-    rates = [pd.to_numeric(table[c], errors="coerce") if c in table else pd.Series(np.nan, index=table.index)
-             for c in LR_COLUMNS]
-    label = pd.Series([configuration(s, *(None if pd.isna(v) else float(v) for v in lrs))
-                       for s, *lrs in zip(table["strategy"].astype(str), *rates)], index=table.index, dtype=object)
+    # Labelled once per distinct (strategy, lr, unfrozen_lr), not once per case row.
+    keys = pd.DataFrame({"strategy": table["strategy"].astype(str)}, index=table.index)
+    for c in LR_COLUMNS:
+        keys[c] = pd.to_numeric(table[c], errors="coerce") if c in table else np.nan
+    distinct = keys.drop_duplicates()
+    distinct = distinct.assign(label=[configuration(s, *(None if pd.isna(v) else float(v) for v in lrs))
+                                      for s, *lrs in distinct.itertuples(index=False)])
+    # merge matches NaN learning rates with NaN (a dict of tuples would not)
+    label = pd.Series(keys.merge(distinct, how="left", on=list(keys.columns))["label"].to_numpy(),
+                      index=table.index, dtype=object)
     return label.where(table["strategy"] != baseline, baseline)
 
 
