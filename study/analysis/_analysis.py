@@ -17,15 +17,18 @@ from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
 from study.analysis._pairing import POOLED_CAVEAT
 from study.analysis._verdict import dataset_verdict, headline, optimum_line
+from study.errors import DataError
 
 
 @dataclass
 class Analysis:
     """The study's answers; each table is what the dashboard draws and what is written as CSV.
 
-    ``chosen`` is, per data set, the strategy the clinical tables describe: the best-ranked member
-    of ``optimum`` (strategies that beat the baseline and stably hold a top-k place in every data
-    set), else the data set's rank 1. ``verdicts`` and ``headline`` say it in words (``_verdict``).
+    ``chosen`` is, per data set, the strategy the clinical tables describe: the ``optimum`` (the
+    strategy that beats the baseline and is better than every other in every data set), else the
+    data set's rank 1. ``fraction_ranking`` ranks each label fraction the study ran on its own (the
+    main ``ranking`` pools ``fractions``). ``verdicts`` and ``headline`` say it in words
+    (``_verdict``).
     """
 
     settings: AnalysisSettings
@@ -34,6 +37,7 @@ class Analysis:
     ranking: pd.DataFrame
     optimum: list[str]
     chosen: dict[str, str]
+    fraction_ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_stability: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -43,7 +47,7 @@ class Analysis:
     clinical_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     clinical_cases: pd.DataFrame = field(default_factory=pd.DataFrame)
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # per data set, axis and level (_effects)
-    importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # per data set and axis: fANOVA share
+    importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # per data set and axis: eta2 vs its null
     chosen_cases: pd.DataFrame = field(default_factory=pd.DataFrame)  # per unit: chosen strategy vs baseline
     notes: list[str] = field(default_factory=list)
     verdicts: dict[str, dict] = field(default_factory=dict)
@@ -54,7 +58,7 @@ class Analysis:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The non-empty tables by file stem."""
-        names = ("ranking", "seed_ranking", "seed_stability", "seed_agreement", "transfer", "scaling_fits",
+        names = ("ranking", "fraction_ranking", "seed_ranking", "seed_stability", "seed_agreement", "transfer", "scaling_fits",
                  "scaling_tests", "clinical_summary", "clinical_cases", "effects", "importance", "chosen_cases")
         return {n: getattr(self, n) for n in names if not getattr(self, n).empty}
 
@@ -124,9 +128,9 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     notes += more
     if settings.pairing == "pooled":
         notes.append(POOLED_CAVEAT)
-    best = optimum(ranking, settings.top_k, settings.stable_share)
+    best = optimum(ranking)
     if ranking["dataset"].nunique() == 1:
-        notes.append("one data set: the optimum is judged on it alone (the paper intersects the top k of MRI and CT)")
+        notes.append("one data set: the optimum is judged on it alone (the paper asks for one in MRI and CT)")
     chosen = _chosen(ranking, best)
     result = Analysis(settings, fractions, kind, ranking, best, chosen, notes=notes,
                       seeds=sorted(int(s) for s in cases["seed"].unique()),
@@ -137,6 +141,8 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
         result.seed_ranking, more = _per_seed(per_seed, fractions, settings, kind)
         result.notes += more
         result.seed_stability, result.seed_agreement = seed_stability(result.seed_ranking, settings.top_k)
+    result.fraction_ranking, more = _per_fraction(per_seed, fractions, settings, kind)
+    result.notes += more
     _verdicts(result, per_seed)
     per_unit, _ = units(cases, settings.aggregate)
     result.transfer = transfer_summary(full, ranking, fractions, settings)
@@ -153,19 +159,48 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     return result
 
 
+def _per_fraction(per_seed: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
+                  kind: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """Each label fraction the study ran, ranked on its own, where it is not the main ranking."""
+    parts, notes = [], []
+    for dataset, frame in per_seed.groupby("dataset", sort=True):
+        for f in sorted(frame["label_fraction"].unique()):
+            if (float(f),) == tuple(fractions[dataset]):
+                continue
+            try:
+                table, _ = rank_dataset(frame, str(dataset), (float(f),), settings, kind.get(dataset, "case"),
+                                        stream=f"fraction-{f:g}")
+            except DataError as exc:
+                notes.append(f"{dataset} at label fraction {f:g} is not ranked on its own: {exc}")
+                continue
+            parts.append(table.assign(label_fraction=float(f)))
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), notes
+
+
 def _verdicts(result: Analysis, per_seed: pd.DataFrame) -> None:
     settings = result.settings
     for dataset, frame in result.ranking.groupby("dataset", sort=True):
         name = str(dataset)
         verdict = dataset_verdict(frame, settings)
+        parts = [(result.fractions[name], frame, verdict)]
+        verdict = {**verdict, "fractions": list(result.fractions[name]), "by_fraction": {}}
+        if not result.fraction_ranking.empty:
+            mine = result.fraction_ranking[result.fraction_ranking["dataset"] == name]
+            for f, part in mine.groupby("label_fraction", sort=True):
+                v = dataset_verdict(part, settings)
+                verdict["by_fraction"][f"{f:g}"] = v
+                parts.append(((float(f),), part, v))
+        if len(result.fractions[name]) == 1:
+            verdict["by_fraction"][f"{result.fractions[name][0]:g}"] = parts[0][2]
+        parts = [parts[0]] + sorted(parts[1:], key=lambda p: p[0][0])
         tau = None
         if not result.seed_agreement.empty:
             taus = result.seed_agreement.loc[result.seed_agreement["dataset"] == name, "kendall_tau"]
             tau = float(taus.mean()) if taus.notna().any() else None
         n_units = int(per_seed.loc[per_seed["dataset"] == name, "unit"].nunique())
         result.verdicts[name] = verdict
-        result.headline += headline(frame, settings, verdict, n_units, result.unit.get(name, "case"), tau)
-    result.headline.append(optimum_line(result.optimum, settings, len(result.verdicts)))
+        result.headline += headline(parts, settings, n_units, result.unit.get(name, "case"), tau)
+    result.headline.append(optimum_line(result.optimum, len(result.verdicts)))
 
 
 def _p(v: float) -> str:
@@ -182,8 +217,9 @@ def format_ranking(analysis: Analysis) -> str:
     """The terminal table: per data set, strategies by p with effect sizes and adjusted p."""
     lines: list[str] = [*analysis.headline, ""]
     k = analysis.settings.top_k
+    rope = f"{analysis.settings.rope:g}"
     headers = ["rank", "strategy", "n", "median dDice", "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p",
-               f"P(top-{k})", "flag"]
+               f"P(worse/+-{rope}/better)", f"P(top-{k})", "flag"]
     for dataset, frame in analysis.ranking.groupby("dataset", sort=True):
         fr = ", ".join(f"{f:g}" for f in analysis.fractions[dataset])
         unit = analysis.unit.get(dataset, "case")
@@ -195,8 +231,10 @@ def format_ranking(analysis: Analysis) -> str:
         lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}, one-sided Wilcoxon, {how}")
         rows = [[str(r.rank), r.strategy, str(r.n), _num(r.median_diff),
                  f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]", _num(r.rank_biserial, 2),
-                 _p(r.p), _p(r.p_holm), _p(r.p_bh), f"{r.p_top_k:.2f}",
-                 ",".join(f for f, on in (("beats", r.beats_baseline), ("underpowered", r.underpowered),
+                 _p(r.p), _p(r.p_holm), _p(r.p_bh), f"{r.p_worse:.2f}/{r.p_equivalent:.2f}/{r.p_better:.2f}",
+                 f"{r.p_top_k:.2f}",
+                 ",".join(f for f, on in (("beats", r.beats_baseline), ("best-set", r.best_set),
+                                          ("underpowered", r.underpowered),
                                           ("incomplete", bool(r.incomplete)), (r.method, r.method != "exact")) if on)]
                 for r in frame.itertuples()]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
@@ -211,21 +249,26 @@ def format_ranking(analysis: Analysis) -> str:
 
 
 def _effect_lines(analysis: Analysis) -> list[str]:
-    """Per data set and axis: each level's mean paired dDice [95 % CI] and the axis' importance."""
+    """Per data set and axis: each level's mean paired dDice [95 % CI] and the axis' importance
+    beside its null."""
     if analysis.effects.empty:
         return []
     lines = []
-    share = {(r.dataset, r.axis): r.importance for r in analysis.importance.itertuples()}
+    weight = {(r.dataset, r.axis): r for r in analysis.importance.itertuples()}
     for dataset, frame in analysis.effects.groupby("dataset", sort=True):
-        lines.append(f"design-axis effects, {dataset}: mean paired dDice vs the baseline per level [95% CI]"
-                     + ("; importance: fANOVA share" if share else ""))
-        axes = sorted(frame["axis"].unique(), key=lambda a: -share.get((dataset, a), 0.0))
+        lines.append(f"design-axis effects, {dataset}: mean paired dDice vs the baseline per level [95% CI], each at "
+                     f"its selected lr (a learning rate: against the baseline at the same rate)"
+                     + (f"; importance: eta2 of the strategies' dDice [its null's {1 - analysis.settings.alpha:.0%} "
+                        f"quantile], Holm p" if weight else ""))
+        axes = sorted(frame["axis"].unique(), key=lambda a: -getattr(weight.get((dataset, a)), "importance", -1.0))
         for axis in axes:
             part = frame[frame["axis"] == axis]
-            levels = ", ".join(f"{r.level} {_num(r.mean_diff)} [{_num(r.ci_low)}, {_num(r.ci_high)}]"
-                               for r in part.itertuples())
-            weight = f" (importance {share[(dataset, axis)]:.2f})" if (dataset, axis) in share else ""
-            lines.append(f"  {AXIS_NAMES.get(axis, axis)}{weight}: {levels}")
+            levels = ", ".join(f"{r.level}{f' (lacks {r.missing})' if r.missing else ''} {_num(r.mean_diff)} "
+                               f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" for r in part.itertuples())
+            w = weight.get((dataset, axis))
+            share = (f" (importance {w.importance:.2f} [{w.null_high:.2f}], p {_p(w.p_holm)}"
+                     f"{', important' if w.important else ''})" if w is not None else "")
+            lines.append(f"  {AXIS_NAMES.get(axis, axis)}{share}: {levels}")
         lines.append("")
     return lines
 
@@ -245,6 +288,7 @@ def _seed_lines(analysis: Analysis) -> list[str]:
 def _scaling_lines(analysis: Analysis) -> list[str]:
     lines = []
     for r in analysis.scaling_fits.itertuples():
-        fit = (f"a={r.a:.4g}, k={r.k:.3g}, c={r.c:.4g}, S={r.rse:.2g}" if not r.note else r.note)
+        fit = (f"a={r.a:.4g}, k={r.k:.3g} [{r.k_low:.3g}, {r.k_high:.3g}], c={r.c:.4g}, S={r.rse:.2g}; vs a constant "
+               f"gain p {_p(r.p_step)}; {'identified' if r.identified else r.note}" if r.a == r.a else r.note)
         lines.append(f"scaling, {r.dataset} {r.family} at fraction {r.label_fraction:g}: {fit}")
     return lines

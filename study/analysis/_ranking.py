@@ -4,9 +4,12 @@ Per data set each strategy is paired with the supervised baseline (``_pairing``:
 case by default, or the paper's pooled pairs); the test is the one-sided signed-rank test of the
 differences. Beside the p: n, zeros, ties, the method scipy ran, Holm and BH adjusted p across the
 data set's strategies, three effect sizes with 95 % intervals, whether the strategy beats the
-baseline at the corrected level, P(top-k) (the share of bootstrap resamples of cases, and of seeds
-when there are several, in which it ranks in the top k) and a flag where even all-positive
-differences could not reach alpha after the correction.
+baseline at the corrected level, whether it is in the best set (not shown worse than any other
+strategy, ``_best``), the Bayesian signed-rank probabilities that it is worse than, practically
+equivalent to, or better than the baseline (``rope``), P(top-k) (the share of bootstrap resamples
+of cases, and of seeds when there are several, in which it ranks in the top k: a description of
+the ranking's spread, never a verdict) and a flag where even all-positive differences could not
+reach alpha after the correction.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.analysis._best import best_set
 from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
 from study.analysis._stats import (
+    bayesian_signed_rank,
     benjamini_hochberg,
     bootstrap_counts,
     bootstrap_median,
@@ -43,8 +48,9 @@ RANKING_COLUMNS = [
     "dataset", "rank", "strategy", "pairing", "unit", "fractions", "seeds", "n", "n_zero", "ties", "method",
     "statistic", "p", "p_holm", "p_bh", "beats_baseline", "median_diff", "median_diff_ci_low",
     "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial", "rank_biserial_ci_low",
-    "rank_biserial_ci_high", "mean_dice", "mean_dice_baseline", "top_k", "p_top_k", "underpowered",
-    "incomplete", "cases_needed",
+    "rank_biserial_ci_high", "mean_dice", "mean_dice_baseline", "p_worse", "p_equivalent", "p_better",
+    "best_set", "shown_worse_than", "p_shown_worse", "top_k", "p_top_k", "underpowered", "incomplete",
+    "cases_needed",
 ]
 BOOT_CHUNK = 2_000_000  # resamples x pairs per chunk: bounds memory for long pooled vectors
 
@@ -79,6 +85,7 @@ def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng:
     n_zero, ties = tie_and_zero_counts(D)
     hl, hl_lo, hl_hi = hodges_lehmann(D, settings.confidence)
     med_lo, med_hi, rb_lo, rb_hi = _bootstrap(D, settings, rng)
+    worse, equivalent, better = bayesian_signed_rank(D, settings.rope, rng, settings.bayes_samples)
     return pd.DataFrame({
         "strategy": group.strategies, "fractions": group.fractions, "seeds": group.seeds, "n": n,
         "n_zero": n_zero, "ties": ties, "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
@@ -87,7 +94,7 @@ def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng:
         "hl_shift": hl, "hl_ci_low": hl_lo, "hl_ci_high": hl_hi,
         "rank_biserial": rank_biserial(D), "rank_biserial_ci_low": rb_lo, "rank_biserial_ci_high": rb_hi,
         "mean_dice": group.x.mean(axis=1), "mean_dice_baseline": group.y.mean(axis=1),
-        "underpowered": underpowered(n - n_zero, settings.alpha, n_tests),
+        "p_worse": worse, "p_equivalent": equivalent, "p_better": better, "n_nonzero": n - n_zero,
         "cases_needed": cases_needed(D, settings.alpha / n_tests),
     })
 
@@ -150,8 +157,18 @@ def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...]
     table["p_bh"] = benjamini_hochberg(table["p"].to_numpy())
     adjusted = table["p_holm"] if settings.correction == "holm" else table["p_bh"]
     table["beats_baseline"] = adjusted <= settings.alpha
+    table["underpowered"] = underpowered(table["p"].to_numpy(), table["n_nonzero"].to_numpy(), settings.alpha,
+                                         settings.correction)
+    member, winner, p_worse = best_set(pairing.d, settings.alpha)
+    index = {name: i for i, name in enumerate(pairing.strategies)}
+    rows = table["strategy"].map(index).to_numpy()
+    table["best_set"] = member[rows]
+    table["shown_worse_than"] = [pairing.strategies[w] if w >= 0 else "" for w in winner[rows]]
+    table["p_shown_worse"] = p_worse[rows]
     share = dict(zip(pairing.strategies, top_k_share(pairing, settings.top_k, settings.n_boot, rng)))
     table["p_top_k"] = table["strategy"].map(share)
+    if len(pairing.strategies) <= settings.top_k:  # every strategy is in the top k by construction
+        table["p_top_k"] = np.nan
     table["incomplete"] = table["strategy"].map(lambda name: pairing.incomplete.get(name, ""))
     table = table.assign(_hl=-table["hl_shift"]).sort_values(["p", "_hl", "strategy"], na_position="last")
     table["rank"] = np.arange(1, len(table) + 1)
@@ -171,18 +188,15 @@ def rank_strategies(units: pd.DataFrame, fractions: dict[str, tuple[float, ...]]
     return pd.concat(parts, ignore_index=True), notes
 
 
-def optimum(ranking: pd.DataFrame, top_k: int, min_share: float = 0.8) -> list[str]:
-    """Strategies that, in every data set, beat the baseline at the corrected level, rank in the
-    top k and do so in at least ``min_share`` of the bootstrap resamples; best mean rank first."""
-    ok = ranking["rank"] <= top_k
-    if "beats_baseline" in ranking:
-        ok &= ranking["beats_baseline"].astype(bool) & (ranking["p_top_k"] >= min_share)
-    top = ranking[ok]
-    n_sets = ranking["dataset"].nunique()
-    counts = top.groupby("strategy")["dataset"].nunique()
-    chosen = counts[counts == n_sets].index
-    mean_rank = top[top["strategy"].isin(chosen)].groupby("strategy")["rank"].mean()
-    return list(mean_rank.sort_values(kind="stable").index)
+def optimum(ranking: pd.DataFrame) -> list[str]:
+    """The strategy that, in every data set, beats the baseline at the corrected level and is the
+    only member of the best set (every other strategy shown worse than some strategy); else none."""
+    names = None
+    for _, frame in ranking.groupby("dataset", sort=True):
+        best = frame[frame["best_set"].astype(bool)]
+        alone = set(best["strategy"]) if len(best) == 1 and bool(best["beats_baseline"].iloc[0]) else set()
+        names = alone if names is None else names & alone
+    return sorted(names or ())
 
 
 def seed_stability(seed_ranking: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -24,8 +24,8 @@ class AnalysisSettings:
     set's test cases are fewer patients than cases (CT slices), else keeps cases. ``pairing``
     "per_case" averages each unit's differences over the pooled fractions and seeds (one pair per
     unit), "pooled" is the paper's one pair per unit and fraction. A strategy beats the baseline
-    where its ``correction``-adjusted p is at most ``alpha``; it is stably in the top k where it is
-    there in at least ``stable_share`` of the bootstrap resamples.
+    where its ``correction``-adjusted p is at most ``alpha``. ``rope``: the region of practical
+    equivalence of the Bayesian signed-rank test, +-rope Dice; ``bayes_samples`` its posterior draws.
     """
 
     fractions: tuple[float, ...] | None = None
@@ -38,7 +38,8 @@ class AnalysisSettings:
     seed: int = 0
     pairing: str = "per_case"
     correction: str = "holm"
-    stable_share: float = 0.8
+    rope: float = 0.01
+    bayes_samples: int = 20_000
 
     def __post_init__(self) -> None:
         if self.fractions is not None:
@@ -57,8 +58,10 @@ class AnalysisSettings:
             raise SpecError(f"pairing {self.pairing!r} must be one of {', '.join(PAIRINGS)}")
         if self.correction not in CORRECTIONS:
             raise SpecError(f"correction {self.correction!r} must be one of {', '.join(CORRECTIONS)}")
-        if not 0 < self.stable_share <= 1:
-            raise SpecError(f"stable_share {self.stable_share} must lie in (0, 1]")
+        if not 0 <= self.rope < 1:
+            raise SpecError(f"rope {self.rope} must lie in [0, 1) (Dice)")
+        if self.bayes_samples < 100:
+            raise SpecError(f"bayes_samples {self.bayes_samples} must be at least 100")
         if not 0 < self.alpha < 1:
             raise SpecError(f"alpha {self.alpha} must lie in (0, 1)")
 

@@ -71,10 +71,11 @@ def test_cli_prints_the_ranking_writes_the_files_and_warns_when_mlflow_is_unreac
     # per_case: one pair per case, its differences averaged over the pooled fractions
     assert ranking["n"].tolist() == [6, 6] and ranking["fractions"].tolist() == ["0.25,0.05"] * 2
     assert json.loads((out / "analysis.json").read_text())["chosen"] == {"mri": "restoration/K32/poisson_disc|encoder/at_once"}
-    assert lines[0].startswith("mri (6 cases, pairing per_case): ")  # the headline comes first
+    assert lines[0].startswith("mri (6 cases, pairing per_case, Holm p <= 0.05 over 2 strategies):")  # headline first
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairing"] == "per_case" and summary["seeds"] == [0] and summary["trials_used"] == 9
-    assert set(summary["datasets"]["mri"]) == {"verdict", "beats_baseline", "stable_top_k", "underpowered"}
+    assert set(summary["datasets"]["mri"]) == {"verdict", "beats_baseline", "best_set", "practically_equivalent",
+                                              "underpowered", "fractions", "by_fraction"}
     pooled = run_cli("study.analyze", "tiny", "--pairing", "pooled", "--no-mlflow", cwd=tmp_path)
     assert pooled.returncode == 0 and "the paper's protocol" in pooled.stdout
     assert pd.read_csv(out / "ranking.csv")["n"].tolist() == [12, 12]

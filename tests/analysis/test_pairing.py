@@ -64,11 +64,12 @@ def test_no_optimum_is_named_when_every_strategy_is_worse_than_the_baseline() ->
     result = analyze(worse, AnalysisSettings(n_boot=200, top_k=2))
     assert result.optimum == [] and result.verdicts["mri"]["verdict"] == "none_beats_baseline"
     assert result.verdicts["mri"]["beats_baseline"] == []
-    assert result.headline[0].endswith("no strategy beats the baseline (Holm p <= 0.05, 3 tested)")
+    assert result.headline[0] == "mri (10 cases, pairing per_case, Holm p <= 0.05 over 3 strategies):"
+    assert result.headline[1].startswith("  pooled 25 %, 5 % labels: no strategy beats the baseline (closest: ")
     assert result.headline[-1].startswith("optimum: none")
 
 
-def test_p_top_k_separates_a_clear_leader_from_a_coin_toss() -> None:
+def test_p_top_k_describes_a_clear_leader_and_a_coin_toss_and_the_best_set_separates_them() -> None:
     rng = np.random.default_rng(4)
     cases = {f"c{i}": v for i, v in enumerate(rng.uniform(0.5, 0.8, 30))}
     records = rows("mri", "supervised", 0.1, cases)
@@ -84,7 +85,8 @@ def test_p_top_k_separates_a_clear_leader_from_a_coin_toss() -> None:
     result = analyze(pd.DataFrame(records), AnalysisSettings(n_boot=400, top_k=2))
     share = result.ranking.set_index("strategy")["p_top_k"]
     assert share["leader"] == 1.0 and 0.2 < share["twin-a"] < 0.8 and share["twin-a"] + share["twin-b"] == 1.0
-    assert result.verdicts["mri"]["stable_top_k"] == ["leader"] and result.optimum[0] == "leader"
+    assert result.verdicts["mri"]["best_set"] == ["leader"] and result.optimum == ["leader"]
+    assert result.verdicts["mri"]["verdict"] == "one_best"
 
 
 def test_sixteen_strategies_on_eight_cases_are_underpowered_after_holm() -> None:
@@ -97,7 +99,7 @@ def test_sixteen_strategies_on_eight_cases_are_underpowered_after_holm() -> None
     ranking = result.ranking
     assert ranking["p"].min() == 0.5**8 and (ranking["p_holm"] >= 16 * 0.5**8).all()
     assert ranking["underpowered"].all() and not ranking["beats_baseline"].any()
-    assert "underpowered: 16 of 16" in "\n".join(result.headline)
+    assert "underpowered at 5 % labels: 16 of 16" in "\n".join(result.headline)
 
 
 def test_strategies_that_share_no_cell_are_each_paired_on_their_own_and_flagged() -> None:

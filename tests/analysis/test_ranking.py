@@ -173,12 +173,15 @@ def test_the_lowest_validation_loss_is_kept_when_trials_share_a_strategy() -> No
     assert any("lowest validation loss" in n for n in result.notes)
 
 
-def test_optimum_is_in_the_top_k_of_every_data_set() -> None:
-    ranking = pd.DataFrame({"dataset": ["mri"] * 4 + ["ct"] * 4, "strategy": list("ABCD") + list("BDAC"),
-                            "rank": [1, 2, 3, 4] * 2})
-    assert optimum(ranking, 2) == ["B"]
-    assert optimum(ranking, 3) == ["B", "A"]  # mean ranks 1.5 and 2
-    assert optimum(ranking, 1) == []
+def test_the_optimum_is_the_only_member_of_the_best_set_of_every_data_set_and_beats_the_baseline() -> None:
+    def ranking(mri_best: str, ct_best: str, beats: bool = True) -> pd.DataFrame:
+        return pd.DataFrame({"dataset": ["mri"] * 3 + ["ct"] * 3, "strategy": list("ABC") * 2,
+                             "best_set": [s in mri_best for s in "ABC"] + [s in ct_best for s in "ABC"],
+                             "beats_baseline": beats})
+    assert optimum(ranking("B", "B")) == ["B"]
+    assert optimum(ranking("B", "A")) == []  # a different best per data set
+    assert optimum(ranking("AB", "B")) == []  # MRI does not separate A and B
+    assert optimum(ranking("B", "B", beats=False)) == []
 
 
 def test_repeated_seeds_give_per_seed_rankings_and_their_stability() -> None:
@@ -216,7 +219,7 @@ def test_full_analysis_serialises_and_prints() -> None:
     table, _ = known_order()
     result = analyze(table, AnalysisSettings(n_boot=200))
     text = format_ranking(result)
-    assert "mri: 3 strategies vs 'supervised'" in text and "optimum: strong, weak" in text
+    assert "mri: 3 strategies vs 'supervised'" in text and "optimum: strong (beats the baseline" in text
     assert text.splitlines()[:len(result.headline)] == result.headline
     data = json.loads(json.dumps(result.to_json(), allow_nan=False))
     assert data["chosen"] == {"mri": "strong"} and data["tables"]["ranking"][0]["strategy"] == "strong"

@@ -175,10 +175,16 @@ def test_percentile_interval_and_underpowered_flag() -> None:
     lo, hi = percentile_ci(boot, 0.95)
     assert (lo[0], hi[0]) == (pytest.approx(25.0), pytest.approx(975.0))
     assert lo[1] > 25.0
-    # 1 / 2^4 = 0.0625 >= 0.05: four all-positive pairs cannot reach p < 0.05, five can
-    np.testing.assert_array_equal(underpowered(np.array([0, 4, 5, 20]), 0.05), [True, True, False, False])
-    # after Holm over 16 strategies the most lenient step is 16 p: 16 / 2^8 = 0.0625, 16 / 2^9 < 0.05
-    np.testing.assert_array_equal(underpowered(np.array([8, 9]), 0.05, n_tests=16), [True, False])
+    # 1 / 2^4 = 0.0625 >= 0.05: four all-positive pairs cannot reach p < 0.05, five can (one test each)
+    for n, want in ((0, True), (4, True), (5, False), (20, False)):
+        assert underpowered(np.array([0.5]), np.array([n]), 0.05)[0] == want
+    # 16 strategies alike: Holm's first step is 16 p: 16 / 2^8 = 0.0625, 16 / 2^9 < 0.05
+    np.testing.assert_array_equal(underpowered(np.full(16, 0.5), np.full(16, 8), 0.05), [True] * 16)
+    np.testing.assert_array_equal(underpowered(np.full(16, 0.5), np.full(16, 9), 0.05), [False] * 16)
+    # the others' p-values count: beside 15 clear winners, Holm's last step is 1 p, and 5 pairs suffice
+    p = np.r_[np.full(15, 1e-9), 0.5]
+    assert not underpowered(p, np.full(16, 5), 0.05)[-1] and underpowered(p, np.full(16, 4), 0.05)[-1]
+    assert not underpowered(p, np.full(16, 4), 0.05, "bh")[:15].any()
     assert smallest_p(np.array([60]))[0] == pytest.approx(stats.wilcoxon(np.arange(1.0, 61), alternative="greater").pvalue)
 
 
