@@ -1,13 +1,14 @@
 """The Tune searcher of a pruned grid: trials run rung by rung, stopped by ``study.pruning``.
 
 Each Tune trial is one stretch of a study trial: up to its next rung, or to the end once every
-rung it passed was decided. A trial that reaches a rung saves its per-case validation Dice and
-ends its Tune trial, so it frees its slot and a data set with more trials than slots cannot
-deadlock. When the last trial of a data set has reached a rung, the rung is decided (the tests of
-``study.pruning.decide``), the decisions are written to the study folder and the stopped
-strategies' trials get their stopped record; the survivors are handed out again and resume from
-their checkpoints. Everything the searcher knows is read back from the study folder, so a driver
-killed between rungs resumes with the decisions already made.
+rung it passed was decided. A trial that reaches a rung saves its per-case validation Dice (with
+each case's subject: patients are what is compared) and ends its Tune trial, so it frees its slot
+and a data set with more trials than slots cannot deadlock. When the last trial of a data set has
+reached a rung, the rung is decided (the tests of ``study.pruning.decide``), the decisions are
+written to the study folder and the stopped configurations' trials get their stopped record; the
+survivors are handed out again and resume from their checkpoints. Everything the searcher knows
+is read back from the study folder, so a driver killed between rungs resumes with the decisions
+already made.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from study.analysis import configuration, pooled_fractions
 from study.constants import SUPERVISED
 from study.plan import TrialPoint
 from study import faults
-from study.pruning import Decision, case_values, decide, rung_epochs
+from study.pruning import Decision, decide, rung_epochs, unit_values
 from study.records import Status, TrialRecord
 from study.spec import StudySpec
 from study.store import StudyStore
@@ -111,12 +112,13 @@ class RungSearch(Searcher):
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _values(self, trial_id: str, rung: int) -> dict[str, float] | None:
+    def _record(self, trial_id: str, rung: int) -> dict | None:
+        """The trial's rung file at ``rung`` (or its final one, once it ended before it)."""
         record = self._rung_values(trial_id, rung)
         if record is None:
             result = self.store.trial_result(trial_id)
             record = self._rung_values(trial_id, FINAL) if result is not None and result.finished else None
-        return None if record is None else record["val_dice"]
+        return record
 
     def _decide(self, dataset: str) -> None:
         members = [t for t in self.trials.values() if t.dataset == dataset]
@@ -127,12 +129,18 @@ class RungSearch(Searcher):
             alive = [t for t in members if not self._stopped(t)]
             if any(not self._ended(t.id) and self._rung_values(t.id, rung) is None for t in alive):
                 return  # some trial has not reached this rung yet
-            pooled = {t.id: values for t in alive if t.label_fraction in self.pooled[dataset]
-                      and (values := self._values(t.id, rung)) is not None}
-            values = case_values(pooled, {t.id: _unit(t) for t in alive})
+            pooled = {t.id: record for t in alive if t.label_fraction in self.pooled[dataset]
+                      and (record := self._record(t.id, rung)) is not None}
+            # Every trial sees the same validation cases: one trial's subjects name them for all
+            # (rung files written before subjects were recorded have none: cases are the units).
+            subjects = {c: s for record in pooled.values() for c, s in (record.get("val_subject") or {}).items()}
+            values, unit = unit_values({i: record["val_dice"] for i, record in pooled.items()},
+                                       configuration_of={t.id: _unit(t) for t in alive},
+                                       cell_of={t.id: (t.label_fraction, t.seed) for t in alive}, subject_of=subjects)
             protected = {_unit(t) for t in members if t.strategy == SUPERVISED}
             decisions = decide(values, dataset=dataset, rung=rung, protected=protected,
-                               alpha=self.spec.pruning.alpha, min_survivors=self.spec.pruning.min_survivors)
+                               strategies={_unit(t): t.strategy for t in members}, alpha=self.spec.pruning.alpha,
+                               min_survivors=self.spec.pruning.min_survivors, unit=unit)
             self.store.save_rung_decisions(dataset, rung, [d.to_json() for d in decisions])
             faults.driver_point("rung")
             self._stop(members, rung)

@@ -210,7 +210,9 @@ class StudyStore:
         write_json(self.trial_dir(trial_id) / "rungs" / f"{rung}.json", record)
 
     def rung_values(self, trial_id: str, rung: int) -> dict | None:
-        """``{"rung", "epoch", "val_dice": {case: Dice}}`` of a trial paused at ``rung``."""
+        """``{"rung", "epoch", "val_dice": {case: Dice}, "val_subject": {case: subject}}`` of a trial
+        paused at ``rung`` (``"final"``: of one that ended). Files written before subjects were
+        recorded have no ``val_subject``: their cases are their own subjects."""
         return read_json(self.trial_dir(trial_id) / "rungs" / f"{rung}.json")
 
     def _decisions_path(self, dataset: str, rung: int) -> Path:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from study.data import Dataset, open_dataset
 from study.errors import StudyError
@@ -107,7 +107,8 @@ def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: s
             store, trial, data_path=data_path, device=device, report=report, pruned=rung is not None,
             until_epoch=until_epoch)
         if tested.val_dice is not None:  # pruning: the rung's (or, ending, every later rung's) values
-            at = {"val_dice": tested.val_dice, "val_loss": metrics["val_loss"], **_compute(metrics)}
+            at = {"val_dice": tested.val_dice, "val_subject": case_subjects(_dataset(data_path), tested.val_dice),
+                  "val_loss": metrics["val_loss"], **_compute(metrics)}
             if tested.finetuned.paused:
                 store.save_rung_values(trial.id, rung, {"rung": rung, "epoch": until_epoch,
                                                         "seconds": time.time() - started, **at})
@@ -149,6 +150,12 @@ def _load_own(store: StudyStore, key: str) -> dict | None:
     resolves elsewhere (a planted symlink) is treated as unreadable."""
     path = store.weights_path(key)
     return load_checkpoint(path) if store.owns(path) else None
+
+
+def case_subjects(dataset: Dataset, case_ids: Iterable[str]) -> dict[str, str]:
+    """Each case's subject, for a rung file: pruning compares patients, and a CT volume imported
+    from NIfTI is one subject of many slice cases."""
+    return {c: dataset.scans[c].subject_id for c in case_ids}
 
 
 def _compute(metrics: dict) -> dict:
