@@ -40,7 +40,10 @@ def _parser() -> ArgumentParser:
                    "name under --storage")
     p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
-    p.add_argument("--top-k", type=int, help="the optimum is in the top k of every data set (default: the spec's, 3)")
+    p.add_argument("--top-k", type=int, help="P(top-k) describes how often each strategy ranks in the top k under "
+                   "resampling (default: the spec's, 3)")
+    p.add_argument("--rope", type=float, help="region of practical equivalence in Dice: P(better / within +-rope / "
+                   "worse) beside every p (default: the spec's, 0.01)")
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
     p.add_argument("--pairing", choices=PAIRINGS, help="per_case: one pair per case, averaged over fractions and seeds; "
                    "pooled: the paper's pairs per case and fraction (default: the spec's analysis.pairing, per_case)")
@@ -229,12 +232,13 @@ def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
     return None
 
 
-def spec_settings(state: dict, *, pairing: str | None, top_k: int | None) -> dict:
-    """Pairing and top k as given on the command line, else as the spec's ``analysis`` section says."""
+def spec_settings(state: dict, *, pairing: str | None, top_k: int | None, rope: float | None = None) -> dict:
+    """Pairing, top k and rope as given on the command line, else as the spec's ``analysis`` section says."""
     spec = (state.get("spec") or {}).get("analysis") or {}
     defaults = AnalysisSettings()
     return {"pairing": pairing or spec.get("pairing", defaults.pairing),
-            "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k)}
+            "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k),
+            "rope": rope if rope is not None else spec.get("rope", defaults.rope)}
 
 
 def _fractions(text: str | None) -> tuple[float, ...] | None:
@@ -253,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = loaded.state
     settings = AnalysisSettings(fractions=_fractions(args.fractions), baseline=args.baseline,
                                 aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed,
-                                correction=args.correction, **spec_settings(state, pairing=args.pairing, top_k=args.top_k))
+                                correction=args.correction, **spec_settings(state, pairing=args.pairing, top_k=args.top_k,
+                                                             rope=args.rope))
     analysis = analyze(loaded.table, settings)
     analysis.notes[:0] = loaded.notes
     analysis.trials_left_out.update(loaded.left_out)

@@ -139,7 +139,9 @@ class AnalysisOptions(Strict):
 
     pairing: Literal["per_case", "pooled"] = Field(
         "per_case", description="per_case: one pair per test case; pooled: the paper's pairs per case and fraction")
-    top_k: int = Field(3, ge=1, description="the optimum holds a top-k place in every data set")
+    top_k: int = Field(3, ge=1, description="P(top-k), the ranking's spread under resampling, is for the top k")
+    rope: float = Field(0.01, ge=0, lt=1, description="region of practical equivalence, +-Dice, of the Bayesian "
+                        "signed-rank test beside every p")
 
 
 class StudySpec(Strict):

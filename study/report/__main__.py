@@ -20,7 +20,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("study", help="a study folder, a study's spec file (found in the spec's storage), or a study "
                    "name under --storage")
     p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
-    p.add_argument("--top-k", type=int, help="the optimum holds a top-k place in every data set (default: the spec's, 3)")
+    p.add_argument("--top-k", type=int, help="P(top-k), the ranking's spread under resampling (default: the spec's, 3)")
     p.add_argument("--pairing", choices=PAIRINGS, help="per_case or pooled (default: the spec's, per_case)")
     p.add_argument("--open", action="store_true", help="open the report in a browser")
     return p
