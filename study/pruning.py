@@ -3,17 +3,19 @@
 At each rung (a fraction of the fine-tuning budget) every trial of a data set pauses; once all of
 them have reached it, every configuration's **validation** Dice (never test) is compared with every
 other configuration's on the same patients: for each ordered pair, a one-sided Wilcoxon signed-rank
-test of "j is better than i". Holm corrects over every ordered pair tested at the rung (each
-configuration that may be stopped, against every other configuration). A configuration is stopped
-when some other configuration is better than it at the corrected level, most significant first,
-while at least ``min_survivors`` strategies keep a configuration running. The supervised baseline
-(at every learning rate) is a comparator but is never tested and never stopped.
+test of "j is better than i". The hypothesis "no configuration is better than i" gets i's smallest
+p times the number of its comparators (Bonferroni), and Holm corrects over the configurations
+tested at the rung, as the analysis's best set does (``study.analysis._best``). A configuration is
+stopped when that hypothesis is rejected at the corrected level, most significant first, while at
+least ``min_survivors`` strategies keep a configuration running. The supervised baseline (at every
+learning rate) is a comparator but is never tested and never stopped.
 
 The guarantee, per rung: the chance of stopping any configuration that is as good as the best
 (against it, every other configuration's per-patient differences are symmetric about zero or
 shifted downwards) is at most ``alpha``, whatever configuration happens to lead on these data:
-every such stop rejects a true null of the Holm family, and Holm controls the family-wise error in
-the strong sense; ``min_survivors`` only takes stops away. ``tests/analysis/test_claims_pruning.py``
+every such stop rejects a true hypothesis of the Holm family, each of whose p-values is valid
+(Bonferroni over its comparators), and Holm controls the family-wise error in the strong sense;
+``min_survivors`` only takes stops away. ``tests/analysis/test_claims_pruning.py``
 measures it: 15 equal configurations, 20 correlated validation patients, 1,000 simulated rungs,
 some configuration stopped in 3.1 % of them (the leader rule this replaced: 27 %). It does not
 promise anything across rungs (with r rungs the chance is at most r x ``alpha``); that a
@@ -48,7 +50,8 @@ from study.analysis import holm, wilcoxon_greater
 
 Cell = tuple[float, int]  # (label fraction, seed): one trial of a configuration
 TEST = ("one-sided Wilcoxon signed-rank, comparator > configuration, per validation patient (case where no "
-        "subject is known), on the cells both have; Holm over every ordered pair tested at the rung")
+        "subject is known), on the cells both have; 'no configuration is better' by the smallest p times the "
+        "comparators, Holm over the configurations tested at the rung")
 _RENAMED = {"leader": "comparator", "leader_dice": "comparator_dice"}  # decision files of the leader rule
 _FLOATS = ("p", "p_holm", "mean_dice", "comparator_dice")
 
@@ -56,7 +59,8 @@ _FLOATS = ("p", "p_holm", "mean_dice", "comparator_dice")
 @dataclass(frozen=True)
 class Decision:
     """One configuration's tests at one rung, summarised by the comparator most significantly
-    better than it: its p, Holm p over the ``m`` tests of the rung, the ``n`` patients (or cases)
+    better than it: its p, the Holm p of "no configuration is better" over the ``m`` configurations
+    tested at the rung, the ``n`` patients (or cases)
     of that pair and both mean Dice on them; ``stopped`` when that Holm p reached alpha and
     ``min_survivors`` allowed it. ``strategy`` is the configuration (the name decision files use)."""
 
@@ -85,7 +89,7 @@ class Decision:
         return Decision(**{k: (math.nan if v is None and k in _FLOATS else v) for k, v in d.items()})
 
     def reason(self, epoch: int) -> str:
-        family = f" over {self.m} comparisons" if self.m else ""
+        family = f" over {self.m} configurations" if self.m else ""
         return (f"stopped at rung {self.rung + 1} (epoch {epoch}): worse than {self.comparator} on {self.n} "
                 f"validation {self.unit}s, Holm p = {self.p_holm:.3g}{family} (mean Dice {self.mean_dice:.3f} vs "
                 f"{self.comparator_dice:.3f})")
@@ -196,17 +200,20 @@ def decide(values: Mapping[str, Mapping[Cell, Mapping[str, float]]], *, dataset:
     ii, jj = np.array([(i, j) for i in tested for j in range(len(names)) if j != i]).T
     d = y[ii, jj] - x[ii, jj]  # j - i: "j is better" is the alternative
     p = signed_rank_greater(d)
-    p_holm = holm(p)
-    m = int((~np.isnan(p)).sum())
-    decisions = []
+    smallest = {}  # configuration -> (its most significant pair, that p times its comparators)
     for i in tested:
         rows = np.flatnonzero((ii == i) & ~np.isnan(p))
-        if not rows.size:
-            continue
-        k = min(rows, key=lambda r: (p_holm[r], p[r], names[jj[r]]))
+        if rows.size:
+            k = min(rows, key=lambda r: (p[r], names[jj[r]]))
+            smallest[i] = (k, min(1.0, rows.size * p[k]))
+    order = list(smallest)
+    p_holm = dict(zip(order, holm(np.array([smallest[i][1] for i in order]))))
+    decisions = []
+    for i in order:
+        k = smallest[i][0]
         j, pair = jj[k], ~np.isnan(d[k])
         decisions.append(Decision(dataset, rung, names[i], names[j], int(pair.sum()), float(x[i, j][pair].mean()),
-                                  float(y[i, j][pair].mean()), float(p[k]), float(p_holm[k]), False, m, unit))
+                                  float(y[i, j][pair].mean()), float(p[k]), float(p_holm[i]), False, len(order), unit))
     stop = _stops(decisions, [s for s in names if s not in protected], strategies, alpha, min_survivors)
     return [Decision(**{**asdict(dec), "stopped": dec.strategy in stop}) for dec in decisions]
 

@@ -99,7 +99,7 @@ def test_a_nifti_ct_set_is_paired_by_patient_at_a_rung(nifti_ct: Path, tmp_path:
         assert d["mean_dice"] == pytest.approx(mine.mean()) and d["comparator_dice"] == pytest.approx(theirs.mean())
     broken = configuration(next(t.strategy for t in trials if t.pretraining is not None), 1e-6, None)
     assert [name for name, d in decisions.items() if d["stopped"]] == [broken]
-    # worse on all 9 patients: p = 1/2^9, times 6 ordered pairs under Holm (2 tested x 3 others);
+    # worse on all 9 patients: p = 1/2^9, times its 3 comparators, times 2 tested configurations (Holm);
     # paired by slice the same data would have claimed 27 pairs, p = 1/2^27
     assert decisions[broken]["p"] == 2.0**-9 and decisions[broken]["p_holm"] == 6 * 2.0**-9
     comparator = decisions[broken]["comparator"]
