@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import re
 import reprlib
 import types
 import typing
@@ -36,6 +37,12 @@ class _SpecLoader(yaml.SafeLoader):
                     raise ConstructorError(None, None, f"{key.value!r} is given twice", key.start_mark)
                 seen.add(key.value)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads 1e-4 and 1E5 as text (its floats need a dot); YAML 1.2 and every reader of a
+# learning rate mean a number.
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 def _parse_yaml(text: str) -> Any:
