@@ -149,15 +149,19 @@ def _stop_if_halted(halt) -> None:
 
 
 def _refresh_report(store: StudyStore) -> None:
-    """The dashboard is part of a finished study; a study it cannot draw yet still ends well."""
+    """The dashboard is part of a finished study; a study it cannot draw yet still ends well. The
+    run ends with the analysis's answer, per data set and label fraction."""
     from study.analyze import load_study
-    from study.report import build_report
+    from study.report import write_report
 
     try:
         loaded = load_study(store)
-        print(f"report: {build_report(store, loaded.state, loaded.table, store.results())}")
+        path, analysis = write_report(store, loaded.state, loaded.table, store.results())
     except StudyError as exc:
         print(f"report: not written ({exc})")
+        return
+    print(f"report: {path}\n")
+    print("\n".join(analysis.headline))
 
 
 def _sampled_trials(context: Context) -> list:

@@ -108,7 +108,8 @@ def headline(parts: list[tuple[tuple[float, ...], pd.DataFrame, dict]], settings
     what would settle it."""
     fractions, main, verdict = parts[0]
     dataset, n_all = str(main["dataset"].iloc[0]), len(main)
-    lines = [f"{dataset} ({n_units} {unit}s, pairing {settings.pairing}, {_level(settings)} over {n_all} strategies):"]
+    lines = [f"{dataset} ({n_units} {unit}s, pairing {settings.pairing}, {_level(settings)} over {n_all} "
+             f"strateg{'y' if n_all == 1 else 'ies'}):"]
     for fr, frame, v in parts:
         answer = _answer(frame, v, settings)
         lines.append(f"  {fraction_label(fr)}: {answer[0]}")
@@ -118,7 +119,7 @@ def headline(parts: list[tuple[tuple[float, ...], pd.DataFrame, dict]], settings
         lines.append(f"  underpowered at {fraction_label(fractions)}: {len(under)} of {n_all} (with "
                      f"{int(under['n'].max())} pairs even all-positive differences cannot reach {_level(settings)} "
                      f"beside the others' p-values)")
-    if verdict["verdict"] != "one_best":
+    if verdict["verdict"] not in ("one_best", "no_practical_difference"):
         lines.append("  to settle it: " + _remedy(main, settings, n_units, unit, seed_tau))
     return lines
 

@@ -27,15 +27,17 @@ from study.store import StudyStore
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
-                 "p", "p_holm", "p_bh", "beats_baseline", "p_top_k", "underpowered", "incomplete"]
+                 "p", "p_holm", "p_bh", "beats_baseline", "best_set", "p_worse", "p_equivalent", "p_better", "p_top_k",
+                 "underpowered", "incomplete"]
 
 
 # How a column's numbers read: differences signed, p-values without exponents, counts as integers.
 SIGNED = {"median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high",
           "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_diff", "ci_low", "ci_high", "diff"}
-P_VALUES = {"p", "p_holm", "p_bh"}
-COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "patch_size", "statistic"}
-SHARES = {"p_top_k", "positive", "importance"}
+P_VALUES = {"p", "p_holm", "p_bh", "p_step"}
+COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "patch_size", "statistic",
+          "n_strategies", "missing"}
+SHARES = {"p_top_k", "positive", "importance", "null_mean", "null_high", "p_worse", "p_equivalent", "p_better"}
 
 
 def number(column: str, v: object) -> str:
@@ -159,19 +161,25 @@ def _effects(analysis: Analysis, folder: Path) -> str:
     for ds, part in analysis.effects.groupby("dataset", sort=True):
         attrs = f'class="effects" data-dataset="{html.escape(str(ds), quote=True)}"'
         body += f"<h3>{html.escape(str(ds))}</h3>" + _table(
-            part, attrs, ["axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive", "incomplete"],
-            row_class=mark)
+            part, attrs, ["axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive", "baseline_at",
+                          "missing", "resampled", "incomplete"], row_class=mark)
         imp = analysis.importance[analysis.importance["dataset"] == ds] if not analysis.importance.empty else None
         if imp is not None and not imp.empty:
             body += _table(imp, f'class="importance" data-dataset="{html.escape(str(ds), quote=True)}"',
-                           ["axis", "importance", "levels", "n_trials", "method"])
+                           ["axis", "importance", "null_mean", "null_high", "p", "p_holm", "important", "levels",
+                            "n_strategies"])
     pairing = "one pair per unit" if analysis.settings.pairing == "per_case" else "pairs per unit and label fraction"
     return _section(title, body,
-                    "Each level of each design axis on its own: every pretrained trial with that level stands in for "
-                    f"it, paired with the supervised baseline as the ranking pairs ({pairing}); mean paired difference "
-                    "in Dice with a 95 % percentile bootstrap interval over the units (green: above 0, red: below). "
-                    "Marginal over the study's other axes. Importance: Optuna's fANOVA share of the variance of each "
-                    "trial's mean paired difference.")
+                    "Each level of each design axis on its own: the strategies with that level, each at its selected "
+                    "learning rate (the trials the ranking uses), paired with the supervised baseline at its selected "
+                    f"learning rate as the ranking pairs ({pairing}); a learning rate: every pretrained trial at that "
+                    "rate against the baseline at the same rate. Mean paired difference in Dice with a 95 % percentile "
+                    "bootstrap interval over the units, and the seeds when there are several (green: above 0, red: "
+                    "below). Marginal over the study's other axes; missing: configurations the level lacks that other "
+                    "levels of its axis have (stopped, failed or not drawn), so it averages the rest only. Importance: "
+                    "eta squared, the share of the strategies' mean paired differences' sum of squares between the "
+                    "axis's level means, beside its null (values shuffled across strategies: mean and 1 - alpha "
+                    "quantile); important where the Holm-adjusted permutation p is at most alpha.")
 
 
 def _drill_down(analysis: Analysis, shown: int = 5) -> str:
@@ -228,8 +236,9 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
         rows = pd.DataFrame([{"data set": r.dataset, "strategy": r.strategy, "lr": r.lr, "label fraction": r.label_fraction,
                               "rung": int(r.metrics.get("rung", -1)) + 1, "epoch": int(r.metrics.get("rung_epoch", 0)),
                               "Holm p": r.metrics.get("p_holm", float("nan"))} for r in stopped])
-        body += ('<p>Stopped early by the pruning rungs (worse than their data set\'s leader on the validation '
-                 'cases; never ranked):</p>' + _table(rows, 'class="stopped"'))
+        body += ('<p>Stopped early by the pruning rungs (another configuration of their data set was better on '
+                 'the validation patients, Holm over every ordered pair; never ranked):</p>'
+                 + _table(rows, 'class="stopped"'))
     if analysis is not None and analysis.notes:
         body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")
@@ -240,8 +249,9 @@ def _answer(analysis: Analysis) -> str:
     lines = "".join(f'<li class="{"sub" if line.startswith(" ") else "head"}">{html.escape(line.strip())}</li>'
                     for line in analysis.headline)
     return _section("Answer", f'<ul class="headline">{lines}</ul>',
-                    "Which strategies beat the supervised baseline at the corrected level, whether the ranking is "
-                    "stable under resampling of cases and seeds, and what would settle it.")
+                    "Per label fraction: which strategies beat the supervised baseline at the corrected level, "
+                    "which of them the data separate (the best set: no other strategy shown better), what is "
+                    "practically equivalent to the baseline, and what would settle it.")
 
 
 def _figure(title: str, fig, folder: Path, stem: str, caption: str, why_missing: str, extra: str = "") -> str:
@@ -254,6 +264,12 @@ def _figure(title: str, fig, folder: Path, stem: str, caption: str, why_missing:
 def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
                  settings: AnalysisSettings | None = None) -> Path:
     """Write the dashboard of a study whose per-case ``table`` is loaded; returns the HTML path."""
+    return write_report(store, state, table, results, settings=settings)[0]
+
+
+def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
+                 settings: AnalysisSettings | None = None) -> tuple[Path, Analysis]:
+    """:func:`build_report`, also returning the analysis it drew (the driver ends with its headline)."""
     study_dir, out = store.root, store.report_dir
     figs = out / "figures"
     if settings is None:
@@ -277,8 +293,11 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
         _section("Table 3. Ranking against the supervised baseline", body,
                  f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
                  "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
-                 f"95 % interval, matched-pairs rank-biserial; P(top-{analysis.settings.top_k}): share of bootstrap "
-                 "resamples of the cases (and seeds) in which the strategy ranks in the top k.")
+                 "95 % interval, matched-pairs rank-biserial; best set: no other strategy is shown better (each "
+                 "against all others, Holm); P(worse / equivalent / better): Bayesian signed-rank posterior with "
+                 f"a region of practical equivalence of +-{analysis.settings.rope:g} Dice; "
+                 f"P(top-{analysis.settings.top_k}): share of bootstrap resamples of the cases (and seeds) in which "
+                 "the strategy ranks in the top k, a description of the ranking's spread, not a verdict.")
         if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _effects(analysis, figs),
         _drill_down(analysis),
@@ -296,7 +315,10 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                 "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
                 "the study has a single label fraction."),
         _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
-                "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c.",
+                "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c, "
+                "drawn only where the shape is identified: the power law fits better than a constant gain (F-test "
+                "p_step <= alpha) and k's 95 % profile interval [k_low, k_high] lies inside its bounds (1e-6, 5); the "
+                "note says why a fit is not.",
                 "the study has fewer than two pretraining extents.",
                 extra=_table(analysis.scaling_fits, 'class="scaling"')),
         _figure("Figure 6. Clinical metric errors", figures.clinical_figure(analysis.clinical_summary), figs,
@@ -323,4 +345,4 @@ def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
     tmp = path.with_suffix(".tmp")
     tmp.write_text(page)
     tmp.replace(path)
-    return path
+    return path, analysis
