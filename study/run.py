@@ -34,6 +34,7 @@ from study.errors import DataError, SpecError, StudyError
 from study.footprint import dataset_channels, disk_lines, training_lines
 from study.gpu import gpu_lines, gpu_to_check
 from study.plan import Plan, make_plan
+from study.power_check import power_warnings
 from study.spec import StudySpec
 from study.spec_loading import load_spec, spec_yaml
 from study.store import StudyStore
@@ -78,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_driver(uri)
     unrecorded: dict = {}
     padding: list[str] = []
-    data = _check_datasets(spec, store, unrecorded, padding)
+    units: dict[str, tuple[int, int, str]] = {}
+    data = _check_datasets(spec, store, unrecorded, padding, units)
+    warnings = power_warnings(plan, units)
     if args.dry_run:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
         check_reachable(uri)
@@ -88,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         available = _dry_run_resources(args.address)
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial, available)
         print("\n".join(_plan_lines(plan, store, uri, available, padding, data=data, address=args.address, gpu=gpu)))
+        for line in warnings:
+            print(line)
         if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
             print(f"  running now: {owner.describe()}")
         return 0
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             packing = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb,
                                                                address=args.address, cluster=ask), time=False)
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
-            for line in packing:
+            for line in packing + warnings:
                 print(line.strip())
         except BaseException:
             lock.release(discard=True)  # refused before the study began: the lock leaves no trace
@@ -120,10 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock.release()
 
 
-def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, padding: list[str]) -> dict[str, str | None]:
+def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, padding: list[str],
+                    units: dict[str, tuple[int, int, str]]) -> dict[str, str | None]:
     """Real data sets are opened and their voxels checked now (bad data fail before anything is
     written); built-in phantoms are named here and generated when the study starts. What the
-    network's padding will do to each data set's slices goes into ``padding``."""
+    network's padding will do to each data set's slices goes into ``padding``; each data set's
+    test and validation patients (the analysis's and pruning's units) into ``units``."""
     out: dict[str, str | None] = {}
     # What passed is recorded in the study folder, so a resumed study re-reads only changed files;
     # a study that has no folder yet records it when it makes one (a dry run never does).
@@ -131,8 +138,10 @@ def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, paddin
         if name in BUILTIN_KINDS:
             out[name] = None
             settings = PhantomSettings.default(name, size=spec.scale.image_size)
-            _check_selections(spec, name, phantom_split(settings), phantom_rounding(settings))
+            split = phantom_split(settings)
+            _check_selections(spec, name, split, phantom_rounding(settings))
             padding.append(_padding(spec, name, {(settings.size, settings.size)}))
+            units[name] = (len(split.test), len(split.val), "volume" if settings.n_slices > 1 else "patient")
             continue
         try:
             path = Path(name).expanduser().resolve()
@@ -144,6 +153,8 @@ def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, paddin
         padding.append(_padding(spec, name, {(i.height, i.width) for i in dataset.scans.values()}))
         check_contents(dataset, store.content_record, pending=unrecorded)
         _check_selections(spec, name, dataset.split, default_rounding(dataset))
+        subjects = lambda ids: len({dataset.scans[i].subject_id for i in ids})
+        units[name] = (subjects(dataset.split.test), subjects(dataset.split.val), "patient")
         dataset.close()
         out[name] = str(path)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import reprlib
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -108,6 +109,12 @@ def check_storage(spec: StudySpec) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
         raise SpecError(f"storage: {existing}: {'read-only file system' if read_only else 'permission denied'}")
+    # Access bits do not tell everything (root under /proc, a full quota): a folder made and
+    # removed at once shows the study folder can be made, and leaves nothing behind.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".study-check-", dir=existing))
+    except OSError as exc:
+        raise SpecError(f"storage: {existing}: a folder cannot be made there ({exc.strerror or exc})") from None
 
 
 MAX_ERRORS = 8  # shown at once; the rest are counted
