@@ -3,8 +3,9 @@
 Both runs use the same spec (``search_spaces/pretext.yaml`` unless given) and seeds; the pruned run
 starts from a copy of the full run's pretrainings (they are the same keys), so the fine-tuning is
 what differs. Reports fine-tuning compute (optimiser steps x batch), wall time, and how far the
-answers agree: per data set the top-3 overlap of the final rankings, and whether the strategies
-that beat the baseline at the corrected level among the pruned run's survivors are the same.
+answers agree: per data set the top-3 overlap of the final rankings, whether the strategies that
+beat the baseline at the corrected level among the pruned run's survivors are the same, and the
+best set each verdict names (the strategies no other is shown better than) at each label fraction.
 
     python benchmarks/pruning.py [--space search_spaces/pretext.yaml] [--out DIR] [--set KEY=VALUE ...]
     python benchmarks/pruning.py --summarize DIR    # the figures of two runs already in DIR
@@ -76,7 +77,7 @@ def main() -> None:
     else:
         for folder in (full, pruned):
             folder.mkdir(parents=True, exist_ok=True)
-        full_s = run_study(args.space.resolve(), full, args.extra)
+        full_s = run_study(args.space.resolve(), full, [*args.extra, "pruning.enabled=false"])
         shutil.copytree(full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True)
         pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
         (root / "wall.json").write_text(json.dumps({"full": full_s, "pruned": pruned_s}))
@@ -90,7 +91,11 @@ def main() -> None:
         pruned_beats = set(pruned_answer["datasets"].get(ds, {}).get("beats_baseline", []))
         top_full = list(ranking["strategy"][:3])
         top_pruned = list(pruned_ranks[ds]["strategy"][:3]) if ds in pruned_ranks else []
+        best = {run: {f: v["best_set"] for f, v in answer["datasets"].get(ds, {}).get("by_fraction", {}).items()}
+                for run, answer in (("full", full_answer), ("pruned", pruned_answer))}
         per_dataset[ds] = {"top3_full": top_full, "top3_pruned": top_pruned,
+                           "best_set_full": best["full"], "best_set_pruned": best["pruned"],
+                           "same_best_set": best["full"] == best["pruned"],
                            "top3_overlap": len(set(top_full) & set(top_pruned)),
                            "same_beats_baseline": full_beats == pruned_beats,
                            "beats_full": sorted(full_answer["datasets"][ds]["beats_baseline"]),
@@ -98,7 +103,8 @@ def main() -> None:
                            "ranked_full": len(ranking), "ranked_pruned": len(survivors),
                            "compute_ratio": round(pruned_images.get(ds, 0) / full_images[ds], 3) if full_images.get(ds) else None}
         print(f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
-              f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}")
+              f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}; best set per fraction: "
+              f"full {best['full']}, pruned {best['pruned']}")
     stopped = pruned_answer["left_out"].get("stopped", 0)
     full_images, pruned_images = sum(full_images.values()), sum(pruned_images.values())
     print(f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
