@@ -153,7 +153,7 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     if "extent" in selected:
         known = selected.dropna(subset=["extent"]).drop_duplicates("strategy")
         extents = dict(zip(known["strategy"], known["extent"].astype(float)))
-    result.scaling_fits, result.scaling_tests = scaling(per_unit, settings.baseline, extents)
+    result.scaling_fits, result.scaling_tests = scaling(per_unit, settings.baseline, extents, settings.alpha)
     result.clinical_summary = clinical_summary(selected, chosen, settings.baseline)
     result.clinical_cases = clinical_cases(selected, chosen, settings.baseline, fractions)
     return result

@@ -1,33 +1,43 @@
-"""Which design axis matters: the marginal effect of each level of each axis, and their importance.
+"""Which design axis matters: the effect of each level of each axis, and each axis's importance
+beside its distribution under the null.
 
-A strategy is a combination of levels (task, patch size, sampler, extent, scope, schedule, learning
-rate); the ranking compares combinations. Here each axis is looked at on its own. For a level, every
-pretrained trial with that level stands in for it: within a cell (label fraction, seed) its Dice per
-unit is the mean over those trials, and it is paired with the baseline exactly as a strategy is
-(``_pairing``: one pair per unit by default, its differences averaged over the pooled fractions and
-seeds). The level's effect is the mean paired difference in Dice, with a percentile bootstrap
-interval over the units. It is marginal: averaged over the study's other axes as the study sampled
-them, so in a grid it is the main effect of a balanced design.
+A strategy is a combination of levels (task, patch size, sampler, extent, scope, schedule); the
+fine-tuning learning rate is searched beside it, and the ranking keeps, per strategy and cell (label
+fraction, seed), the trial of lowest validation loss (``select_trials``). The effects compare like
+with like, never mixing a rate that cannot learn into a pretraining axis:
 
-The importance of the axes is Optuna's fANOVA (``FanovaImportanceEvaluator``) over the trials, each
-trial's value its mean paired difference from the baseline at its own cell: the share of the
-variance of that value each axis explains.
+- a level of any axis but the learning rate stands for the strategies with that level, each at its
+  selected learning rate (the trials the ranking uses), paired with the baseline at its selected
+  learning rate;
+- a learning rate stands for every pretrained trial at that rate, paired with the baseline's trials
+  at the same rate.
 
-Pure: pandas, numpy and Optuna's evaluator (an in-memory study), no Ray and no MLflow.
+Within a cell a level's Dice per unit is the mean over its trials, and it is paired with its
+baseline as a strategy is (``_pairing``: one pair per unit by default). Its effect is the mean paired
+difference in Dice with a percentile bootstrap interval that resamples units and, with several seeds
+(``per_case``), seeds. It is marginal, averaged over the study's other axes as the study ran them: a
+level that lacks configurations other levels of its axis have (stopped by pruning, failed, or never
+drawn by a sampled search) averages the rest only, and ``missing`` counts them.
+
+Importance: over the same strategies, each one's value its mean paired difference from the baseline,
+an axis's importance is eta squared, the share of the values' sum of squares between its level means.
+Its null is the same share with the values shuffled across strategies (``n_boot`` permutations); the
+permutation p is Holm-adjusted over the axes, and an axis is ``important`` at Holm p <= alpha.
+
+Pure: pandas and numpy, no Ray, MLflow or Optuna.
 """
 
 from __future__ import annotations
 
-import warnings
 import zlib
 
 import numpy as np
 import pandas as pd
 
-from study.analysis._pairing import pair_with_baseline
+from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
-from study.analysis._stats import bootstrap_counts, percentile_ci
-from study.analysis._tables import case_dice, select_trials, units
+from study.analysis._stats import bootstrap_counts, holm, percentile_ci
+from study.analysis._tables import case_dice, units
 from study.errors import DataError
 
 # The design axes a trial's record carries, as columns of the per-case table, in the order shown.
@@ -35,9 +45,12 @@ AXES = ("task", "patch_size", "sampler", "extent", "scope", "schedule", "lr")
 AXIS_NAMES = {"task": "pretext task", "patch_size": "patch size K", "sampler": "sampler", "extent": "extent",
               "scope": "transfer scope", "schedule": "schedule", "lr": "fine-tuning lr"}
 EFFECT_COLUMNS = ["dataset", "axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive",
-                  "mean_dice", "mean_dice_baseline", "fractions", "seeds", "incomplete"]
-IMPORTANCE_COLUMNS = ["dataset", "axis", "importance", "n_trials", "levels", "method"]
+                  "mean_dice", "mean_dice_baseline", "baseline_at", "n_strategies", "missing", "fractions", "seeds",
+                  "resampled", "incomplete"]
+IMPORTANCE_COLUMNS = ["dataset", "axis", "importance", "null_mean", "null_high", "p", "p_holm", "important",
+                      "n_strategies", "levels", "n_perm", "method"]
 MAX_LEVELS = 6  # a sampled continuous axis has a level per trial: binned into quartiles beyond this
+SELECTED, SAME = "selected_lr", "same_lr"  # which baseline trials a level is paired with
 
 
 def _label(value: object) -> str:
@@ -48,12 +61,15 @@ def _label(value: object) -> str:
     return str(value)
 
 
-def _levels(values: pd.Series) -> pd.Series:
-    """Each trial's level as text; a numeric axis with more than MAX_LEVELS values, by quartile."""
-    numeric = pd.to_numeric(values, errors="coerce")
+def _levels(values: pd.Series, reference: pd.Series | None = None) -> pd.Series:
+    """Each trial's level as text; a numeric axis with more than MAX_LEVELS values in ``reference``
+    (default ``values``) by the quartiles of ``reference``, NaN outside them."""
+    reference = values if reference is None else reference
+    numeric = pd.to_numeric(reference, errors="coerce")
     if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
-        bins = pd.qcut(numeric, 4, duplicates="drop")
-        return bins.map(lambda b: f"[{b.left:.3g}, {b.right:.3g}]").astype(str)
+        edges = np.unique(np.quantile(numeric, [0, 0.25, 0.5, 0.75, 1]))
+        labels = [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(edges[:-1], edges[1:])]
+        return pd.cut(pd.to_numeric(values, errors="coerce"), edges, labels=labels, include_lowest=True).astype(object)
     return values.map(_label)
 
 
@@ -70,72 +86,194 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])
 
 
-def _boot_means(d: np.ndarray, settings: AnalysisSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of each row's mean, resampling the columns (units) jointly."""
-    counts = bootstrap_counts(d.shape[1], settings.n_boot, rng).astype(float)  # (B, n)
-    boot = (d @ counts.T) / d.shape[1]  # (S, B)
-    return percentile_ci(boot, settings.confidence)
+def _varies(trials: pd.DataFrame, axis: str) -> bool:
+    return axis in trials and trials[axis].notna().all() and trials[axis].nunique() > 1
 
 
-def _axis_effects(levelled: pd.DataFrame, base: pd.DataFrame, axis: str, dataset: str, fractions: tuple[float, ...],
-                  settings: AnalysisSettings) -> pd.DataFrame:
-    frame = pd.concat([levelled.assign(strategy=levelled["_level"]), base])
-    per_seed, _ = units(case_dice(frame), settings.aggregate, by_seed=True)
-    pairing = pair_with_baseline(per_seed, dataset, settings.baseline, fractions, settings.pairing)
-    rng = _rng(settings.seed, dataset, "effects", axis)
-    trials = levelled.groupby("_level")["trial_id"].nunique()
+def _boot_means(pairing: Pairing, group: PairGroup, settings: AnalysisSettings,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """Percentile interval of each level's mean difference. Units are drawn with replacement, the
+    same for every level; with several seeds (``per_case``) seeds are drawn too and each unit's
+    difference is its mean over the drawn seeds, so the interval carries seed variance as the
+    ranking's P(top-k) does."""
+    rows = [pairing.strategies.index(s) for s in group.strategies]
+    columns = ~np.isnan(pairing.d[rows[0]])
+    n, B = int(columns.sum()), settings.n_boot
+    if pairing.per_seed is not None and pairing.per_seed.shape[1] > 1:
+        per_seed = pairing.per_seed[rows][:, :, columns]  # (S, R, n)
+        w = bootstrap_counts(per_seed.shape[1], B, rng).astype(float)  # (B, R)
+        with np.errstate(invalid="ignore", divide="ignore"):  # drawn seeds that all lack a unit: NaN
+            d = (np.einsum("br,srn->sbn", w, np.nan_to_num(per_seed))
+                 / np.einsum("br,srn->sbn", w, (~np.isnan(per_seed)).astype(float)))
+        resampled = "units, seeds"
+    else:
+        d, resampled = np.broadcast_to(group.d[:, None, :], (len(rows), B, n)), "units"
+    counts = bootstrap_counts(n, B, rng).astype(float)[None]  # (1, B, n)
+    seen = ~np.isnan(d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (np.where(seen, d, 0.0) * counts).sum(axis=2) / (seen * counts).sum(axis=2)
+    lo, hi = percentile_ci(boot, settings.confidence)
+    return lo, hi, resampled
+
+
+def _trial_units(pooled: pd.DataFrame, settings: AnalysisSettings) -> pd.DataFrame:
+    """Dice per trial, cell and unit (column ``trial_id`` for the strategy), once per data set:
+    every level below is a mean of these."""
+    per_seed, _ = units(case_dice(pooled.assign(strategy=pooled["trial_id"])), settings.aggregate, by_seed=True)
+    return per_seed.rename(columns={"strategy": "trial_id"})
+
+
+def _named_units(per_trial: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
+    """Per name (``names``: trial id -> a level or strategy), the mean Dice of its trials per cell and unit."""
+    rows = per_trial[per_trial["trial_id"].isin(names.index)]
+    keys = ["dataset", "strategy", "label_fraction", "seed", "unit"]
+    return rows.assign(strategy=rows["trial_id"].map(names)).groupby(keys, sort=False)["dice"].mean().reset_index()
+
+
+def _with_baseline(named: pd.Series, base: pd.DataFrame, baseline: str) -> pd.Series:
+    return pd.concat([named, pd.Series(baseline, index=base["trial_id"].to_numpy())])
+
+
+def _paired_rows(levelled: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame, dataset: str,
+                 fractions: tuple[float, ...], settings: AnalysisSettings,
+                 rng: np.random.Generator) -> list[dict]:
+    """Each level of ``levelled`` (trials with a ``_level``) paired with the ``base`` trials: one row each."""
+    names = _with_baseline(levelled.set_index("trial_id")["_level"], base, settings.baseline)
+    pairing = pair_with_baseline(_named_units(per_trial, names), dataset, settings.baseline, fractions,
+                                 settings.pairing)
     rows = []
     for group in pairing.groups:
-        lo, hi = _boot_means(group.d, settings, rng)
+        lo, hi, resampled = _boot_means(pairing, group, settings, rng)
         for i, level in enumerate(group.strategies):
             d = group.d[i]
-            rows.append({"dataset": dataset, "axis": axis, "level": level, "n_trials": int(trials.get(level, 0)),
-                         "n": d.size, "mean_diff": float(d.mean()), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
-                         "positive": float((d > 0).mean()), "mean_dice": float(group.x[i].mean()),
-                         "mean_dice_baseline": float(group.y[i].mean()), "fractions": group.fractions,
-                         "seeds": group.seeds, "incomplete": pairing.incomplete.get(level, "")})
-    out = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
-    order = {level: i for i, level in enumerate(_order(list(out["level"])))}
-    return out.sort_values("level", key=lambda s: s.map(order)).reset_index(drop=True)
+            rows.append({"level": level, "n": d.size, "mean_diff": float(d.mean()), "ci_low": float(lo[i]),
+                         "ci_high": float(hi[i]), "positive": float((d > 0).mean()),
+                         "mean_dice": float(group.x[i].mean()), "mean_dice_baseline": float(group.y[i].mean()),
+                         "fractions": group.fractions, "seeds": group.seeds, "resampled": resampled,
+                         "incomplete": pairing.incomplete.get(level, "")})
+    return rows
 
 
-def _trial_values(pretrained: pd.DataFrame, base: pd.DataFrame, settings: AnalysisSettings) -> pd.Series:
-    """Each pretrained trial's mean paired difference from the baseline on its own cell."""
+def _missing(trials: pd.DataFrame, unit: list[str]) -> dict[str, list[str]]:
+    """Per level (``_level``), the configurations (values of ``unit``: the columns that tell one
+    apart within a level) that some other level of the axis has and this one lacks."""
+    have: dict[str, set[tuple[str, ...]]] = {}
+    for level, *config in zip(trials["_level"], *(trials[c].map(_label) for c in unit)):
+        have.setdefault(level, set()).add(tuple(config))
+    every = set().union(*have.values())
+    return {level: sorted(" ".join(c) for c in every - mine) for level, mine in have.items()}
+
+
+def _rows_table(rows: list[dict], trials: pd.DataFrame, missing: dict[str, list[str]], dataset: str, axis: str,
+                baseline_at: str) -> pd.DataFrame:
+    count = lambda column, level: len(set(trials[column][trials["_level"] == level]))
+    order = {level: i for i, level in enumerate(_order([r["level"] for r in rows]))}
+    rows = [{**r, "dataset": dataset, "axis": axis, "baseline_at": baseline_at,
+             "n_trials": count("trial_id", r["level"]), "n_strategies": count("strategy", r["level"]),
+             "missing": len(missing.get(r["level"], []))}
+            for r in sorted(rows, key=lambda r: order[r["level"]])]
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+def _axis_effects(ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame, axis: str, others: list[str],
+                  dataset: str, fractions: tuple[float, ...], settings: AnalysisSettings) -> tuple[pd.DataFrame, dict]:
+    """A pretraining or transfer axis: its strategies at their selected lr, against the baseline at its."""
+    ranked = ranked.assign(_level=_levels(ranked[axis]))
+    rng = _rng(settings.seed, dataset, "effects", axis)
+    rows = _paired_rows(ranked, base, per_trial, dataset, fractions, settings, rng)
+    missing = _missing(ranked, others) if others else {}
+    return _rows_table(rows, ranked, missing, dataset, axis, SELECTED), missing
+
+
+def _lr_effects(every: pd.DataFrame, baselines: pd.DataFrame, per_trial: pd.DataFrame, dataset: str,
+                fractions: tuple[float, ...], settings: AnalysisSettings) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The learning rate: every pretrained trial at a rate against the baseline's trials at that rate."""
+    every = every.assign(_level=_levels(every["lr"]))
+    baselines = baselines.assign(_level=_levels(baselines["lr"], every["lr"]))
+    rng = _rng(settings.seed, dataset, "effects", "lr")
+    rows, notes = [], []
+    for level in _order(list(every["_level"].unique())):
+        base = baselines[baselines["_level"] == level]
+        if base.empty:
+            notes.append(f"design-axis effects, {dataset} lr {level}: the baseline has no trial at this rate; "
+                         f"left out (a rate is compared with the baseline at the same rate only)")
+            continue
+        try:
+            rows += _paired_rows(every[every["_level"] == level], base, per_trial, dataset, fractions, settings, rng)
+        except DataError as exc:
+            notes.append(f"design-axis effects, {dataset} lr {level}: {exc}")
+    if not rows:
+        return pd.DataFrame(columns=EFFECT_COLUMNS), {}, notes
+    missing = _missing(every, ["strategy"])
+    return _rows_table(rows, every, missing, dataset, "lr", SAME), missing, notes
+
+
+def _missing_notes(dataset: str, missing: dict[str, dict[str, list[str]]], shown: int = 6) -> list[str]:
+    lacking = [f"{AXIS_NAMES.get(axis, axis)} {level} lacks {len(m)} "
+               f"({', '.join(m[:2])}{', ...' if len(m) > 2 else ''})"
+               for axis, levels in missing.items() for level, m in levels.items() if m]
+    if not lacking:
+        return []
+    more = f"; and {len(lacking) - shown} more" if len(lacking) > shown else ""
+    return [f"design-axis effects, {dataset}: a level without every configuration the other levels of its axis have "
+            f"(stopped by pruning, failed, or not drawn by a sampled search) averages the rest only (effects.csv "
+            f"missing): {'; '.join(lacking[:shown])}{more}"]
+
+
+def _strategy_values(ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame,
+                     settings: AnalysisSettings) -> pd.Series:
+    """Each strategy's mean paired difference from the baseline (its selected trials, as ranked),
+    over the cells every strategy has (each its own when they share none)."""
     keys = ["dataset", "label_fraction", "seed", "unit"]
-    mine, _ = units(case_dice(pretrained.assign(strategy=pretrained["trial_id"])), settings.aggregate, by_seed=True)
-    theirs, _ = units(case_dice(base), settings.aggregate, by_seed=True)
+    named = _named_units(per_trial, _with_baseline(ranked.set_index("trial_id")["strategy"], base, settings.baseline))
+    is_base = named["strategy"] == settings.baseline
+    mine, theirs = named[~is_base], named[is_base]
     paired = mine.merge(theirs[keys + ["dice"]], on=keys, suffixes=("", "_base"))
     paired["d"] = paired["dice"] - paired["dice_base"]
-    return paired.groupby("strategy")["d"].mean()
+    cells = paired.groupby(["strategy", "label_fraction", "seed"])["d"].mean().unstack(["label_fraction", "seed"])
+    shared = cells.dropna(axis=1)
+    return (shared if shared.shape[1] else cells).mean(axis=1).dropna()
 
 
-def _importance(pretrained: pd.DataFrame, base: pd.DataFrame, axes: list[str], dataset: str,
+def _eta_squared(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Eta squared of each row of ``values`` (..., N) for the level index ``groups`` (N,): the share
+    of the sum of squares about the mean that lies between the level means."""
+    onehot = np.eye(groups.max() + 1)[groups]  # (N, L)
+    centred = values - values.mean(axis=-1, keepdims=True)
+    between = ((centred @ onehot) ** 2 / onehot.sum(axis=0)).sum(axis=-1)
+    return between / (centred ** 2).sum(axis=-1)
+
+
+def _importance(values: pd.Series, design: pd.DataFrame, axes: list[str], dataset: str,
                 settings: AnalysisSettings) -> tuple[pd.DataFrame, str | None]:
-    """fANOVA importance of ``axes`` for one data set, or the reason it cannot be computed."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    """Each axis's eta squared over the strategies' values, its permutation null and Holm p, or
+    the reason it cannot be computed.
 
-    values = _trial_values(pretrained, base, settings)
-    design = pretrained.drop_duplicates("trial_id").set_index("trial_id")
-    design = design.loc[design.index.intersection(values.index)]
-    if len(design) < 3:
-        return pd.DataFrame(columns=IMPORTANCE_COLUMNS), f"{dataset}: {len(design)} pretrained trial(s) are too few for the axes' importance"
-    if np.ptp(values.loc[design.index].to_numpy()) == 0:
-        return pd.DataFrame(columns=IMPORTANCE_COLUMNS), f"{dataset}: every trial differs from the baseline alike; no axis explains anything"
-    space = {a: CategoricalDistribution(_order(list(design[f"_{a}"].unique()))) for a in axes}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    for trial_id, row in design.iterrows():
-        study.add_trial(optuna.trial.create_trial(params={a: row[f"_{a}"] for a in axes}, distributions=space,
-                                                  value=float(values[trial_id])))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna flags its evaluators as experimental
-        shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=settings.seed), normalize=True)
-    rows = [{"dataset": dataset, "axis": a, "importance": float(shares.get(a, 0.0)), "n_trials": len(design),
-             "levels": len(space[a].choices), "method": "fanova"} for a in axes]
-    table = pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS).sort_values("importance", ascending=False)
-    return table.reset_index(drop=True), None
+    The null shuffles the values across strategies: under it no axis matters, so the same
+    shuffles serve every axis and Holm keeps the chance of calling any axis important at alpha.
+    An axis with no effect beside one with a large effect is tested conservatively (its share
+    shrinks as the other takes the variance)."""
+    empty = pd.DataFrame(columns=IMPORTANCE_COLUMNS)
+    if len(values) < 3:
+        return empty, f"{dataset}: {len(values)} pretrained strategy(ies) are too few for the axes' importance"
+    v = values.to_numpy(dtype=float)
+    if np.ptp(v) == 0:
+        return empty, f"{dataset}: every strategy differs from the baseline alike; no axis explains anything"
+    rng = _rng(settings.seed, dataset, "importance")
+    shuffled = v[np.argsort(rng.random((settings.n_boot, v.size)), axis=1)]
+    rows = []
+    for axis in axes:
+        groups = pd.factorize(design.loc[values.index, axis].astype(str))[0]
+        observed, null = float(_eta_squared(v, groups)), _eta_squared(shuffled, groups)
+        rows.append({"dataset": dataset, "axis": axis, "importance": observed, "null_mean": float(null.mean()),
+                     "null_high": float(np.quantile(null, 1 - settings.alpha)),
+                     "p": (1 + int(np.sum(null >= observed - 1e-12))) / (settings.n_boot + 1),
+                     "n_strategies": v.size, "levels": int(groups.max() + 1), "n_perm": settings.n_boot,
+                     "method": "eta2, permutation"})
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p"].to_numpy())
+    table["important"] = table["p_holm"] <= settings.alpha
+    return table[IMPORTANCE_COLUMNS].sort_values("importance", ascending=False).reset_index(drop=True), None
 
 
 def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[str, tuple[float, ...]],
@@ -143,10 +281,11 @@ def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[s
     """Per data set and axis the effect of each level (columns :data:`EFFECT_COLUMNS`), the axes'
     importance (:data:`IMPORTANCE_COLUMNS`) and notes.
 
-    ``full``: the normalised per-case table of every trial (a learning rate searched beside a
-    strategy counts at its own level); ``selected``: the trials the ranking uses, whose baseline
-    (one per cell, chosen on validation loss) every level is paired with. An axis the study holds at
-    one level has no effect to show and is left out.
+    ``full``: the normalised per-case table of every trial; ``selected``: the trials the ranking uses
+    (one per strategy and cell, its learning rate chosen on validation loss). Every axis but the
+    learning rate, and the importance, use the selected trials against the selected baseline; the
+    learning rate compares each rate's trials with the baseline at the same rate. An axis the study
+    holds at one level has no effect to show and is left out.
     """
     if "trial_id" not in full:
         return pd.DataFrame(columns=EFFECT_COLUMNS), pd.DataFrame(columns=IMPORTANCE_COLUMNS), []
@@ -154,29 +293,40 @@ def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[s
     for dataset, frame in full.groupby("dataset", sort=True):
         dataset = str(dataset)
         pooled = frame[frame["label_fraction"].isin(fractions.get(dataset, ()))]
-        is_base = pooled["strategy"] == settings.baseline
-        chosen = set(selected.loc[selected["dataset"] == dataset, "trial_id"])
-        base, _ = select_trials(pooled[is_base & pooled["trial_id"].isin(chosen)])
-        pretrained = pooled[~is_base]
-        if base.empty or pretrained.empty:
+        trials = pooled.drop_duplicates("trial_id")
+        is_base = trials["strategy"] == settings.baseline
+        chosen = trials["trial_id"].isin(set(selected.loc[selected["dataset"] == dataset, "trial_id"]))
+        base, ranked, every = trials[is_base & chosen], trials[~is_base & chosen], trials[~is_base]
+        if base.empty or ranked.empty:
             continue
-        varied = [a for a in AXES if a in pretrained and pretrained[a].notna().all() and pretrained[a].nunique() > 1]
+        per_trial = _trial_units(pooled, settings)
+        varied = [a for a in AXES if a != "lr" and _varies(ranked, a)]
+        missing: dict[str, dict[str, list[str]]] = {}
         for axis in varied:
-            pretrained = pretrained.assign(**{f"_{axis}": _levels(pretrained[axis])})
             try:
-                effects.append(_axis_effects(pretrained.assign(_level=pretrained[f"_{axis}"]), base, axis, dataset,
-                                             fractions[dataset], settings))
+                table, missing[axis] = _axis_effects(ranked, base, per_trial, axis, [a for a in varied if a != axis],
+                                                     dataset, fractions[dataset], settings)
+                effects.append(table)
             except DataError as exc:
                 notes.append(f"design-axis effects, {dataset} {axis}: {exc}")
+        if _varies(every, "lr"):
+            table, missing["lr"], more = _lr_effects(every, trials[is_base], per_trial, dataset, fractions[dataset],
+                                                     settings)
+            effects.append(table)
+            notes += more
+        notes += _missing_notes(dataset, missing)
         if varied:
-            table, why = _importance(pretrained, base, varied, dataset, settings)
+            values = _strategy_values(ranked, base, per_trial, settings)
+            table, why = _importance(values, ranked.drop_duplicates("strategy").set_index("strategy"), varied,
+                                     dataset, settings)
             importance.append(table)
-            if why:
-                notes.append(why)
-    effects_table = pd.concat(effects, ignore_index=True) if effects else pd.DataFrame(columns=EFFECT_COLUMNS)
-    importance_table = (pd.concat([t for t in importance if not t.empty], ignore_index=True)
-                        if any(not t.empty for t in importance) else pd.DataFrame(columns=IMPORTANCE_COLUMNS))
-    return effects_table, importance_table, notes
+            notes += [why] if why else []
+    return _stack(effects, EFFECT_COLUMNS), _stack(importance, IMPORTANCE_COLUMNS), notes
+
+
+def _stack(tables: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    tables = [t for t in tables if not t.empty]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
 CASE_COLUMNS = ["dataset", "strategy", "unit", "dice", "dice_baseline", "diff", "cells"]

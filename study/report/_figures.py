@@ -143,7 +143,8 @@ def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure |
 
 
 def scaling_figure(table: pd.DataFrame, fits: pd.DataFrame) -> Figure | None:
-    """Figure 5: Dice against pretraining extent per label fraction, with the fitted a x^k + c."""
+    """Figure 5: Dice against pretraining extent per label fraction, with the fitted a x^k + c drawn
+    only where the fit identifies the shape (elsewhere the points alone, marked in the legend)."""
     if fits.empty or "extent" not in table or table["extent"].dropna().nunique() < 2:
         return None
     datasets = sorted(fits["dataset"].unique())
@@ -155,8 +156,10 @@ def scaling_figure(table: pd.DataFrame, fits: pd.DataFrame) -> Figure | None:
                 part = points.loc[(ds, fit.label_fraction)].groupby(level="extent").mean()
             except KeyError:
                 continue
-            line = ax.plot(part.index, part.values, "o", ms=4, label=f"{fit.label_fraction:g} labels")[0]
-            if all(np.isfinite([fit.a, fit.k, fit.c])):
+            drawn = bool(getattr(fit, "identified", False)) and all(np.isfinite([fit.a, fit.k, fit.c]))
+            label = f"{fit.label_fraction:g} labels" + ("" if drawn else ": shape not identified, no curve")
+            line = ax.plot(part.index, part.values, "o", ms=4, label=label)[0]
+            if drawn:
                 x = np.linspace(part.index.min(), part.index.max(), 100)
                 ax.plot(x, fit.a * x ** fit.k + fit.c, "-", color=line.get_color(), lw=1)
         ax.set_title(short(ds), fontsize=9)
@@ -192,7 +195,9 @@ def clinical_figure(summary: pd.DataFrame) -> Figure | None:
 
 def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | None:
     """Design-axis effects: per data set, each level's mean paired dDice with its 95 % interval,
-    grouped by axis (most important first), and the axes' fANOVA importance beside them."""
+    grouped by axis (most important first), and beside them each axis's importance (eta squared)
+    with the 1 - alpha quantile of its permutation null as a tick; a bar is filled where the axis is
+    important at Holm p <= alpha."""
     if effects.empty:
         return None
     from study.analysis._effects import AXIS_NAMES
@@ -204,7 +209,8 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
                              gridspec_kw={"width_ratios": [3, 1], "height_ratios": heights})
     for (left, right), ds in zip(axes, datasets):
         part = effects[effects["dataset"] == ds]
-        share = importance[importance["dataset"] == ds].set_index("axis")["importance"] if not importance.empty else pd.Series(dtype=float)
+        weights = importance[importance["dataset"] == ds].set_index("axis") if not importance.empty else pd.DataFrame()
+        share = weights["importance"] if not weights.empty else pd.Series(dtype=float)
         order = sorted(part["axis"].unique(), key=lambda a: -share.get(a, 0.0))
         y, ticks, labels = 0, [], []
         for axis in order:
@@ -227,12 +233,17 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
                        transform=right.transAxes)
             continue
         names = [a for a in order if a in share.index]
-        right.barh(range(len(names)), [share[a] for a in names], color="tab:blue")
+        important = [bool(weights.loc[a, "important"]) for a in names]
+        right.barh(range(len(names)), [share[a] for a in names], height=0.5,
+                   color=["tab:blue" if i else "white" for i in important], edgecolor="tab:blue")
+        right.scatter([weights.loc[a, "null_high"] for a in names], range(len(names)), marker="|", s=120, color="k",
+                      zorder=3, label="null, 1 - alpha quantile")
         right.set_yticks(range(len(names)), [AXIS_NAMES.get(a, a) for a in names], fontsize=8)
         right.invert_yaxis()
         right.set_xlim(0, 1)
         right.tick_params(axis="x", labelsize=8)
-        right.set_xlabel("fANOVA importance", fontsize=8)
+        right.set_xlabel("importance: eta2 of the strategies' dDice\n(filled: Holm p <= alpha)", fontsize=8)
+        right.legend(fontsize=7, frameon=False, loc="lower right")
     fig.tight_layout()
     return fig
 
