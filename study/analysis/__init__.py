@@ -10,6 +10,8 @@ importance (:func:`design_effects`). ``python -m study.analyze`` reads a study f
 from __future__ import annotations
 
 from study.analysis._analysis import Analysis, analyze, format_ranking, records
+from study.analysis._bayes import bayesian_signed_rank
+from study.analysis._best import best_set, pairwise_p
 from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
 from study.analysis._effects import AXES, chosen_cases, design_effects
 from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability, top_k_share
@@ -47,7 +49,9 @@ __all__ = [
     "Pairing",
     "AnalysisSettings",
     "analyze",
+    "bayesian_signed_rank",
     "benjamini_hochberg",
+    "best_set",
     "bootstrap_counts",
     "bootstrap_median",
     "bootstrap_rank_biserial",
@@ -65,6 +69,7 @@ __all__ = [
     "holm",
     "normalise",
     "optimum",
+    "pairwise_p",
     "pair_with_baseline",
     "percentile_ci",
     "pooled_fractions",

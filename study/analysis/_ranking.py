@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.analysis._bayes import bayesian_signed_rank
 from study.analysis._best import best_set
 from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
 from study.analysis._stats import (
-    bayesian_signed_rank,
     benjamini_hochberg,
     bootstrap_counts,
     bootstrap_median,

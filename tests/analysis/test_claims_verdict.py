@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 
 from study.analysis import AnalysisSettings, analyze, optimum, rank_dataset
-from study.analysis._stats import bayesian_signed_rank, cases_needed, underpowered, wilcoxon_greater
+from study.analysis._bayes import bayesian_signed_rank
+from study.analysis._stats import cases_needed, underpowered, wilcoxon_greater
 from study.analysis._verdict import dataset_verdict
 from tests.analysis.test_ranking import known_order
 
