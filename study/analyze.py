@@ -22,6 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 from study._cli import ArgumentParser, run_main
+from study._suggest import did_you_mean
 from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, configuration, format_ranking
 from study.analysis._settings import AGGREGATES, CORRECTIONS
 from study.errors import DataError, SpecError
@@ -75,7 +76,10 @@ def find_study(name: str, storage: str | Path | None = None) -> StudyStore:
         if StudyStore(folder).exists():
             return StudyStore(folder)
     looked = " nor ".join(str(f) for f in folders)
+    root = Path(storage or "studies")
+    known = sorted(p.name for p in root.iterdir() if StudyStore(p).exists()) if root.is_dir() else []
     raise DataError(f"study {name!r} not found: {'neither ' if len(folders) > 1 else ''}{looked} holds a study's plan"
+                    + did_you_mean(path.name, known)
                     + ("" if storage else " (a study elsewhere: --storage DIR, or give its spec file)"))
 
 
