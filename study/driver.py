@@ -12,7 +12,7 @@ from typing import Sequence
 
 from study import faults
 from study.constants import INCOMPLETE
-from study.data import PhantomSettings, builtin_dataset, write_record
+from study.data import LATEST_PHANTOM_VERSION, study_data_paths, write_record
 from study.errors import StorageError, StudyError
 from study.optuna_log import OptunaLog
 from study.plan import Plan
@@ -36,14 +36,17 @@ from study.tune import (
 
 
 def execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path, uri: str, data: dict,
-            concurrent: int, unrecorded: dict, overrides: Sequence[str] = ()) -> int:
-    """Run the checked study (``data``: each data set's path, None for a phantom made now) with at
-    most ``concurrent`` trials at once; the exit status."""
-    data_paths = {k: v or str(builtin_dataset(k, PhantomSettings.default(k, size=spec.scale.image_size))) for k, v in data.items()}
+            concurrent: int, unrecorded: dict, overrides: Sequence[str] = (),
+            phantom_version: int = LATEST_PHANTOM_VERSION) -> int:
+    """Run the checked study (``data``: each data set's path, None for a phantom of
+    ``phantom_version`` made now, or found in the cache) with at most ``concurrent`` trials at
+    once; the exit status. The study folder records the phantom version and its folder, so a resumed
+    study keeps its data (``study.data.study_phantom_version``, ``study_data_paths``)."""
+    state = store.read_state() or {}
+    data_paths = study_data_paths(data, spec.scale.image_size, phantom_version, state.get("data_paths"))
     store.root.mkdir(parents=True, exist_ok=True)
     if unrecorded:
         write_record(store.content_record, unrecorded)
-    state = store.read_state() or {}
     tracker = Tracker(uri, spec.name, store)
     public = spec.model_copy(update={"tracking_uri": redacted(spec.tracking_uri)})
     tracker.open_parent(state.get("parent_run_id"), spec.name,
@@ -52,7 +55,8 @@ def execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path,
     tracker.record_invocation(store.add_invocation(invocation), invocation, spec_yaml(public))
     store.write_state({
         "name": spec.name, "spec": json.loads(public.model_dump_json()), "parent_run_id": tracker.parent_id,
-        "tracking_uri": redacted(uri), "data_paths": data_paths, "trials": [t.to_json() for t in plan.trials],
+        "tracking_uri": redacted(uri), "data_paths": data_paths, "phantom_version": phantom_version,
+        "trials": [t.to_json() for t in plan.trials],
         "trial_ids": [t.id for t in plan.trials],
     })
     res = spec.resources

@@ -233,14 +233,16 @@ def _gib(n: float) -> str:
 
 
 def gpu_lines(spec: StudySpec, plan: Plan, data: Mapping[str, str | None], gpu: Gpu | None, *,
-              time: bool = True) -> list[str]:
+              time: bool = True, phantom_version: int | None = None) -> list[str]:
     """What ``--dry-run`` says of a study on GPUs: one trial's GPU memory, the packing, the GPU time.
     Raises SpecError, before anything runs, when the trials ``resources.gpus_per_trial`` puts on one
-    GPU need more memory than ``gpu`` has. Nothing for a CPU study of the laptop profile."""
+    GPU need more memory than ``gpu`` has. Nothing for a CPU study of the laptop profile. Built-in
+    data sets (None in ``data``) are the study's ``phantom_version`` (default the latest)."""
     gpus = spec.resources.gpus_per_trial
     if gpus <= 0 and spec.scale.profile != "paper" and gpu is None:
         return []
-    all_runs = runs(plan, {name: data_shape(name, path, spec.scale.image_size) for name, path in data.items()})
+    all_runs = runs(plan, {name: data_shape(name, path, spec.scale.image_size, phantom_version)
+                           for name, path in data.items()})
     if not all_runs:
         return []
     memory = trial_memory(spec, all_runs)

@@ -21,13 +21,17 @@ from study.cluster import check_resources, cluster_gpu, slots, start_ray
 from study.constants import INCOMPLETE
 from study.data import (
     BUILTIN_KINDS,
+    LATEST_PHANTOM_VERSION,
     PhantomSettings,
     check_contents,
     check_selections,
     default_rounding,
+    describe_phantom,
     open_dataset,
     phantom_rounding,
     phantom_split,
+    study_phantom_path,
+    study_phantom_version,
 )
 from study.data.padding import NetworkPadding
 from study.errors import DataError, SpecError, StudyError
@@ -80,17 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     unrecorded: dict = {}
     padding: list[str] = []
     units: dict[str, tuple[int, int, str]] = {}
-    data = _check_datasets(spec, store, unrecorded, padding, units)
+    # A study keeps the built-in data it started with; a new one (or --fresh) gets the latest.
+    state = None if args.fresh else store.read_state()
+    version = study_phantom_version(state, str(store.state_path))
+    data = _check_datasets(spec, store, unrecorded, padding, units, version)
+    phantoms = _phantom_lines(spec, version, (state or {}).get("data_paths"))
     warnings = power_warnings(plan, units)
     if args.dry_run:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
         check_reachable(uri)
         # Before the resources: --gpu-memory-gb checks a packing on a machine without that GPU.
         gpu = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address,
-                                                       cluster=None))
+                                                       cluster=None), phantom_version=version)
         available = _dry_run_resources(args.address)
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial, available)
-        print("\n".join(_plan_lines(plan, store, uri, available, padding, data=data, address=args.address, gpu=gpu)))
+        print("\n".join(_plan_lines(plan, store, uri, available, phantoms + padding, data=data, address=args.address,
+                                    gpu=gpu)))
         for line in warnings:
             print(line)
         if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
@@ -106,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = spec.resources
             ask = cluster_gpu if available["max_node_gpu"] > 0 else None  # no GPU: check_resources says so
             packing = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb,
-                                                               address=args.address, cluster=ask), time=False)
+                                                               address=args.address, cluster=ask), time=False,
+                                phantom_version=version)
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
-            for line in packing + warnings:
+            older = phantoms if version != LATEST_PHANTOM_VERSION else []  # a resumed study on older data says so
+            for line in older + packing + warnings:
                 print(line.strip())
         except BaseException:
             lock.release(discard=True)  # refused before the study began: the lock leaves no trace
@@ -120,24 +131,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from study.driver import execute
 
         return execute(spec, plan, store, space_file=args.space, uri=uri, data=data,
-                       concurrent=concurrency(plan, available)[0], unrecorded=unrecorded, overrides=overrides)
+                       concurrent=concurrency(plan, available)[0], unrecorded=unrecorded, overrides=overrides,
+                       phantom_version=version)
     finally:
         lock.release()
 
 
 def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, padding: list[str],
-                    units: dict[str, tuple[int, int, str]]) -> dict[str, str | None]:
+                    units: dict[str, tuple[int, int, str]],
+                    phantom_version: int = LATEST_PHANTOM_VERSION) -> dict[str, str | None]:
     """Real data sets are opened and their voxels checked now (bad data fail before anything is
-    written); built-in phantoms are named here and generated when the study starts. What the
-    network's padding will do to each data set's slices goes into ``padding``; each data set's
-    test and validation patients (the analysis's and pruning's units) into ``units``."""
+    written); built-in phantoms (of ``phantom_version``) are named here and generated when the
+    study starts. What the network's padding will do to each data set's slices goes into
+    ``padding``; each data set's test and validation patients (the analysis's and pruning's units)
+    into ``units``."""
     out: dict[str, str | None] = {}
     # What passed is recorded in the study folder, so a resumed study re-reads only changed files;
     # a study that has no folder yet records it when it makes one (a dry run never does).
     for name in spec.datasets:
         if name in BUILTIN_KINDS:
             out[name] = None
-            settings = PhantomSettings.default(name, size=spec.scale.image_size)
+            settings = PhantomSettings.default(name, version=phantom_version, size=spec.scale.image_size)
             split = phantom_split(settings)
             _check_selections(spec, name, split, phantom_rounding(settings))
             padding.append(_padding(spec, name, {(settings.size, settings.size)}))
@@ -158,6 +172,22 @@ def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, paddin
         dataset.close()
         out[name] = str(path)
     return out
+
+
+def _phantom_lines(spec: StudySpec, version: int, recorded: dict | None = None) -> list[str]:
+    """One line per built-in data set of the spec: which phantom version the study uses (an older
+    one only for a study folder made with it), what it holds and its folder (``recorded``: the
+    study's ``data_paths``)."""
+    lines = []
+    for name in (n for n in spec.datasets if n in BUILTIN_KINDS):
+        settings = PhantomSettings.default(name, version=version, size=spec.scale.image_size)
+        path = study_phantom_path(settings, (recorded or {}).get(name))
+        whose = ("the latest" if version == LATEST_PHANTOM_VERSION else
+                 f"this study folder's (the latest is {LATEST_PHANTOM_VERSION}: --fresh starts the study over on it)")
+        made = "present" if (path / "dataset.json").exists() else "made when the study starts"
+        lines.append(f"  data {name}: built-in phantom version {version}, {whose}: {describe_phantom(settings)}; "
+                     f"cache {path} ({made})")
+    return lines
 
 
 def _padding(spec: StudySpec, name: str, sizes: set[tuple[int, int]]) -> str:

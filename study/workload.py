@@ -52,12 +52,14 @@ class DataShape:
         return max((NetworkPadding(h, w, levels).padded for h, w in self.sizes), key=lambda hw: hw[0] * hw[1])
 
 
-def data_shape(name: str, path: str | None, image_size: int) -> DataShape:
-    """The shape of a built-in phantom (``path`` None, known before it is generated) or a data set folder."""
+def data_shape(name: str, path: str | None, image_size: int, phantom_version: int | None = None) -> DataShape:
+    """The shape of a built-in phantom (``path`` None, known before it is generated; of
+    ``phantom_version``, default the latest) or a data set folder."""
     if path is None and name in BUILTIN_KINDS:
         from study.footprint import dataset_channels
 
-        settings = PhantomSettings.default(name, size=image_size)
+        version = {} if phantom_version is None else {"version": phantom_version}
+        settings = PhantomSettings.default(name, size=image_size, **version)
         split = phantom_split(settings)
         c_in, classes = dataset_channels(name, None)
         ids = [s for role in split.roles().values() for s in role]

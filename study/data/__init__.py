@@ -14,11 +14,18 @@ from pathlib import Path
 
 from study.data._builtin import (
     BUILTIN_KINDS,
+    LATEST_PHANTOM_VERSION,
+    PHANTOM_VERSIONS,
     PhantomSettings,
     builtin_dataset,
+    describe_phantom,
     make_phantom_dataset,
+    phantom_cache_path,
     phantom_rounding,
     phantom_split,
+    study_data_paths,
+    study_phantom_path,
+    study_phantom_version,
 )
 from study.data._checks import check_contents, write_record
 from study.data._h5 import DatasetWriter, H5Dataset, open_h5_dataset
@@ -44,12 +51,15 @@ __all__ = [
     "check_selections",
     "default_rounding",
     "H5Dataset",
+    "LATEST_PHANTOM_VERSION",
+    "PHANTOM_VERSIONS",
     "PhantomSettings",
     "ScanInfo",
     "SkmTeaDataset",
     "Split",
     "builtin_dataset",
     "check_contents",
+    "describe_phantom",
     "write_record",
     "finetuning_scans",
     "guard_training_scans",
@@ -57,9 +67,13 @@ __all__ = [
     "labels_to_masks",
     "make_phantom_dataset",
     "open_dataset",
+    "phantom_cache_path",
     "phantom_rounding",
     "phantom_split",
     "pretraining_scans",
+    "study_data_paths",
+    "study_phantom_path",
+    "study_phantom_version",
     "subset_size",
 ]
 

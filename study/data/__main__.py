@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
-from study.data import PhantomSettings, builtin_dataset, make_phantom_dataset, open_dataset
+from study.data import (
+    LATEST_PHANTOM_VERSION,
+    PHANTOM_VERSIONS,
+    PhantomSettings,
+    builtin_dataset,
+    make_phantom_dataset,
+    open_dataset,
+)
 from study.data.check import check_dataset
 from study.errors import SpecError
 
@@ -26,8 +33,11 @@ def _parser() -> ArgumentParser:
     ph.add_argument("--size", type=int, help="image height and width in pixels, 32-512 (default 64)")
     for name, what in (("train", "training"), ("val", "validation"), ("test", "test"), ("unlabeled", "unlabeled")):
         ph.add_argument(f"--n-{name}", type=int, help=f"number of {what} subjects")
-    ph.add_argument("--n-slices", type=int, help="slices per MRI volume (default 16)")
+    ph.add_argument("--n-slices", type=int, help="slices per MRI volume (default 4)")
     ph.add_argument("--seed", type=int, help="random seed (default 0)")
+    ph.add_argument("--phantom-version", type=int, choices=sorted(PHANTOM_VERSIONS), default=LATEST_PHANTOM_VERSION,
+                    help=f"the built-in data set whose settings the others change (default {LATEST_PHANTOM_VERSION}, "
+                         "the latest; docs/data-format.md)")
 
     ni = sub.add_parser("import-nifti", help="convert NIfTI volumes and label maps to the platform's format")
     ni.add_argument("--images", type=Path, required=True, help="folder of image volumes (.nii/.nii.gz)")
@@ -57,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "phantom":
         given = {k: getattr(args, k) for k in ("size", "n_train", "n_val", "n_test", "n_unlabeled", "n_slices", "seed")}
-        settings = PhantomSettings.default(args.kind, **{k: v for k, v in given.items() if v is not None})
+        settings = PhantomSettings.default(args.kind, version=args.phantom_version,
+                                           **{k: v for k, v in given.items() if v is not None})
         path = make_phantom_dataset(settings, args.out) if args.out else builtin_dataset(args.kind, settings)
         print(f"wrote {path}")
         summary = check_dataset(open_dataset(path))
