@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
+from study._suggest import did_you_mean
 from study.cluster import check_resources, cluster_gpu, slots, start_ray
 from study.constants import INCOMPLETE
 from study.data import (
@@ -162,7 +163,7 @@ def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, paddin
         except (RuntimeError, OSError) as exc:  # an unknown ~user, a symlink loop
             raise DataError(f"datasets: {name}: {exc}") from None
         if not path.exists():
-            raise DataError(f"datasets: {name}: no such folder")
+            raise DataError(f"datasets: {name}: no such folder{did_you_mean(name, BUILTIN_KINDS)}")
         dataset = open_dataset(path)
         padding.append(_padding(spec, name, {(i.height, i.width) for i in dataset.scans.values()}))
         check_contents(dataset, store.content_record, pending=unrecorded)

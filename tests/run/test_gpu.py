@@ -70,9 +70,9 @@ def test_a_trial_needs_its_largest_step_its_cache_and_the_context() -> None:
 
 def test_gpu_time_is_flops_over_a_stated_rate() -> None:
     _, _, all_runs = _spec()
-    run = all_runs[0]  # an MRI pretraining: 320 training slices, 64 validation and 128 test slices
+    run = all_runs[0]  # an MRI pretraining: 320 training slices, 80 validation and 128 test slices
     forward = 2 * unet_macs(run.network, 512, 512)
-    assert run_flops(run) == forward * (500 * (3 * 320 + 64) + 128)
+    assert run_flops(run) == forward * (500 * (3 * 320 + 80) + 128)
     rate = rate_for(None)
     assert "ASSUMED, not measured" in rate.source and rate.flops == pytest.approx(0.35 * 989.4e12)
     hours = sum(run_flops(r) for r in all_runs) / rate.flops / 3600
