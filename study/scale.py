@@ -55,11 +55,19 @@ class Scale(Strict):
                                       "defaults to the authors' 50")
     architecture: Literal["default", "authors"] = Field("default", description="the U-Net variant (docs/science.md §3)")
     norm_running_stats: bool = Field(False, description="GroupNorm keeps running statistics for evaluation (authors)")
+    # How a CPU computes: each changes the numbers (other trial ids), so neither is a speed field.
+    # A CUDA trial always runs bf16 autocast in channels_last and ignores both.
+    cpu_channels_last: bool = Field(False, description="channels_last tensors on a CPU: a faster oneDNN step, "
+                                    "numbers that differ from NCHW's in the low digits (BENCHMARKS.md)")
+    cpu_bf16: bool = Field(False, description="bf16 autocast on a CPU: other Dice, and no faster without AMX "
+                           "(BENCHMARKS.md)")
 
     # How fast, never what: a trial's numbers do not depend on these (on a CPU), so they stay out of
     # trial ids and pretraining keys (SPEED_FIELDS) and a study resumes when they change.
-    cache_gb: float = Field(0, ge=0, description="GiB of host RAM a trial may fill with its training slices, "
-                            "read once (0: lazy h5 reads)")
+    # The laptop's slices are a few MB: read once, they save a trial the 5 % it spent in lazy h5 reads
+    # (BENCHMARKS.md); a data set larger than the budget is read lazily, as before.
+    cache_gb: float = Field(0.5, ge=0, description="GiB of host RAM a trial may fill with its training slices, "
+                            "then its validation slices, each read once (0: lazy h5 reads every epoch)")
     gpu_cache_gb: float = Field(0, ge=0, description="GiB of the trial's GPU memory the cache may take instead, "
                                 "so no batch crosses the bus (counted in the GPU memory check)")
     data_workers: int = Field(0, ge=0, description="DataLoader workers of the lazy reads, when no cache fits")
@@ -101,7 +109,8 @@ class Scale(Strict):
         epochs = self.pretrain_max_epochs if stage == "pretrain" else self.finetune_max_epochs
         return TrainSettings(batch_size=self.batch_size, max_epochs=epochs, steps_per_epoch=self.steps_per_epoch,
                              device=device, seed=seed, pad_mode=self.pad_mode, cache_gb=self.cache_gb,
-                             gpu_cache_gb=self.gpu_cache_gb, num_workers=self.data_workers, compile=self.compile)
+                             gpu_cache_gb=self.gpu_cache_gb, num_workers=self.data_workers, compile=self.compile,
+                             cpu_channels_last=self.cpu_channels_last, cpu_bf16=self.cpu_bf16)
 
     def pretrain_config(self, *, task: str, sampler: str, patch_size: int, extent: float, lr: float) -> PretrainConfig:
         from study.train import PretrainConfig

@@ -77,7 +77,7 @@ def _pretrain(store: StudyStore, point: PretrainPoint, *, data_path: str, device
     result.inpainting.to_csv(store.inpainting_path(point.key), index=False)
     return {"best_epoch": result.fit.best_epoch, "best_val_loss": result.fit.best_val_loss,
             "inpainting_l2": float(result.inpainting["l2"].mean()), "history": result.fit.history,
-            "n_scans": len(made.scan_ids)}
+            "n_scans": len(made.scan_ids), "metrics": {"step_seconds": result.fit.step_seconds}}
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: 
     )
     table, tuned = tested.per_case, tested.finetuned
     steps = tuned.steps
-    compute = {"finetune_steps": steps, "finetune_images": steps * scale.batch_size}
+    compute = {"finetune_steps": steps, "finetune_images": steps * scale.batch_size,
+               "step_seconds": tuned.step_seconds}
     if table is None:
         return None, {"val_loss": tuned.fits[-1].best_val_loss, **compute}, None, tested
     table.insert(2, "strategy", trial.strategy)

@@ -25,9 +25,11 @@ from study.constants import DEFAULT_SEED, PAD_MODES, SAMPLERS, SCHEDULES, SCOPES
 from study.errors import DataError, SpecError
 from study.plan import PretrainPoint, TrialPoint, canonical_unfrozen_lr
 from study.scale import Scale
+from study.spec import Resources
 from study.store import PER_CASE, StudyStore
 
 ARCHITECTURES = typing.get_args(Scale.model_fields["architecture"].annotation)  # --help imports no torch
+DEFAULT_THREADS = int(Resources.model_fields["cpus_per_trial"].default)
 
 
 def parser() -> ArgumentParser:
@@ -60,9 +62,13 @@ def parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"(default: the scale's, laptop {laptop.batch_size})")
     p.add_argument("--pad-mode", choices=PAD_MODES,
                    help="padding of slices whose size the U-Net cannot halve down to its bottleneck")
+    p.add_argument("--cpu-channels-last", action="store_true",
+                   help="channels_last on a CPU: a faster step, other numbers (another trial id; BENCHMARKS.md)")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="bf16 autocast on a CPU: other numbers, no faster without AMX (another trial id)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: a study trial's, its resources.cpus_per_trial; "
-                   "else torch's); the same count gives the same numbers a study trial gave")
+    p.add_argument("--threads", type=int, help="CPU threads (default: a study trial's, its resources.cpus_per_trial, "
+                   "1 unless the study set it); the same count gives the same numbers a study trial gave")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"training seed (default {DEFAULT_SEED}, a study's)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the label and pretraining subsets (default 0)")
     p.add_argument("--out", type=Path, help=f"folder for the run ({PER_CASE}, weights, checkpoints: it resumes if "
@@ -78,7 +84,8 @@ def parser() -> ArgumentParser:
 def _scale(args) -> Scale:
     given = {"widths": args.widths, "groups": args.groups, "batch_size": args.batch_size,
              "pretrain_max_epochs": args.max_epochs, "finetune_max_epochs": args.max_epochs,
-             "steps_per_epoch": args.steps_per_epoch, "architecture": args.architecture, "pad_mode": args.pad_mode}
+             "steps_per_epoch": args.steps_per_epoch, "architecture": args.architecture, "pad_mode": args.pad_mode,
+             "cpu_channels_last": args.cpu_channels_last or None, "cpu_bf16": args.cpu_bf16 or None}
     if args.widths is not None:
         try:
             given["widths"] = tuple(int(w) for w in args.widths.split(","))
@@ -149,10 +156,12 @@ def _study_trial(args) -> tuple[TrialPoint, str, float | None, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    recorded, threads = None, args.threads
+    # A study trial's thread count, its spec's default where it names none: the numbers on a CPU
+    # depend on it, and two threads per trial are no faster on a busy 2-core machine (BENCHMARKS.md).
+    recorded, threads = None, args.threads or DEFAULT_THREADS
     if args.study is not None:
         trial, data_path, recorded, study_threads = _study_trial(args)
-        threads = threads or study_threads
+        threads = args.threads or study_threads
     elif args.trial is not None:
         raise SpecError("--trial needs --study NAME, the study it belongs to")
     else:
@@ -164,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from study.trial import run_trial
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     if not args.quiet:
         print(f"trial {trial.id}: {trial.strategy} on {trial.dataset} at label fraction {trial.label_fraction:g}, "
               f"scale {trial.scale.profile}, seed {trial.seed}, {device}")

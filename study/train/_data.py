@@ -1,5 +1,6 @@
 """Batches for the loops: shuffled slices of the chosen scans, seeded; from a cache of the training
-slices when it fits its budget (``study.train._cache``), else read lazily."""
+slices when it fits its budget (``study.train._cache``), else read lazily. The validation slices,
+read in order every epoch, are held after the first epoch when they fit what the budget leaves."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 from study.data import Dataset
 from study.data.slices import SliceDataset
-from study.train._cache import SliceCache, cache_bytes, placement
+from study.train._cache import GIB, SliceCache, cache_bytes, placement
 from study.train._loop import TrainSettings
 
 
@@ -109,3 +110,47 @@ def eval_batches(dataset: Dataset, scan_ids: Sequence[str], batch_size: int, wit
     """Every slice of ``scan_ids`` in order, in batches of up to ``batch_size``."""
     loader = DataLoader(SliceDataset(dataset, scan_ids, with_masks=with_masks), batch_size=batch_size, shuffle=False)
     yield from loader
+
+
+class HeldBatches:
+    """The batches of :func:`eval_batches`, read on the first pass and held for every later one: a
+    loop validates on the same slices every epoch, and a lazy read is 13 % of a laptop validation
+    (BENCHMARKS.md). The tensors are the ones a lazy read gives, so the numbers are too."""
+
+    def __init__(self, dataset: Dataset, scan_ids: Sequence[str], batch_size: int, with_masks: bool) -> None:
+        self._read = lambda: eval_batches(dataset, scan_ids, batch_size, with_masks)
+        self._held: list[dict[str, torch.Tensor]] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self._held is None:
+            self._held = list(self._read())
+        return iter(self._held)
+
+
+class _Reread:
+    def __init__(self, dataset: Dataset, scan_ids: Sequence[str], batch_size: int, with_masks: bool) -> None:
+        self._read = lambda: eval_batches(dataset, scan_ids, batch_size, with_masks)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self._read()
+
+
+def eval_bytes(dataset: Dataset, scan_ids: Sequence[str], with_masks: bool) -> int:
+    """Bytes the batches of :func:`eval_batches` take: float32 images, and float32 masks."""
+    channels = dataset.in_channels + (len(dataset.class_names) if with_masks else 0)
+    return sum(dataset.scans[s].n_slices * dataset.scans[s].height * dataset.scans[s].width for s in scan_ids) * channels * 4
+
+
+def validation_batches(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings, *, with_masks: bool,
+                       train_ids: Sequence[str] = ()) -> Iterable[dict[str, torch.Tensor]]:
+    """The validation batches for every epoch of a fit on ``train_ids``: held in host RAM after the
+    first epoch when they fit what ``settings.cache_gb`` leaves beside the training slices' cache
+    there, else read again each epoch."""
+    held_train = 0
+    nbytes = cache_bytes(dataset, train_ids, with_masks) if train_ids else None
+    if placement(nbytes, on_cuda=settings.on_cuda, cache_gb=settings.cache_gb,
+                 gpu_cache_gb=settings.gpu_cache_gb) == "host":
+        held_train = nbytes or 0
+    fits = eval_bytes(dataset, val_ids, with_masks) <= settings.cache_gb * GIB - held_train
+    kind = HeldBatches if fits else _Reread
+    return kind(dataset, val_ids, settings.batch_size, with_masks)

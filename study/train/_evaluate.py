@@ -20,7 +20,7 @@ from study.train._loop import TrainSettings
 from study.train._padding import network_forward
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_scan(model: nn.Module, dataset: Dataset, scan_id: str, settings: TrainSettings) -> np.ndarray:
     """Binary prediction of one scan on its own grid (any network padding cropped), (K, S, H, W) bool."""
     model.eval()
@@ -73,7 +73,7 @@ def evaluate_segmentation(
     return table[first + [c for c in table.columns if c not in first]]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_inpainting(
     model: nn.Module, corrupt, dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, seed: int
 ) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from study.data import Dataset
 from study.errors import SpecError
 from study.model import FreezeReport, TransferPlan, TransferReport, UNet, UNetConfig, freeze, transfer_weights, unfreeze
-from study.train._data import eval_batches, train_batches
+from study.train._data import train_batches, validation_batches
 from study.train._early_stopping import EarlyStopping
 from study.train._loop import FitResult, TrainSettings, fit
 from study.train._losses import soft_dice_loss
@@ -61,13 +61,20 @@ class FinetuneResult:
     def steps(self) -> int:
         return sum(f.steps for f in self.fits)
 
+    @property
+    def step_seconds(self) -> float:
+        return sum(f.step_seconds for f in self.fits)
 
-def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings) -> Callable[[nn.Module], float]:
-    """Mean soft Dice loss over the validation slices, batch by batch (as Keras reports val_loss)."""
+
+def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings,
+                  train_ids: Sequence[str] = ()) -> Callable[[nn.Module], float]:
+    """Mean soft Dice loss over the validation slices, batch by batch (as Keras reports val_loss).
+    The slices are held after the first call when they fit the cache budget beside ``train_ids``'."""
+    batches = validation_batches(dataset, val_ids, settings, with_masks=True, train_ids=train_ids)
 
     def val_loss(model: nn.Module) -> float:
         losses, weights = [], []
-        for batch in eval_batches(dataset, val_ids, settings.batch_size, with_masks=True):
+        for batch in batches:
             logits = network_forward(model, settings.to_device(batch["image"]), settings)
             losses.append(float(soft_dice_loss(logits, settings.to_device(batch["mask"]))))
             weights.append(batch["image"].shape[0])
@@ -112,9 +119,7 @@ def finetune(
     plan = config.plan
     if plan.scope != "none" and pretrained is None:
         raise SpecError(f"transfer scope {plan.scope!r} needs a pretrained model")
-    model = UNet(unet, seed=settings.seed).to(settings.device)
-    if settings.on_cuda and settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = settings.place(UNet(unet, seed=settings.seed))
     report = transfer_weights(pretrained, model, plan.scope) if plan.scope != "none" and pretrained is not None else None
     frozen = freeze(model, plan.frozen_groups) if plan.frozen_groups else None
 
@@ -123,6 +128,7 @@ def finetune(
     stages = [("finetune", config.lr)]
     if plan.schedule == "freeze_then_unfreeze":
         stages.append(("unfrozen", config.unfrozen_lr or config.lr))
+    val_loss = dice_val_loss(dataset, val_ids, settings, train_ids)  # one for both stages: read once
     fits: list[FitResult] = []
     paused = False
     for stage, lr in stages:
@@ -140,7 +146,7 @@ def finetune(
             model,
             batches=batches,
             step_loss=_dice_step(settings),
-            val_loss=dice_val_loss(dataset, val_ids, settings),
+            val_loss=val_loss,
             schedule=StepDecay(lr),
             stopper=EarlyStopping(config.patience, config.min_delta, mode="absolute"),
             settings=budget,

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,8 +34,11 @@ class TrainSettings:
 
     ``max_epochs`` is the upper budget (the paper: 500 with early stopping); ``steps_per_epoch``
     optionally fixes the batches per epoch (cycling a small subset, cutting a large one), so an
-    epoch means the same amount of work on data sets of any size. On CUDA, ``bf16`` autocast and ``channels_last`` are used; on a CPU neither is, and
-    the same seed gives the same numbers. ``pad_mode`` pads a slice whose H or W is not a multiple
+    epoch means the same amount of work on data sets of any size. On CUDA, ``bf16`` autocast and
+    ``channels_last`` are used (the numbers are not bit-identical there anyway). On a CPU they are
+    ``cpu_bf16`` and ``cpu_channels_last``, off by default: each gives other numbers than float32
+    in NCHW (a faster step for channels_last, BENCHMARKS.md), and with any of them the same seed
+    and thread count still give the same numbers. ``pad_mode`` pads a slice whose H or W is not a multiple
     of the U-Net's ``2 ** (levels - 1)`` for the network only (``study.data.padding``).
     ``cache_gb`` and ``gpu_cache_gb`` are the budgets of a cache of the training slices in host RAM
     and on the GPU (``study.train._cache``; 0: lazy reads with ``num_workers`` workers); ``compile``
@@ -50,6 +54,8 @@ class TrainSettings:
     num_workers: int = 0
     bf16: bool = True
     channels_last: bool = True
+    cpu_bf16: bool = False
+    cpu_channels_last: bool = False
     pad_mode: str = DEFAULT_PAD_MODE
     cache_gb: float = 0.0
     gpu_cache_gb: float = 0.0
@@ -77,10 +83,23 @@ class TrainSettings:
     def on_cuda(self) -> bool:
         return torch.device(self.device).type == "cuda"
 
+    @property
+    def uses_bf16(self) -> bool:
+        return self.bf16 if self.on_cuda else self.cpu_bf16
+
+    @property
+    def uses_channels_last(self) -> bool:
+        return self.channels_last if self.on_cuda else self.cpu_channels_last
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.on_cuda and self.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.uses_bf16:
+            return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """The model on the training device, in the memory format its batches come in."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.uses_channels_last else model
 
     def runnable(self, model: nn.Module) -> nn.Module:
         """What the steps call: the model itself, or on CUDA with ``compile`` its compiled wrapper
@@ -89,7 +108,7 @@ class TrainSettings:
 
     def to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.on_cuda and self.channels_last and x.ndim == 4:
+        if self.uses_channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -105,6 +124,9 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "max_epochs"
     steps: int = 0  # optimiser steps over every epoch run, resumed ones included (compute accounting)
+    # Wall seconds of those steps (batches read, forward, backward, optimiser; no validation or
+    # checkpoint), resumed epochs included: what a study's wall time is compared with (BENCHMARKS.md).
+    step_seconds: float = 0.0
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -143,15 +165,17 @@ def fit(
 
     ``batches`` is re-iterated every epoch (a DataLoader shuffling with ``generator``);
     ``step_loss(model, batch)`` returns the training loss of one batch; ``val_loss(model)`` the
-    validation loss (called in eval mode under ``torch.no_grad``). With ``checkpoint`` set, the
+    validation loss (called in eval mode under ``torch.inference_mode``). With ``checkpoint`` set, the
     state after every epoch is saved there and a later call with the same path resumes from it.
     Raises :class:`Diverged` when the validation or training loss becomes NaN or infinite.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=schedule.initial_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    # foreach: the very arithmetic of the per-parameter loop (checked bit for bit on a CPU, where
+    # the loop is the default), in fewer calls: a laptop step spends 20 % less in Adam.
+    optimizer = torch.optim.Adam(params, lr=schedule.initial_lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
-    start, steps = 0, 0
+    start, steps, step_seconds = 0, 0, 0.0
     saved = load_checkpoint(checkpoint) if checkpoint else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -160,6 +184,7 @@ def fit(
         generator.set_state(saved["generator"])
         best_state, history, start = saved["best_state"], saved["history"], saved["epoch"] + 1
         steps = int(saved.get("steps", 0))
+        step_seconds = float(saved.get("step_seconds", 0.0))
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     runner = settings.runnable(model)
 
@@ -171,6 +196,7 @@ def fit(
 
         model.train()
         total, n = 0.0, 0
+        began = time.perf_counter()
         for step, batch in enumerate(batches):
             if settings.steps_per_epoch is not None and step >= settings.steps_per_epoch:
                 break
@@ -183,12 +209,15 @@ def fit(
             # the loss back every step would make the host wait for the GPU before the next batch.
             total, n = total + loss.detach().double(), n + 1
         steps += n
-        train_loss = float(total) / max(n, 1)
+        train_loss = float(total) / max(n, 1)  # on CUDA this waits for the epoch's last step
+        step_seconds += time.perf_counter() - began
         if not math.isfinite(train_loss):
             raise Diverged(train_loss, epoch, stopper.best, stopper.best_epoch)
 
         model.eval()
-        with torch.no_grad(), settings.autocast():
+        # inference_mode, not just no_grad: no version counters or views to track, the same logits
+        # to the bit, a faster pass (BENCHMARKS.md); val_loss returns a float, nothing escapes it.
+        with torch.inference_mode(), settings.autocast():
             val = float(val_loss(runner))
         improved = stopper.step(val, epoch)  # raises Diverged on NaN
         if improved:
@@ -201,6 +230,7 @@ def fit(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "stopper": stopper.state_dict(), "generator": generator.get_state(),
                 "best_state": best_state, "history": history, "epoch": epoch, "steps": steps,
+                "step_seconds": step_seconds,
             })
         if on_epoch is not None:
             on_epoch(record)
@@ -215,4 +245,5 @@ def fit(
         history=history,
         stop_reason=stop_reason,
         steps=steps,
+        step_seconds=step_seconds,
     )

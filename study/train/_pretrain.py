@@ -18,7 +18,7 @@ from study.data import Dataset
 from study.errors import SpecError
 from study.model import UNet, UNetConfig
 from study.pretext import CorruptionConfig, MaskBank, scaled_patch_size
-from study.train._data import eval_batches, train_batches
+from study.train._data import train_batches, validation_batches
 from study.train._early_stopping import EarlyStopping, Mode
 from study.train._evaluate import evaluate_inpainting
 from study.train._loop import FitResult, TrainSettings, fit
@@ -93,9 +93,7 @@ def pretrain(
     if not unet.in_channels == unet.out_channels == dataset.in_channels:
         raise SpecError(f"an inpainting U-Net for {dataset.in_channels}-channel images needs in_channels = "
                         f"out_channels = {dataset.in_channels}, got {unet.in_channels} and {unet.out_channels}")
-    model = UNet(unet, seed=settings.seed).to(settings.device)
-    if settings.on_cuda and settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = settings.place(UNet(unet, seed=settings.seed))
     bank = build_bank(dataset, config, settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -103,10 +101,12 @@ def pretrain(
         x = settings.to_device(batch["image"])
         return inpainting_loss(network_forward(m, bank.corrupt(x, generator), settings), x)
 
+    val_batches = validation_batches(dataset, val_ids, settings, with_masks=False, train_ids=scan_ids)
+
     def val_loss(m: nn.Module) -> float:
         val_generator = torch.Generator().manual_seed(VAL_MASK_SEED)
         total, n = 0.0, 0
-        for batch in eval_batches(dataset, val_ids, settings.batch_size, with_masks=False):
+        for batch in val_batches:
             x = settings.to_device(batch["image"])
             total += float(inpainting_loss(network_forward(m, bank.corrupt(x, val_generator), settings), x)) * x.shape[0]
             n += x.shape[0]
