@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import reprlib
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -109,12 +108,11 @@ def check_storage(spec: StudySpec) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
         raise SpecError(f"storage: {existing}: {'read-only file system' if read_only else 'permission denied'}")
-    # Access bits do not tell everything (root under /proc, a full quota): a folder made and
-    # removed at once shows the study folder can be made, and leaves nothing behind.
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".study-check-", dir=existing))
-    except OSError as exc:
-        raise SpecError(f"storage: {existing}: a folder cannot be made there ({exc.strerror or exc})") from None
+    # Access bits do not tell everything: root may "write" under /proc or /sys, where no folder can
+    # be made. Those file systems have no blocks; asked without writing, so a dry run changes nothing.
+    if existing != folder and os.statvfs(existing).f_blocks == 0:
+        raise SpecError(f"storage: {existing}: a virtual file system (no disk blocks): the study folder "
+                        f"{folder} cannot be made there")
 
 
 MAX_ERRORS = 8  # shown at once; the rest are counted

@@ -16,7 +16,7 @@ PRETEXT = str(REPO / "search_spaces" / "pretext.yaml")
 
 def test_a_storage_folder_that_cannot_be_made_is_refused_by_the_dry_run(tmp_path: Path) -> None:
     result = run_cli("study.run", PRETEXT, "--set", "storage=/proc/nope", "--dry-run", cwd=tmp_path)
-    assert_user_error(result, "storage: /proc", "cannot be made")
+    assert_user_error(result, "storage: /proc", "virtual file system", "cannot be made")
     assert list(tmp_path.iterdir()) == []
 
 
