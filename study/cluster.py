@@ -12,7 +12,10 @@ from study.errors import SpecError
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
-    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU."""
+    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU.
+
+    A process that already runs Ray (a driver called from Python twice, a notebook, the test suite's
+    session) keeps that one: ``ray.init`` would refuse a second."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -23,9 +26,11 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     try:
         if address:
             ray.init(address=address, **kwargs)
-        else:
+        elif not ray.is_initialized():
             _loopback_only()
-            ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+            # "local": a new Ray of this machine's own, never the cluster a `ray start` here last made
+            # (without it ray.init joins that one, and refuses num_cpus for it)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...: all end here
         hint = " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)" if "uth" in str(exc) else ""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
