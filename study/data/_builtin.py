@@ -168,8 +168,8 @@ def describe_phantom(settings: PhantomSettings) -> str:
 
 
 def study_phantom_version(state: Mapping[str, Any] | None, where: str = "the study folder") -> int:
-    """The built-in data version of a study whose folder holds ``state`` (its ``study.json``, read
-    from ``where``; None for a study not started yet, which gets the latest). A study keeps the
+    """The built-in data version of a study whose folder holds ``state`` (its state as the store
+    reads it, from ``where``; None for a study not started yet, which gets the latest). A study keeps the
     version it started with; a folder written before versions were recorded was made with version
     1, the only one then."""
     if not state:
