@@ -5,28 +5,26 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error, run_cli, run_here
+from tests.conftest import assert_user_error, run_cli
 from tests.run.conftest import write_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-# One worker runs the module (pytest-xdist): the finished study is made once, and the tests that
-# write its report/ never do so at the same time.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
+pytestmark = pytest.mark.slow
 
 
-# Session-scoped: a module fixture would be made again when a pytest-xdist worker runs another
-# module's test in between, or finds its queue empty for a moment.
-@pytest.fixture(scope="session")
-def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, local_ray) -> Path:
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path) -> Path:
     folder = tmp_path_factory.mktemp("report")
     spec = write_spec(folder, name="smoke", datasets=[str(tiny_mri)], label_fractions=[0.5, 1.0],
                       pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
-    done = run_here(folder, str(spec))  # python -m study.run, by its main in this process on the session's Ray
+    done = subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=folder, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "report:" in done.stdout  # the runner refreshes the dashboard at the end
     return folder / "studies" / "smoke"
