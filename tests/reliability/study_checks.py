@@ -15,7 +15,6 @@ import pandas as pd
 from study.analysis import analyze
 from study.analyze import load_study
 from study.faults import FAULT_ENV
-from tests.conftest import run_here
 
 # Small enough for seconds per trial, long enough that every fault point is reached: pretraining
 # runs 3 epochs and fine-tuning 4, so a fault "after 2 epochs" fires mid-trial.
@@ -29,14 +28,6 @@ def run_study(cwd: Path, spec: Path, fault: str | None = None, timeout: float = 
         env[FAULT_ENV] = fault
     return subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def run_study_here(cwd: Path, spec: Path) -> subprocess.CompletedProcess:
-    """The same command with no fault, by its ``main`` in this process on the session's local Ray
-    (the caller asks for ``local_ray``): a resume, or a run to compare with, costs no new
-    interpreter and no new Ray. What it must prove of a new process (a killed driver's lock taken
-    over, its Ray gone) it proves too: the killed driver was another process."""
-    return run_here(cwd, str(spec))
 
 
 def trial_ids(study: Path) -> list[str]:

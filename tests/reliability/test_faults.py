@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from study.faults import FAULT_ENV
-from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study, run_study_here
+from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study
 from tests.run.conftest import write_spec
 
 pytestmark = pytest.mark.slow
@@ -29,13 +29,11 @@ def _ok(result) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-# Session-scoped: a module fixture would be made again when a pytest-xdist worker runs another
-# module's test in between, or finds its queue empty for a moment. Each worker makes its own.
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, local_ray) -> dict:
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path) -> dict:
     """The same study run once without a fault."""
     folder = tmp_path_factory.mktemp("reference")
-    _ok(run_study_here(folder, _spec(folder, tiny_mri)))
+    _ok(run_study(folder, _spec(folder, tiny_mri)))
     study = folder / "studies" / "tiny"
     return {"per_case": per_case(study), "ranking": ranking(study), "study": study}
 
@@ -53,7 +51,7 @@ def test_driver_sigkill_then_resume(tmp_path: Path, tiny_mri: Path, reference: d
     spec = _spec(tmp_path, tiny_mri)
     killed = run_study(tmp_path, spec, fault=f"kill-driver:{point}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    _ok(run_study_here(tmp_path, spec))  # the same command again
+    _ok(run_study(tmp_path, spec))
     _survives(tally, name, tmp_path, reference)
 
 
@@ -82,7 +80,7 @@ def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Pa
     for path in truncated:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-    _ok(run_study_here(tmp_path, spec))  # the same command again
+    _ok(run_study(tmp_path, spec))
     assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 2  # the weights were made again
     _survives(tally, name, tmp_path, reference)
 
@@ -97,7 +95,7 @@ def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(tmp_pa
     lines = [line for line in full.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-2000:]
     assert "no space left on device" in lines[0] and "run the same command again to resume" in lines[0]
-    _ok(run_study_here(tmp_path, spec))  # the same command again
+    _ok(run_study(tmp_path, spec))
     _survives(tally, name, tmp_path, reference)
 
 
@@ -107,13 +105,12 @@ def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path: Pa
     tally.trying("determinism", "another seed changes the per-case table")
     again, other = tmp_path / "again", tmp_path / "other"
     again.mkdir(), other.mkdir()
-    # a new process (its own hash seed, its own Ray) against the reference made in this one
     _ok(run_study(again, _spec(again, tiny_mri)))
     table = per_case(again / "studies" / "tiny")
     assert not table.empty
     pd.testing.assert_frame_equal(table, reference["per_case"])
     tally.held_up("determinism", "same spec and seed, run twice on CPU")
-    _ok(run_study_here(other, _spec(other, tiny_mri, seed=7)))
+    _ok(run_study(other, _spec(other, tiny_mri, seed=7)))
     changed = per_case(other / "studies" / "tiny")
     assert len(changed) == len(table)
     assert not changed["dice"].reset_index(drop=True).equals(table["dice"].reset_index(drop=True))
@@ -168,7 +165,7 @@ def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp
     assert runner.poll() is None, "the running driver ended before it could be killed: " + runner.communicate()[1][-2000:]
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=60)
-    again = run_study_here(tmp_path, spec)  # the same command again
+    again = run_study(tmp_path, spec)
     _ok(again)
     assert f"taking the study over from its driver pid {runner.pid} on host {socket.gethostname()}" in again.stdout
     tally.note(f"drivers: a second driver refused after {waited:.1f} s (Python start-up and the checks, no Ray); "
