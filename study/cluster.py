@@ -12,10 +12,7 @@ from study.errors import SpecError
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
-    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU.
-
-    A process that already runs Ray (a driver called from Python twice, a notebook, the test suite's
-    session) keeps that one: ``ray.init`` would refuse a second."""
+    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -26,11 +23,9 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     try:
         if address:
             ray.init(address=address, **kwargs)
-        elif not ray.is_initialized():
+        else:
             _loopback_only()
-            # "local": a new Ray of this machine's own, never the cluster a `ray start` here last made
-            # (without it ray.init joins that one, and refuses num_cpus for it)
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
+            ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...: all end here
         hint = " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)" if "uth" in str(exc) else ""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from study.data import PhantomSettings, make_phantom_dataset
-from tests.conftest import run_cli, run_here
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +50,9 @@ def _spec(folder: Path, data: Path) -> Path:
 
 
 def _run(folder: Path, spec: Path, fault: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m study.run SPEC``: the command itself with a fault (Ray's workers see it only in
-    their environment at start), else its ``main`` in this process on the session's local Ray."""
-    if fault is None:
-        return run_here(folder, str(spec))
+    env = {**os.environ, **({"SSL_STUDY_FAULT": fault} if fault else {})}
     return subprocess.run([sys.executable, "-m", "study.run", str(spec)], capture_output=True, text=True,
-                          cwd=folder, timeout=900, env={**os.environ, "SSL_STUDY_FAULT": fault})
+                          cwd=folder, timeout=900, env=env)
 
 
 def _decisions(study: Path) -> list[dict]:
@@ -67,7 +64,7 @@ def _results(study: Path) -> dict[str, dict]:
 
 
 def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_killed_driver(
-        tmp_path: Path, ct_with_validation: Path, local_ray) -> None:
+        tmp_path: Path, ct_with_validation: Path) -> None:
     clean = tmp_path / "clean"
     clean.mkdir()
     done = _run(clean, _spec(clean, ct_with_validation))

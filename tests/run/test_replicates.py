@@ -10,17 +10,16 @@ import pytest
 
 from study.analysis._verdict import VERDICTS
 from tests.conftest import run_cli
-from tests.run.conftest import FinishedStudy
+from tests.run.conftest import write_spec
 from tests.run.test_study import _results, _run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xdist_group("tiny_grid")
-def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(tiny_grid: FinishedStudy, tiny_mri: Path,
-                                                                              local_ray) -> None:
-    tmp_path, spec = tiny_grid.folder, tiny_grid.spec  # write_spec(folder, datasets=[tiny_mri]), run once
+def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(tmp_path: Path, tiny_mri: Path) -> None:
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
     study = tmp_path / "studies" / "tiny"
+    _run(tmp_path, spec)
     first = set(_results(study))
     assert len(first) == 4
     # a new learning rate and two seeds: none of the first plan's trials is in the second

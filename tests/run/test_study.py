@@ -13,8 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import run_here
-from tests.run.conftest import FinishedStudy, write_spec
+from tests.run.conftest import write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -39,23 +38,16 @@ def _attempts(study: Path, trial_id: str) -> list[dict]:
 
 
 def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0) -> subprocess.CompletedProcess:
-    """``python -m study.run SPEC ARGS`` in ``tmp_path``: the command itself when ``env`` injects a
-    fault (Ray's workers see it only in their environment at start), else the same ``main`` in this
-    process on the session's local Ray (``run_here``: the test asks for ``local_ray``)."""
-    if env:
-        result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
-                                cwd=tmp_path, timeout=600, env={**os.environ, **env})
-    else:
-        result = run_here(tmp_path, str(spec), *args)
+    result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
     assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-@pytest.mark.xdist_group("tiny_grid")
-def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedStudy, tiny_mri: Path,
-                                                            local_ray) -> None:
-    tmp_path, spec, first = tiny_grid.folder, tiny_grid.spec, tiny_grid.first  # run once: python -m study.run
+def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny_mri: Path) -> None:
+    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
     study = tmp_path / "studies" / "tiny"
+    first = _run(tmp_path, spec)
     assert "tiny: 4 trials finished, 0 failed" in first.stdout
     results = _results(study)
     assert len(results) == 4
@@ -109,8 +101,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
-def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path,
-                                                                    local_ray) -> None:
+def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path) -> None:
     scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
              "pretrain_max_epochs": 2, "finetune_max_epochs": 6, "steps_per_epoch": 4, "n_masks": 4}
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[0.25, 0.5, 0.75, 1.0])
@@ -134,7 +125,7 @@ def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Pa
     assert [r.info.status for r in _runs(tmp_path, "tiny", kind="study")] == ["FINISHED"]
 
 
-def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path, local_ray) -> None:
+def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path) -> None:
     spec = write_spec(
         tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0],
         finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
@@ -153,8 +144,7 @@ def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tin
     assert "trials finished" in out.stdout
 
 
-def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path,
-                                                                           local_ray) -> None:
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path) -> None:
     import shutil
 
     import h5py
@@ -178,8 +168,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     assert {r.info.status for r in runs} == {"FAILED"} and all("diverged" in r.data.tags["study.failure"] for r in runs)
 
 
-def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path,
-                                                                          local_ray) -> None:
+def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], retries=2)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "data-error:1"}, status=3)
     study = tmp_path / "studies" / "tiny"
@@ -199,8 +188,7 @@ def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_pa
     assert all(len(_attempts(study, t)) == 1 for t in results)
 
 
-def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path,
-                                                                                  local_ray) -> None:
+def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5], retries=0)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "raise:1"}, status=3)  # one trial raises, once
     study = tmp_path / "studies" / "tiny"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -14,13 +16,12 @@ import pytest
 from study.optuna_log import OptunaLog, study_name
 from study.records import Status, TrialRecord
 from study.spec_loading import validate
-from tests.conftest import run_here
 from tests.run.conftest import write_spec
 
 
 def _run(folder: Path, spec: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m study.run`` by its ``main`` in this process, on the session's local Ray."""
-    done = run_here(folder, str(spec), *args)
+    done = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
+                          cwd=folder, timeout=900, env=os.environ.copy())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -43,7 +44,7 @@ def _optuna_trials(study: Path, dataset: str) -> list:
 
 @pytest.mark.slow
 def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
-        tmp_path: Path, tiny_mri: Path, mlflow_server: str, local_ray) -> None:
+        tmp_path: Path, tiny_mri: Path, mlflow_server: str) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], tracking_uri=mlflow_server,
                       pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
     study = tmp_path / "studies" / "tiny"
