@@ -7,14 +7,17 @@ batch; each round times ``--steps`` steps of every variant in turn (the order ro
 load on the machine hits all of them alike; a variant's figure is its median step time over the
 rounds and the median of its per-round ratio to fp32 eager.
 
-Variants: fp32 eager (the reference, NCHW); channels_last; bf16 autocast (NCHW and channels_last);
-oneDNN with its fp32 convolutions computed in bf16 (``torch.backends.mkldnn.conv.fp32_precision``);
-oneDNN off (PyTorch's own convolutions); ``torch.compile`` (fp32, and with channels_last) with its
-compile time (cold: a fresh inductor cache, unless ``TORCHINDUCTOR_CACHE_DIR`` names one; and a
-second model compiled in the same process, as the next trial of a reused worker). Then the validation pass (the 64 MRI validation slices, forward only):
-``no_grad`` at batch 9 (the loop's), ``inference_mode``, and larger batches, with whether the logits
-stay bit-identical to batch 9's. ``--concurrency`` also compares, in separate processes, one trial at one
-and at two threads with two trials at one thread each (the steps per second of the machine).
+Variants: fp32 eager (the reference, NCHW, Adam's per-parameter loop: the step before issue 24);
+Adam's foreach loop (the training loop's now, the same numbers); channels_last; bf16 autocast (NCHW
+and channels_last); oneDNN with its fp32 convolutions computed in bf16
+(``torch.backends.mkldnn.conv.fp32_precision``); oneDNN off (PyTorch's own convolutions);
+``torch.compile`` (fp32, and with channels_last) with its compile time (cold: a fresh inductor cache,
+unless ``TORCHINDUCTOR_CACHE_DIR`` names one; and a second model compiled in the same process, as the
+next trial of a reused worker). Then the validation pass (64 validation slices, forward only):
+``no_grad`` at batch 9 (the loop's before), ``inference_mode`` (the loop's now), and larger batches,
+with whether the logits stay bit-identical to batch 9's. ``--concurrency`` also compares, in separate
+processes, one trial at one and at two threads with two trials at one thread each (the steps per
+second of the machine).
 
 Run: ``python benchmarks/cpu_step.py [--rounds 7] [--steps 5] [--no-compile] [--concurrency]``; the
 last line printed is one JSON object.
@@ -60,7 +63,7 @@ def onednn(enabled: bool = True, conv_precision: str = "none"):
 
 
 def make_step(*, channels_last: bool = False, bf16: bool = False, compile: bool = False,
-              mkldnn: bool = True, conv_precision: str = "none") -> Callable[[], float]:
+              mkldnn: bool = True, conv_precision: str = "none", foreach: bool | None = None) -> Callable[[], float]:
     """One variant's training step, on its own seeded network; returns the loss."""
     model = UNet(CONFIG, seed=1)
     x, y = batch()
@@ -68,7 +71,7 @@ def make_step(*, channels_last: bool = False, bf16: bool = False, compile: bool 
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     runner = torch.compile(model) if compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=ADAM_BETAS, eps=ADAM_EPS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=foreach)
 
     def step() -> float:
         cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -83,7 +86,8 @@ def make_step(*, channels_last: bool = False, bf16: bool = False, compile: bool 
 
 
 VARIANTS: dict[str, dict] = {
-    "fp32 eager": {},
+    "fp32 eager": {},  # the step before issue 24: Adam's per-parameter loop, a CPU's default
+    "Adam foreach (the loop's now)": {"foreach": True},
     "channels_last": {"channels_last": True},
     "bf16 autocast": {"bf16": True},
     "bf16 autocast + channels_last": {"bf16": True, "channels_last": True},

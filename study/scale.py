@@ -64,8 +64,8 @@ class Scale(Strict):
 
     # How fast, never what: a trial's numbers do not depend on these (on a CPU), so they stay out of
     # trial ids and pretraining keys (SPEED_FIELDS) and a study resumes when they change.
-    # The laptop's slices are a few MB: read once, they save a trial the 5 % it spent in lazy h5 reads
-    # (BENCHMARKS.md); a data set larger than the budget is read lazily, as before.
+    # The laptop's slices are a few MB: read once, they save a laptop trial 11 % of its CPU time,
+    # spent in lazy h5 reads (BENCHMARKS.md); a data set larger than the budget is read lazily.
     cache_gb: float = Field(0.5, ge=0, description="GiB of host RAM a trial may fill with its training slices, "
                             "then its validation slices, each read once (0: lazy h5 reads every epoch)")
     gpu_cache_gb: float = Field(0, ge=0, description="GiB of the trial's GPU memory the cache may take instead, "

@@ -37,9 +37,10 @@ class TrainSettings:
     epoch means the same amount of work on data sets of any size. On CUDA, ``bf16`` autocast and
     ``channels_last`` are used (the numbers are not bit-identical there anyway). On a CPU they are
     ``cpu_bf16`` and ``cpu_channels_last``, off by default: each gives other numbers than float32
-    in NCHW (a faster step for channels_last, BENCHMARKS.md), and with any of them the same seed
-    and thread count still give the same numbers. ``pad_mode`` pads a slice whose H or W is not a multiple
-    of the U-Net's ``2 ** (levels - 1)`` for the network only (``study.data.padding``).
+    in NCHW (channels_last a step about 7 % faster, bf16 a slower one without AMX; BENCHMARKS.md),
+    and with any of them the same seed and thread count still give the same numbers. ``pad_mode``
+    pads a slice whose H or W is not a multiple of the U-Net's ``2 ** (levels - 1)`` for the
+    network only (``study.data.padding``).
     ``cache_gb`` and ``gpu_cache_gb`` are the budgets of a cache of the training slices in host RAM
     and on the GPU (``study.train._cache``; 0: lazy reads with ``num_workers`` workers); ``compile``
     runs the model through ``torch.compile`` on CUDA (a CPU ignores it, so its reruns stay
