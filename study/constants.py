@@ -32,4 +32,35 @@ PadMode = Literal["constant", "reflect", "replicate"]
 PAD_MODES: tuple[str, ...] = get_args(PadMode)
 DEFAULT_PAD_MODE: PadMode = "constant"
 
+# NSD tolerance in mm per class (study.metrics._surface, docs/per-case-table.md). Knee cartilage and
+# meniscus are 1-3 mm thin structures: 1 mm is about three in-plane voxels of SKM-TEA (0.31 mm) and
+# one 0.8 mm slice. The CT tissues' boundaries (muscle against fat, fat against fat) blur over a few
+# 0.7-0.9 mm pixels: 2 mm. Any other class (a NIfTI import's own names) gets "default". At the laptop
+# phantoms' coarser pixels (about 2.5 mm) a tolerance below a pixel counts only boundary voxels that
+# coincide. The spec's analysis.nsd_tolerance_mm replaces any of them.
+DEFAULT_NSD_TOLERANCE_MM: dict[str, float] = {
+    "default": 1.0,
+    "patellar_cartilage": 1.0,
+    "femoral_cartilage": 1.0,
+    "tibial_cartilage": 1.0,
+    "meniscus": 1.0,
+    "muscle": 2.0,
+    "intramuscular_fat": 2.0,
+    "visceral_fat": 2.0,
+    "subcutaneous_fat": 2.0,
+}
+
+
+def nsd_tolerances(given: dict | None) -> dict[str, float]:
+    """:data:`DEFAULT_NSD_TOLERANCE_MM` with the classes ``given`` names replaced; ValueError naming
+    a value that is not a finite distance >= 0 mm."""
+    out = dict(DEFAULT_NSD_TOLERANCE_MM)
+    for name, value in (given or {}).items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and 0 <= value < float("inf")
+        if not ok:
+            raise ValueError(f"nsd_tolerance_mm.{name}={value!r} must be a distance in mm >= 0")
+        out[str(name)] = float(value)
+    return out
+
+
 INCOMPLETE = 3  # exit status: the study ran, but some planned trial has no finished result

@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from study.constants import DEFAULT_NSD_TOLERANCE_MM, nsd_tolerances
 from study.constants import DEFAULT_SEED, MAX_TRIALS, PAPER_IMAGE_SIZE, SAMPLERS, SCHEDULES, SCOPES, TASKS
 from study._suggest import did_you_mean
 from study.errors import SpecError
@@ -141,7 +142,19 @@ class AnalysisOptions(Strict):
         "per_case", description="per_case: one pair per test case; pooled: the paper's pairs per case and fraction")
     top_k: int = Field(3, ge=1, description="P(top-k), the ranking's spread under resampling, is for the top k")
     rope: float = Field(0.01, ge=0, lt=1, description="region of practical equivalence, +-Dice, of the Bayesian "
-                        "signed-rank test beside every p")
+                        "signed-rank test beside every p (NSD too)")
+    rope_mm: float = Field(1.0, ge=0, description="the region of practical equivalence, +-mm, when ranking by HD95")
+    nsd_tolerance_mm: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_NSD_TOLERANCE_MM),
+        description="NSD tolerance in mm per class ('default': any class not named); a trial's table records "
+        "the tolerance it was evaluated with (nsd_tol_mm)")
+
+    @field_validator("nsd_tolerance_mm", mode="before")
+    @classmethod
+    def _tolerances(cls, v: Any) -> dict[str, float]:
+        if not isinstance(v, dict):
+            raise ValueError("must map class names (or 'default') to a tolerance in mm, e.g. {meniscus: 0.5}")
+        return nsd_tolerances(v)  # the defaults, with the classes named here replaced
 
 
 class StudySpec(Strict):
@@ -292,6 +305,12 @@ class StudySpec(Strict):
         if self.baseline.enabled and self.baseline.lr is not None:
             out["baseline.lr"] = self.baseline.lr
         return out
+
+    def varied_axes(self) -> dict[str, Axis]:
+        """The design axes that take more than one value (a continuous range always does): what a
+        view of the study shows as its parameters, and what the dry run counts."""
+        return {name: axis for name, axis in self.axes().items()
+                if not isinstance(axis, list) or len({str(v) for v in axis}) > 1}
 
     def storage_dir(self) -> Path:
         try:

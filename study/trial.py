@@ -91,12 +91,13 @@ class Paused:
 
 def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str = "cpu",
               keep_weights: str = "best", report: Report = lambda _: None, rung: int | None = None,
-              until_epoch: int | None = None) -> TrialRecord | Paused:
+              until_epoch: int | None = None, nsd_tolerance_mm: dict[str, float] | None = None) -> TrialRecord | Paused:
     """Run (or resume, or just read back) one trial and return its record. ``keep_weights="best"``
     keeps the fine-tuned weights (a state dict, loadable with ``weights_only=True``); the resume
     checkpoints go once the record is written, whatever it says. Under pruning ``rung`` is the
     stretch this call runs: up to ``until_epoch``, where it pauses (:class:`Paused`), or, without
-    it, to the end."""
+    it, to the end. ``nsd_tolerance_mm``: the NSD tolerance (mm) per class over the defaults, as the
+    spec's ``analysis.nsd_tolerance_mm`` says (the table records it per row, ``nsd_tol_mm``)."""
     done = store.trial_result(trial.id)
     if done is not None:
         return done
@@ -105,7 +106,7 @@ def run_trial(store: StudyStore, trial: TrialPoint, *, data_path: str, device: s
     try:
         per_case, metrics, weights, tested = _fine_tune_and_evaluate(
             store, trial, data_path=data_path, device=device, report=report, pruned=rung is not None,
-            until_epoch=until_epoch)
+            until_epoch=until_epoch, nsd_tolerance_mm=nsd_tolerance_mm)
         if tested.val_dice is not None:  # pruning: the rung's (or, ending, every later rung's) values
             at = {"val_dice": tested.val_dice, "val_subject": case_subjects(_dataset(data_path), tested.val_dice),
                   "val_loss": metrics["val_loss"], **_compute(metrics)}
@@ -158,12 +159,25 @@ def case_subjects(dataset: Dataset, case_ids: Iterable[str]) -> dict[str, str]:
     return {c: dataset.scans[c].subject_id for c in case_ids}
 
 
+def _boundary_metrics(table) -> dict[str, float]:
+    """NSD and HD95 (mm) as Dice is logged: the mean over cases of each case's class mean, and per
+    class (NaN classes, absent from truth and prediction, skipped)."""
+    out: dict[str, float] = {}
+    for metric in ("nsd", "hd95"):
+        if metric not in table:
+            continue
+        out[metric] = float(table.groupby("case_id")[metric].mean().mean())
+        out.update({f"{metric}_{name}": float(v) for name, v in table.groupby("class", sort=False)[metric].mean().items()})
+    return out
+
+
 def _compute(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("finetune_steps", "finetune_images") if k in metrics}
 
 
 def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str, report: Report,
-                            pruned: bool = False, until_epoch: int | None = None):
+                            pruned: bool = False, until_epoch: int | None = None,
+                            nsd_tolerance_mm: dict[str, float] | None = None):
     """(per-case table or None while paused, metrics, weights, what the pipeline returned). A
     ``pruned`` trial records its validation Dice and pauses at ``until_epoch`` when given."""
     dataset, scale = _dataset(data_path), trial.scale
@@ -177,7 +191,7 @@ def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: 
         settings=scale.train_settings(stage="finetune", device=device, seed=trial.seed), unet=unet,
         pretrained=pretrained, split_seed=trial.split_seed, workdir=store.trial_work(trial.id),
         on_epoch=lambda stage, r: report({"stage": stage, **r}),
-        until_epoch=until_epoch, record_validation=pruned,
+        until_epoch=until_epoch, record_validation=pruned, nsd_tolerance_mm=nsd_tolerance_mm,
     )
     table, tuned = tested.per_case, tested.finetuned
     steps = tuned.steps
@@ -189,7 +203,7 @@ def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: 
     dice = table.groupby("class", sort=False)["dice"].mean()
     metrics = {
         "dice": float(table.groupby("case_id")["dice"].mean().mean()),
-        **{f"dice_{name}": float(v) for name, v in dice.items()}, **compute,
+        **{f"dice_{name}": float(v) for name, v in dice.items()}, **_boundary_metrics(table), **compute,
         "val_loss": tuned.fits[-1].best_val_loss, "epochs": sum(f.epochs_run for f in tuned.fits),
         "n_train_scans": len(tested.train_ids), "n_test_cases": int(table["case_id"].nunique()),
         "copied_tensors": len(tuned.transfer.copied) if tuned.transfer else 0,

@@ -89,7 +89,8 @@ def finetune_trainable(config: dict, context: Context) -> None:
     with store.trial_lock(trial.id):  # a sampled duplicate waits, then reads the result
         result = run_trial(store, trial, data_path=context.data_paths[trial.dataset], device=device,
                            keep_weights=context.spec.keep_weights, report=report, rung=config.get("rung"),
-                           until_epoch=config.get("until_epoch"))
+                           until_epoch=config.get("until_epoch"),
+                           nsd_tolerance_mm=context.spec.analysis.nsd_tolerance_mm)
     if isinstance(result, Paused):  # a pruning rung: the searcher decides, then hands it out again
         tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, "paused": 1, "rung": result.rung})
         return

@@ -1,4 +1,4 @@
-"""Per-case evaluation metrics: Dice, inpainting L2, clinical metrics (docs/science.md §5).
+"""Per-case evaluation metrics: Dice, NSD and HD95, inpainting L2, clinical metrics (docs/science.md §5).
 
 Everything here works on one test case at a time (an MRI volume, a CT slice) and returns plain
 numbers, arrays or row dicts for the per-case table that tracking logs and analysis reads; the
@@ -21,19 +21,39 @@ from study.metrics._clinical import (
 )
 from study.metrics._dice import binarize, dice_per_class, dice_rows
 from study.metrics._inpainting import inpainting_l2
+from study.constants import DEFAULT_NSD_TOLERANCE_MM
+from study.metrics._surface import (
+    EMPTY_POLICY,
+    boundary_per_class,
+    boundary_rows,
+    case_geometry,
+    check_tolerances,
+    class_tolerances,
+    nsd_hd95,
+    surface_distances,
+)
 
 __all__ = [
     "CT_CLASSES",
+    "DEFAULT_NSD_TOLERANCE_MM",
+    "EMPTY_POLICY",
     "MRI_CLASSES",
     "CtTissue",
     "MriTissue",
     "binarize",
+    "boundary_per_class",
+    "boundary_rows",
+    "case_geometry",
     "case_rows",
+    "check_tolerances",
+    "class_tolerances",
     "clinical_rows",
     "ct_clinical",
     "dice_per_class",
     "dice_rows",
     "inpainting_l2",
     "mri_clinical",
+    "nsd_hd95",
     "percent_error",
+    "surface_distances",
 ]

@@ -151,6 +151,7 @@ def _study_trial(args) -> tuple[TrialPoint, str, float | None, int]:
         raise DataError(f"{store.root}: the study names no data path for {trial.dataset!r}")
     record = store.trial_result(trial.id)
     threads = max(1, int(((state.get("spec") or {}).get("resources") or {}).get("cpus_per_trial", 1)))
+    args.nsd_tolerance_mm = ((state.get("spec") or {}).get("analysis") or {}).get("nsd_tolerance_mm")
     return trial, path, None if record is None else record.dice, threads
 
 
@@ -186,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="study-train-") as scratch:
         store = StudyStore(args.out or scratch)
         result = run_trial(store, trial, data_path=data_path, device=device,
-                           keep_weights="best" if args.out else "none", report=report)
+                           keep_weights="best" if args.out else "none", report=report,
+                           nsd_tolerance_mm=getattr(args, "nsd_tolerance_mm", None))
         if not result.finished:
             print(f"failed: {result.reason}")
             return 3

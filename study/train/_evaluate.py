@@ -1,13 +1,15 @@
 """Per-case evaluation: the per-case table every analysis reads (docs/per-case-table.md).
 
 A test case is a scan: a 3D volume for MRI (Dice over the whole volume), one slice for CT.
-Prediction = sigmoid(logits) > 0.5. Clinical metrics are computed from the raw values twice, with
-the predicted and with the ground-truth masks.
+Prediction = sigmoid(logits) > 0.5. Boundary metrics (NSD, HD95 in mm) are measured on the same
+case with its voxel spacing, 3-D for a volume and 2-D for a slice (:mod:`study.metrics._surface`).
+Clinical metrics are computed from the raw values twice, with the predicted and with the
+ground-truth masks.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,8 @@ import torch
 from torch import nn
 
 from study.data import Dataset
-from study.metrics import binarize, case_rows, clinical_rows, ct_clinical, dice_rows, inpainting_l2, mri_clinical
+from study.metrics import (binarize, boundary_rows, case_rows, clinical_rows, ct_clinical, dice_rows, inpainting_l2,
+                           mri_clinical)
 from study.train._loop import TrainSettings
 from study.train._padding import network_forward
 
@@ -51,18 +54,24 @@ def _clinical(dataset: Dataset, scan_id: str, pred: np.ndarray, true: np.ndarray
 
 
 def evaluate_segmentation(
-    model: nn.Module, dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, empty: str = "nan"
+    model: nn.Module, dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, empty: str = "nan",
+    boundary: bool = True, nsd_tolerance_mm: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per (case, class): ``dataset, case_id, subject_id, class, dice`` and clinical columns.
+    """One row per (case, class): ``dataset, case_id, subject_id, class, dice``, with ``boundary``
+    ``nsd, hd95, nsd_tol_mm`` (NSD at the class's tolerance, ``nsd_tolerance_mm`` over the defaults
+    of :data:`study.metrics.DEFAULT_NSD_TOLERANCE_MM`), and clinical columns.
 
     ``empty`` is the Dice of a class absent from both prediction and truth (default NaN: the case
-    says nothing about that class, and the class average skips it).
+    says nothing about that class, and the class average skips it); NSD and HD95 are NaN there too.
     """
     rows = []
     for scan_id in scan_ids:
         pred = predict_scan(model, dataset, scan_id, settings)
         true = np.moveaxis(dataset.read_masks(scan_id), 1, 0)  # (K, S, H, W)
         lists = [dice_rows(pred, true, dataset.class_names, empty=empty)]
+        if boundary:
+            lists.append(boundary_rows(pred, true, dataset.class_names, dataset.scans[scan_id].spacing_mm,
+                                       nsd_tolerance_mm))
         clinical = _clinical(dataset, scan_id, pred, true)
         if clinical:
             lists.append(clinical)

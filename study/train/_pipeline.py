@@ -79,23 +79,27 @@ def finetune_and_test(
     on_epoch: Callable[[str, dict], None] | None = None,
     until_epoch: int | None = None,
     record_validation: bool = False,
+    nsd_tolerance_mm: dict[str, float] | None = None,
 ) -> Tested:
     """Fine-tune on the label subset of ``label_fraction`` and evaluate on the test split.
 
     With ``until_epoch`` (a pruning rung) the fine-tuning may pause there; the best weights so far
     are then evaluated on the validation cases only, and the test split is not touched.
     ``record_validation`` also evaluates the validation cases of a fine-tuning that ends (a pruned
-    study compares it at the rungs still to come).
+    study compares it at the rungs still to come). ``nsd_tolerance_mm``: the NSD tolerances (mm) per
+    class over the defaults (the spec's ``analysis.nsd_tolerance_mm``).
     """
     train_ids = finetuning_scans(dataset, label_fraction, seed=split_seed)
     finetuned = finetune(dataset, train_ids, val_ids=dataset.split.val, unet=unet, config=config, settings=settings,
                          pretrained=pretrained, workdir=workdir, on_epoch=on_epoch, until_epoch=until_epoch)
     val_dice = None
     if until_epoch is not None or record_validation:
-        val_dice = case_dice(evaluate_segmentation(finetuned.model, dataset, dataset.split.val, settings))
+        val_dice = case_dice(evaluate_segmentation(finetuned.model, dataset, dataset.split.val, settings,
+                                                    boundary=False))
     if finetuned.paused:
         return Tested(None, finetuned, train_ids, val_dice)
-    table = evaluate_segmentation(finetuned.model, dataset, dataset.split.test, settings)
+    table = evaluate_segmentation(finetuned.model, dataset, dataset.split.test, settings,
+                                  nsd_tolerance_mm=nsd_tolerance_mm)
     table.insert(1, "label_fraction", label_fraction)
     return Tested(table, finetuned, train_ids, val_dice)
 
