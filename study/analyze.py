@@ -4,10 +4,12 @@
     python -m study.analyze search_spaces/pretext.yaml      # the study that spec names, in its storage
     python -m study.analyze pretext --storage /shared/studies --pairing pooled
     python -m study.analyze studies/pretext --fractions 0.05,0.25 --top-k 3 --no-mlflow
+    python -m study.analyze pretext --metric nsd            # rank by the boundary metric (or hd95: lower is better)
 
 Reads the study's plan and every finished trial's record and per-case table, prints the
-ranking per data set, writes CSV and JSON files to ``<study>/analysis/`` (or ``--out``) and logs them
-to the study's parent MLflow run. What each column means: ``docs/analysis.md``.
+ranking per data set, writes CSV and JSON files to ``<study>/analysis/`` (``analysis/nsd/`` or
+``analysis/hd95/`` for another ``--metric``; or ``--out``) and logs them to the study's parent
+MLflow run. What each column means: ``docs/analysis.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
 from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, configuration, format_ranking
-from study.analysis._settings import AGGREGATES, CORRECTIONS
+from study.analysis._settings import AGGREGATES, CORRECTIONS, METRICS
 from study.errors import DataError, SpecError
 from study.records import TrialRecord
 from study.store import StudyStore
@@ -43,8 +45,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
     p.add_argument("--top-k", type=int, help="P(top-k) describes how often each strategy ranks in the top k under "
                    "resampling (default: the spec's, 3)")
-    p.add_argument("--rope", type=float, help="region of practical equivalence in Dice: P(better / within +-rope / "
-                   "worse) beside every p (default: the spec's, 0.01)")
+    p.add_argument("--metric", choices=tuple(METRICS), default="dice",
+                   help="the per-case metric ranked: dice (default), nsd (normalised surface distance at each class's "
+                   "tolerance) or hd95 (mm, lower is better: ranked by its reduction against the baseline); the same "
+                   "pairing, corrections and verdict")
+    p.add_argument("--rope", type=float, help="region of practical equivalence in the metric's unit: P(better / "
+                   "within +-rope / worse) beside every p (default: the spec's, 0.01 Dice or NSD, 1 mm HD95)")
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
     p.add_argument("--pairing", choices=PAIRINGS, help="per_case: one pair per case, averaged over fractions and seeds; "
                    "pooled: the paper's pairs per case and fraction (default: the spec's analysis.pairing, per_case)")
@@ -213,8 +219,8 @@ def write_outputs(analysis: Analysis, text: str, out: Path) -> list[Path]:
     return [*paths, out / "analysis.json", out / "summary.json", out / "ranking.txt"]
 
 
-def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
-    """Log ``paths`` under ``analysis/`` of the study's parent run; the reason when it cannot."""
+def log_to_mlflow(state: dict, paths: list[Path], artifact_path: str = "analysis") -> str | None:
+    """Log ``paths`` under ``analysis/`` (``artifact_path``) of the study's parent run; the reason when it cannot."""
     uri, run_id = state.get("tracking_uri"), state.get("parent_run_id")
     if not uri or not run_id:
         return "the study names no MLflow parent run"
@@ -230,19 +236,23 @@ def log_to_mlflow(state: dict, paths: list[Path]) -> str | None:
         client = mlflow.MlflowClient(tracking_uri=uri)
         client.get_run(run_id)
         for path in paths:
-            client.log_artifact(run_id, str(path), artifact_path="analysis")
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     except Exception as exc:  # noqa: BLE001 - any store failure leaves the files on disk, never the analysis
         return f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
 
 
-def spec_settings(state: dict, *, pairing: str | None, top_k: int | None, rope: float | None = None) -> dict:
-    """Pairing, top k and rope as given on the command line, else as the spec's ``analysis`` section says."""
+def spec_settings(state: dict, *, pairing: str | None, top_k: int | None, rope: float | None = None,
+                  metric: str = "dice") -> dict:
+    """Pairing, top k and rope as given on the command line, else as the spec's ``analysis`` section
+    says (for HD95 the rope is ``rope_mm``, 1 mm), and the metric ranked."""
     spec = (state.get("spec") or {}).get("analysis") or {}
     defaults = AnalysisSettings()
+    if rope is None:
+        rope = spec.get("rope_mm", 1.0) if metric == "hd95" else spec.get("rope", defaults.rope)
     return {"pairing": pairing or spec.get("pairing", defaults.pairing),
             "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k),
-            "rope": rope if rope is not None else spec.get("rope", defaults.rope)}
+            "rope": rope, "metric": metric}
 
 
 def _fractions(text: str | None) -> tuple[float, ...] | None:
@@ -262,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = AnalysisSettings(fractions=_fractions(args.fractions), baseline=args.baseline,
                                 aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed,
                                 correction=args.correction, **spec_settings(state, pairing=args.pairing, top_k=args.top_k,
-                                                             rope=args.rope))
+                                                             rope=args.rope, metric=args.metric))
     analysis = analyze(loaded.table, settings)
     analysis.notes[:0] = loaded.notes
     analysis.trials_left_out.update(loaded.left_out)
@@ -270,15 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(loaded.stale)} trial(s) from earlier plans analysed too: {', '.join(loaded.stale)}\n")
     text = format_ranking(analysis)
     print(text)
-    out = args.out or store.analysis_dir
+    # Another metric's files sit beside Dice's (analysis/nsd/), which the report and study.predict read.
+    where = "analysis" if args.metric == "dice" else f"analysis/{args.metric}"
+    out = args.out or (store.analysis_dir if args.metric == "dice" else store.analysis_dir / args.metric)
     paths = write_outputs(analysis, text, out)
     print(f"\nwrote {len(paths)} files to {out}")
     if not args.no_mlflow:
-        reason = log_to_mlflow(state, paths)
+        reason = log_to_mlflow(state, paths, where)
         if reason:
             print(f"warning: not logged to MLflow ({reason}); the files are in {out}", file=sys.stderr)
         else:
-            print(f"logged to MLflow run {state['parent_run_id']} under analysis/")
+            print(f"logged to MLflow run {state['parent_run_id']} under {where}/")
     return 0
 
 

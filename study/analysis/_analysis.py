@@ -12,7 +12,7 @@ from study.analysis._clinical import clinical_cases, clinical_summary
 from study.analysis._effects import AXIS_NAMES, chosen_cases, design_effects
 from study.analysis._ranking import optimum, rank_dataset, rank_strategies, seed_stability
 from study.analysis._scaling import scaling
-from study.analysis._settings import AnalysisSettings, pooled_fractions
+from study.analysis._settings import METRICS, AnalysisSettings, pooled_fractions
 from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
 from study.analysis._pairing import POOLED_CAVEAT
@@ -118,8 +118,9 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     trial_id, val_loss, extent, scope, schedule, lr, unfrozen_lr and ``*_pct_err`` when present.
     """
     settings = settings or AnalysisSettings()
-    full = normalise(table)
+    full = normalise(by_metric(table, settings.metric))
     selected, notes = select_trials(full)
+    notes += _tolerance_notes(selected, settings.metric)
     cases = case_dice(selected)
     fractions = {ds: pooled_fractions(f["label_fraction"], settings.fractions)
                  for ds, f in cases.groupby("dataset", sort=True)}
@@ -157,6 +158,32 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     result.clinical_summary = clinical_summary(selected, chosen, settings.baseline)
     result.clinical_cases = clinical_cases(selected, chosen, settings.baseline, fractions)
     return result
+
+
+def by_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The table with ``dice`` replaced by the score the analysis ranks: the metric's own column
+    where higher is better (Dice, NSD), its negative where lower is (HD95, so every difference is a
+    reduction and positive means better); the tables' ``dice`` column then holds that score."""
+    if metric == "dice":
+        return table
+    _, higher, _ = METRICS[metric]
+    if metric not in table.columns:
+        raise DataError(f"the per-case tables have no {metric!r} column: their trials ran before boundary "
+                        "metrics were recorded; rank by dice, or run the study again with --fresh")
+    values = table[metric].astype(float)
+    if not values.notna().any():
+        raise DataError(f"the per-case tables' {metric!r} column is empty: nothing to rank")
+    return table.assign(dice=values if higher else -values)
+
+
+def _tolerance_notes(table: pd.DataFrame, metric: str) -> list[str]:
+    """NSD compared across trials evaluated at different tolerances (a spec changed between runs)."""
+    if metric != "nsd" or "nsd_tol_mm" not in table:
+        return []
+    spread = table.groupby(["dataset", "class"], sort=True)["nsd_tol_mm"].nunique()
+    mixed = [f"{d}/{c}" for (d, c), n in spread.items() if n > 1]
+    return [f"NSD of {', '.join(mixed)} was evaluated at different tolerances by different trials (nsd_tol_mm); "
+            "their NSD values are not comparable"] if mixed else []
 
 
 def _per_fraction(per_seed: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
@@ -218,7 +245,8 @@ def format_ranking(analysis: Analysis) -> str:
     lines: list[str] = [*analysis.headline, ""]
     k = analysis.settings.top_k
     rope = f"{analysis.settings.rope:g}"
-    headers = ["rank", "strategy", "n", "median dDice", "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p",
+    delta = {"dice": "median dDice", "nsd": "median dNSD", "hd95": "median HD95 reduction (mm)"}[analysis.settings.metric]
+    headers = ["rank", "strategy", "n", delta, "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p",
                f"P(worse/+-{rope}/better)", f"P(top-{k})", "flag"]
     for dataset, frame in analysis.ranking.groupby("dataset", sort=True):
         fr = ", ".join(f"{f:g}" for f in analysis.fractions[dataset])
@@ -228,7 +256,8 @@ def format_ranking(analysis: Analysis) -> str:
                + (f" and {seeds} seeds" if seeds > 1 else "")
                if analysis.settings.pairing == "per_case" else
                f"pairs per {unit} and label fraction, pooled over {fr} (the paper's protocol)")
-        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}, one-sided Wilcoxon, {how}")
+        by = "" if analysis.settings.metric == "dice" else f" by {analysis.settings.metric_name}"
+        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}{by}, one-sided Wilcoxon, {how}")
         rows = [[str(r.rank), r.strategy, str(r.n), _num(r.median_diff),
                  f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]", _num(r.rank_biserial, 2),
                  _p(r.p), _p(r.p_holm), _p(r.p_bh), f"{r.p_worse:.2f}/{r.p_equivalent:.2f}/{r.p_better:.2f}",
@@ -256,9 +285,10 @@ def _effect_lines(analysis: Analysis) -> list[str]:
     lines = []
     weight = {(r.dataset, r.axis): r for r in analysis.importance.itertuples()}
     for dataset, frame in analysis.effects.groupby("dataset", sort=True):
-        lines.append(f"design-axis effects, {dataset}: mean paired dDice vs the baseline per level [95% CI], each at "
+        d = {"dice": "dDice", "nsd": "dNSD", "hd95": "HD95 reduction (mm)"}[analysis.settings.metric]
+        lines.append(f"design-axis effects, {dataset}: mean paired {d} vs the baseline per level [95% CI], each at "
                      f"its selected lr (a learning rate: against the baseline at the same rate)"
-                     + (f"; importance: eta2 of the strategies' dDice [its null's {1 - analysis.settings.alpha:.0%} "
+                     + (f"; importance: eta2 of the strategies' {d} [its null's {1 - analysis.settings.alpha:.0%} "
                         f"quantile], Holm p" if weight else ""))
         axes = sorted(frame["axis"].unique(), key=lambda a: -getattr(weight.get((dataset, a)), "importance", -1.0))
         for axis in axes:

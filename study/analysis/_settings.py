@@ -13,6 +13,15 @@ PAPER_FRACTIONS: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05)
 AGGREGATES = ("auto", "case", "patient")
 PAIRINGS = ("per_case", "pooled")
 CORRECTIONS = ("holm", "bh")
+# What a ranking can be asked for by (per-case table column): its name in words, whether higher is
+# better, and the unit of a difference. HD95 is ranked as its reduction (baseline - strategy, mm), so
+# a positive difference means better for every metric and the tests, corrections and verdicts are
+# those of Dice unchanged.
+METRICS: dict[str, tuple[str, bool, str]] = {
+    "dice": ("Dice", True, "Dice"),
+    "nsd": ("NSD", True, "NSD"),
+    "hd95": ("HD95", False, "mm HD95 reduction"),
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,9 @@ class AnalysisSettings:
     "per_case" averages each unit's differences over the pooled fractions and seeds (one pair per
     unit), "pooled" is the paper's one pair per unit and fraction. A strategy beats the baseline
     where its ``correction``-adjusted p is at most ``alpha``. ``rope``: the region of practical
-    equivalence of the Bayesian signed-rank test, +-rope Dice; ``bayes_samples`` its posterior draws.
+    equivalence of the Bayesian signed-rank test, +-rope in the metric's unit (Dice, NSD, mm of
+    HD95); ``bayes_samples`` its posterior draws. ``metric`` is the per-case column ranked (``METRICS``):
+    ``dice``, ``nsd`` or ``hd95`` (lower is better: ranked by its reduction against the baseline).
     """
 
     fractions: tuple[float, ...] | None = None
@@ -40,6 +51,17 @@ class AnalysisSettings:
     correction: str = "holm"
     rope: float = 0.01
     bayes_samples: int = 20_000
+    metric: str = "dice"
+
+    @property
+    def metric_name(self) -> str:
+        """The metric in words: Dice, NSD, HD95."""
+        return METRICS[self.metric][0]
+
+    @property
+    def unit(self) -> str:
+        """What a difference is counted in: Dice, NSD, or mm HD95 reduction."""
+        return METRICS[self.metric][2]
 
     def __post_init__(self) -> None:
         if self.fractions is not None:
@@ -58,8 +80,12 @@ class AnalysisSettings:
             raise SpecError(f"pairing {self.pairing!r} must be one of {', '.join(PAIRINGS)}")
         if self.correction not in CORRECTIONS:
             raise SpecError(f"correction {self.correction!r} must be one of {', '.join(CORRECTIONS)}")
-        if not 0 <= self.rope < 1:
-            raise SpecError(f"rope {self.rope} must lie in [0, 1) (Dice)")
+        if self.metric not in METRICS:
+            raise SpecError(f"metric {self.metric!r} must be one of {', '.join(METRICS)}")
+        if self.metric == "hd95" and not 0 <= self.rope < float("inf"):
+            raise SpecError(f"rope {self.rope} must be a distance >= 0 (mm of HD95)")
+        if self.metric != "hd95" and not 0 <= self.rope < 1:
+            raise SpecError(f"rope {self.rope} must lie in [0, 1) ({self.metric_name})")
         if self.bayes_samples < 100:
             raise SpecError(f"bayes_samples {self.bayes_samples} must be at least 100")
         if not 0 < self.alpha < 1:

@@ -38,10 +38,10 @@ def _listed(names: list[str], texts: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def _shift(r) -> str:
+def _shift(r, unit: str = "Dice") -> str:
     if math.isnan(r.hl_ci_low):
-        return f"{r.hl_shift:+.3f} Dice"
-    return f"{r.hl_shift:+.3f} [{r.hl_ci_low:+.3f}, {r.hl_ci_high:+.3f}] Dice"
+        return f"{r.hl_shift:+.3f} {unit}"
+    return f"{r.hl_shift:+.3f} [{r.hl_ci_low:+.3f}, {r.hl_ci_high:+.3f}] {unit}"
 
 
 def fraction_label(fractions: tuple[float, ...]) -> str:
@@ -78,7 +78,7 @@ def _answer(frame: pd.DataFrame, verdict: dict, settings: AnalysisSettings) -> l
     n_all = len(frame)
     beats = frame[frame["beats_baseline"].astype(bool)]
     best = frame[frame["best_set"].astype(bool)]
-    rope = f"+-{settings.rope:g} Dice"
+    rope = f"+-{settings.rope:g} {'mm HD95' if settings.metric == 'hd95' else settings.metric_name}"
     kind = verdict["verdict"]
     if kind == "none_beats_baseline":
         r = frame.iloc[0]
@@ -86,12 +86,12 @@ def _answer(frame: pd.DataFrame, verdict: dict, settings: AnalysisSettings) -> l
         equivalent = len(verdict["practically_equivalent"])
         same = (f"; {equivalent} of {n_all} practically equivalent to it (P(within {rope}) >= {DECISIVE:g})"
                 if equivalent else "")
-        return [f"no strategy beats the baseline (closest: {r.strategy} {_shift(r)}, corrected p {p:.3g}){same}"]
+        return [f"no strategy beats the baseline (closest: {r.strategy} {_shift(r, settings.unit)}, corrected p {p:.3g}){same}"]
     if kind == "no_practical_difference":
         return [f"no practical difference: every strategy is within {rope} of the baseline "
                 f"(Bayesian signed-rank P >= {DECISIVE:g}), none beats it"]
     lines = [f"{len(beats)} of {n_all} beat the baseline: " + _listed(
-        list(beats["strategy"]), [f"{r.strategy} {_shift(r)}" for r in beats.itertuples()])]
+        list(beats["strategy"]), [f"{r.strategy} {_shift(r, settings.unit)}" for r in beats.itertuples()])]
     pairs = f"each against all {n_all - 1} others, Holm"
     if kind == "one_best":
         lines.append(f"  best: {best['strategy'].iloc[0]}, better than every other strategy ({pairs})")
@@ -109,7 +109,7 @@ def headline(parts: list[tuple[tuple[float, ...], pd.DataFrame, dict]], settings
     fractions, main, verdict = parts[0]
     dataset, n_all = str(main["dataset"].iloc[0]), len(main)
     lines = [f"{dataset} ({n_units} {unit}s, pairing {settings.pairing}, {_level(settings)} over {n_all} "
-             f"strateg{'y' if n_all == 1 else 'ies'}):"]
+             f"strateg{'y' if n_all == 1 else 'ies'}{'' if settings.metric == 'dice' else ', by ' + settings.metric_name}):"]
     for fr, frame, v in parts:
         answer = _answer(frame, v, settings)
         lines.append(f"  {fraction_label(fr)}: {answer[0]}")
