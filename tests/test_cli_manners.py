@@ -14,7 +14,7 @@ from study.spec_loading import validate
 from study.train.__main__ import own_trial, parser
 from tests.conftest import REPO, assert_user_error, run_cli
 
-COMMANDS = ["study.run", "study.analyze", "study.report", "study.train", "study.data", "study.pretext"]
+COMMANDS = ["study.run", "study.analyze", "study.report", "study.train", "study.data", "study.pretext", "study.predict"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -17,6 +17,7 @@ import numpy as np
 
 from study.data._h5 import DatasetWriter
 from study.data._model import Split, plain_name
+from study.data.nifti_record import import_record
 from study.data.preprocess import DEFAULT_CT_WINDOWS, check_windows, ct_input, zscore
 from study.errors import DataError, SpecError
 
@@ -155,6 +156,7 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
     per_slice = cfg.modality == "ct" if cfg.per_slice is None else cfg.per_slice
     split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
     preprocessing = {"input": "zscore_volume"} if cfg.modality == "mri" else {"ct_windows": [list(w) for w in cfg.ct_windows]}
+    preprocessing["nifti"] = import_record(cfg.slice_axis, per_slice, cfg.classes, [*images.values(), *unlabeled.values()])
     with DatasetWriter(
         out, name=Path(cfg.image_dir).name, modality=cfg.modality, class_names=tuple(cfg.classes),
         in_channels=1 if cfg.modality == "mri" else len(cfg.ct_windows), preprocessing=preprocessing,

@@ -6,7 +6,7 @@ Plain functions over torch and the data model; nothing here knows of Ray or MLfl
 from __future__ import annotations
 
 from study.train._early_stopping import Diverged, EarlyStopping
-from study.train._evaluate import evaluate_inpainting, evaluate_segmentation, predict_scan
+from study.train._evaluate import evaluate_inpainting, evaluate_segmentation, predict_image, predict_scan
 from study.train._finetune import FinetuneConfig, FinetuneResult, finetune
 from study.train._loop import FitResult, TrainSettings, fit, load_checkpoint, save_checkpoint
 from study.train._losses import inpainting_loss, soft_dice_loss
@@ -35,6 +35,7 @@ __all__ = [
     "inpainting_loss",
     "load_checkpoint",
     "lr_at",
+    "predict_image",
     "predict_scan",
     "pretrain",
     "pretrain_strategy",

@@ -9,7 +9,7 @@ ground-truth masks.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,14 +26,25 @@ from study.train._padding import network_forward
 @torch.inference_mode()
 def predict_scan(model: nn.Module, dataset: Dataset, scan_id: str, settings: TrainSettings) -> np.ndarray:
     """Binary prediction of one scan on its own grid (any network padding cropped), (K, S, H, W) bool."""
-    model.eval()
     n = dataset.scans[scan_id].n_slices
+    return predict_image(model, lambda sl: dataset.read_image(scan_id, sl), n, settings)
+
+
+@torch.inference_mode()
+def predict_image(model: nn.Module, read: Callable[[slice], np.ndarray], n_slices: int, settings: TrainSettings,
+                  logits_out: list | None = None) -> np.ndarray:
+    """Binary prediction (K, S, H, W) bool of an image of ``n_slices`` slices, read a batch at a time
+    by ``read(slice)`` as network input (n, C, H, W): the evaluation's and study.predict's one path.
+    ``logits_out``, when given, receives each batch's logits (n, K, H, W) as float32 numpy."""
+    model.eval()
     out = []
-    for start in range(0, n, settings.batch_size):
-        image = torch.from_numpy(dataset.read_image(scan_id, slice(start, min(n, start + settings.batch_size))))
+    for start in range(0, n_slices, settings.batch_size):
+        image = torch.from_numpy(read(slice(start, min(n_slices, start + settings.batch_size))))
         with settings.autocast():
             logits = network_forward(model, settings.to_device(image), settings).float()
         out.append(binarize(logits))
+        if logits_out is not None:
+            logits_out.append(logits.cpu().numpy())
     return np.moveaxis(np.concatenate(out), 1, 0)
 
 

@@ -26,6 +26,8 @@ from study.plan import TrialPoint
 from study.store import StudyStore
 from study.train import load_checkpoint
 
+from tests.predict.round_trip import check_predict_and_metrics
+
 from ..conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -128,6 +130,9 @@ def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path) -> 
     for key in {t.pretraining.key for t in trials if t.pretraining is not None}:
         l2 = store.read_inpainting(key)
         assert l2 is not None and len(l2) > 0 and np.isfinite(l2["l2"]).all() and (l2["l2"] > 0).all()
+    # This finished study also carries the boundary metrics' and study.predict's checks (no study of their own).
+    check_predict_and_metrics(tmp_path, store, {str(mri): (tmp_path / "knee", tmp_path / "knee-labels", "mri"),
+                                                str(ct): (tmp_path / "abdomen", tmp_path / "abdomen-labels", "ct")})
 
 
 @pytest.mark.parametrize("name, shape, modality, classes", [("knee", (197, 233), "mri", KNEE),
