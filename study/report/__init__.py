@@ -201,6 +201,21 @@ def _drill_down(analysis: Analysis, shown: int = 5) -> str:
                     "and seeds (cells: how many fraction x seed pairs).")
 
 
+def _boundary(table: pd.DataFrame, analysis: Analysis) -> str:
+    """Dice beside NSD and HD95 per class for the chosen strategy and the baseline (study.analysis._boundary)."""
+    from study.analysis._boundary import boundary_summary
+
+    title = "Boundary metrics"
+    frame = boundary_summary(table, analysis.chosen, analysis.settings.baseline)
+    if frame.empty:
+        return _missing(title, "the per-case tables carry no NSD or HD95 (trials run before they were recorded).")
+    return _section(title, _table(frame, 'class="boundary"'),
+                    "Per class, the chosen strategy and the supervised baseline: mean test Dice, normalised surface "
+                    "distance at the class's tolerance (nsd_tol_mm) and the 95th-percentile Hausdorff distance in mm "
+                    "(mean and median), over the cases where the class is present; python -m study.analyze NAME "
+                    "--metric nsd (or hd95) ranks by them.")
+
+
 def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None, *, optuna: str | None = None) -> str:
     spec = state.get("spec", {})
     done = [r for r in results if r.status is Status.FINISHED]
@@ -301,6 +316,7 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
         if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _effects(analysis, figs),
         _drill_down(analysis),
+        _boundary(table, analysis),
         _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
                 "One training slice corrupted by each pretext task, sampler and patch size of the study "
                 "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",

@@ -80,3 +80,24 @@ def test_tolerances_that_differ_between_trials_are_noted(study: Path) -> None:
     table.loc[table["strategy"] == GOOD, "nsd_tol_mm"] = 2.0
     notes = analyze(table, AnalysisSettings(metric="nsd")).notes
     assert any("mri/femoral_cartilage" in n and "different tolerances" in n for n in notes)
+
+
+def test_the_report_shows_dice_beside_nsd_and_hd95_per_class(study: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from study.analysis._boundary import boundary_summary
+    from study.analyze import load_study
+    from study.report.__main__ import main as report_main
+
+    table = load_study(study).table
+    summary = boundary_summary(table, {"mri": GOOD}, "supervised")
+    assert set(summary["strategy"]) == {GOOD, "supervised"} and len(summary) == 2 * 3 * 2  # x fractions x classes
+    row = summary[(summary["strategy"] == GOOD) & (summary["label_fraction"] == 1.0)
+                  & (summary["class"] == "meniscus")].iloc[0]
+    cases = table[(table["strategy"] == GOOD) & (table["label_fraction"] == 1.0) & (table["class"] == "meniscus")]
+    assert row["dice"] == pytest.approx(cases["dice"].mean()) and row["hd95"] == pytest.approx(cases["hd95"].mean())
+    assert row["nsd_tol_mm"] == 1.0 and row["n_cases"] == 6
+    assert boundary_summary(table.drop(columns=["nsd", "hd95"]), {"mri": GOOD}, "supervised").empty
+
+    assert report_main(["tiny", "--storage", str(tmp_path / "studies")]) == 0
+    page = (study / "report" / "report.html").read_text()
+    assert "Boundary metrics" in page and 'class="boundary"' in page and "hd95_median" in page
