@@ -45,6 +45,11 @@ def test_a_finished_trial_keeps_its_fine_tuned_weights_and_drops_its_checkpoints
     stored = store.read_per_case(trial.id)
     pd.testing.assert_series_equal(table["dice"].reset_index(drop=True), stored["dice"], check_exact=False, rtol=1e-6,
                                    atol=1e-9, check_names=False)
+    for metric in ("nsd", "hd95"):  # the boundary metrics: in the table, and as the record's (MLflow's) metrics
+        pd.testing.assert_series_equal(table[metric].reset_index(drop=True), stored[metric], check_exact=False,
+                                       rtol=1e-6, atol=1e-9, check_names=False)
+        assert record.metrics[metric] == pytest.approx(stored.groupby("case_id")[metric].mean().mean(), nan_ok=True)
+        assert {f"{metric}_{c}" for c in dataset.class_names} <= set(record.metrics)
 
 
 def test_keep_weights_none_keeps_only_the_record_and_the_table(tmp_path: Path, tiny_mri: Path) -> None:
