@@ -173,6 +173,14 @@ def by_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     values = table[metric].astype(float)
     if not values.notna().any():
         raise DataError(f"the per-case tables' {metric!r} column is empty: nothing to rank")
+    if "trial_id" in table:  # a study resumed across the change: some trials' tables have no such column
+        has = values.notna().groupby(table["trial_id"]).any()
+        scored = table["dice"].notna().groupby(table["trial_id"]).any()
+        older = sorted(has.index[~has & scored])
+        if older:
+            raise DataError(f"{len(older)} trial(s) have no {metric!r} values ({', '.join(older[:3])}"
+                            f"{', ...' if len(older) > 3 else ''}): they ran before boundary metrics were recorded; "
+                            "rank by dice, or run them again (--fresh)")
     return table.assign(dice=values if higher else -values)
 
 

@@ -71,6 +71,9 @@ def test_hd95_is_direction_aware_and_uses_its_own_rope(study: Path) -> None:
     assert wrong.ranking.set_index("strategy").loc[GOOD, "rank"] == 2
     with pytest.raises(DataError, match="no 'nsd' column"):
         analyze(table.drop(columns=["nsd"]), AnalysisSettings(metric="nsd"))
+    older = table.assign(nsd=table["nsd"].where(table["trial_id"] != table["trial_id"].iloc[0]))
+    with pytest.raises(DataError, match="1 trial\\(s\\) have no 'nsd' values .* ran before boundary metrics"):
+        analyze(older, AnalysisSettings(metric="nsd"))
 
 
 def test_tolerances_that_differ_between_trials_are_noted(study: Path) -> None:
