@@ -93,7 +93,7 @@ def _load(path: Path, slice_axis: int) -> tuple[np.ndarray, tuple[float, float, 
     try:
         import nibabel
     except ImportError:
-        raise DataError("NIfTI import needs nibabel: pip install 'ssl-design-study[nifti]'") from None
+        raise DataError('NIfTI import needs nibabel: pip install -e ".[nifti]" (in the repository)') from None
     try:
         img = nibabel.load(str(path))
         data = np.asarray(img.dataobj)
@@ -110,6 +110,7 @@ def _load(path: Path, slice_axis: int) -> tuple[np.ndarray, tuple[float, float, 
 
 
 def _label_map(path: Path, labels: np.ndarray, classes: dict[str, tuple[int, ...]]) -> np.ndarray:
+    """The label map as class indices (0 = background, k = the k-th declared class)."""
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
             raise DataError(f"{path}: label map must hold integers, found {labels.dtype} with fractions or NaN")
@@ -123,6 +124,16 @@ def _label_map(path: Path, labels: np.ndarray, classes: dict[str, tuple[int, ...
     if undeclared:
         raise DataError(f"{path}: label value(s) {undeclared} are not declared in --classes")
     return out
+
+
+def _check_every_class_occurs(voxels: np.ndarray, cfg: NiftiImport) -> None:
+    """A declared class no label map holds could never be learned or scored (its Dice is undefined
+    on every case): refused, naming it and its label values."""
+    empty = [(name, values) for (name, values), n in zip(cfg.classes.items(), voxels[1:]) if n == 0]
+    if empty:
+        named = ", ".join(f"{name} (label value {'+'.join(map(str, values))})" for name, values in empty)
+        which = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
+        raise DataError(f"{cfg.label_dir}: {which} no voxel in any label map; fix --classes or the label maps")
 
 
 def _split(names: Sequence[str], cfg: NiftiImport) -> dict[str, list[str]]:
@@ -157,8 +168,9 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
     split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
     preprocessing = {"input": "zscore_volume"} if cfg.modality == "mri" else {"ct_windows": [list(w) for w in cfg.ct_windows]}
     preprocessing["nifti"] = import_record(cfg.slice_axis, per_slice, cfg.classes, [*images.values(), *unlabeled.values()])
+    voxels = np.zeros(len(cfg.classes) + 1, dtype=np.int64)  # per class index, over every labeled volume
     with DatasetWriter(
-        out, name=Path(cfg.image_dir).name, modality=cfg.modality, class_names=tuple(cfg.classes),
+        out, name=Path(out).absolute().name, modality=cfg.modality, class_names=tuple(cfg.classes),
         in_channels=1 if cfg.modality == "mri" else len(cfg.ct_windows), preprocessing=preprocessing,
     ) as writer:
         jobs = [(r, n, images[n]) for r, ns in roles.items() for n in ns] + [("unlabeled", n, p) for n, p in unlabeled.items()]
@@ -170,6 +182,7 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
                 if raw_labels.shape != volume.shape:
                     raise DataError(f"{labels[name]}: shape {raw_labels.shape} != image shape {volume.shape}")
                 label_map = _label_map(labels[name], raw_labels, cfg.classes)
+                voxels += np.bincount(label_map.ravel(), minlength=voxels.size)
             if not np.isfinite(volume).all():
                 raise DataError(f"{path}: image has NaN or infinite voxels")
             volume = volume.astype(np.float32)
@@ -183,4 +196,5 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
                     raw={raw_key: volume[sl]} if cfg.modality == "ct" else {}, spacing_mm=spacing,
                 )
                 split[role].append(scan_id)
+        _check_every_class_occurs(voxels, cfg)
         return writer.finish(Split(**{r: tuple(v) for r, v in split.items()}))

@@ -34,7 +34,8 @@ def test_phantom_refuses_to_overwrite(tmp_path: Path) -> None:
         (["phantom", "--kind", "pet"], "--kind"),
         (["phantom", "--kind", "mri", "--size", "20"], "size"),
         (["check", "/nonexistent/data"], "/nonexistent/data"),
-        (["import-nifti", "--images", "/nope", "--labels", "/nope", "--classes", "a=1", "--out", "/tmp/x"], "/nope"),
+        (["import-nifti", "--images", "/nope", "--labels", "/nope", "--classes", "a=1", "--modality", "mri", "--out",
+          "/tmp/x"], "/nope"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], fragment: str, tmp_path: Path) -> None:
@@ -49,3 +50,18 @@ def test_a_corrupt_scan_file_is_named(tmp_path: Path) -> None:
     victim = sorted((out / "scans").iterdir())[0]
     victim.write_bytes(b"not an h5 file")
     assert_user_error(run_cli("study.data", "check", str(out)), victim.name)
+
+
+@pytest.mark.parametrize("command, default, example", [
+    ("phantom", "(default: 2)", "python -m study.data phantom --kind mri --size 256"),
+    ("import-nifti", "(default: 400/50,1800/400,500/50)", "--modality ct"),
+    ("check", None, "python -m study.data check /data/skm-tea"),
+])
+def test_every_subcommand_shows_its_defaults_and_examples(command: str, default: str | None, example: str) -> None:
+    """``python -m study.data <command> --help`` (issue 27, Found 7)."""
+    shown = run_cli("study.data", command, "--help")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "examples:" in shown.stdout and example in text
+    assert default is None or default in text
+    assert "(default: None)" not in text

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel
@@ -99,6 +101,42 @@ def test_a_split_file_naming_files_outside_the_folder_is_refused(tmp_path: Path,
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["case0", "case1", name], "val": ["case3"], "test": ["case4"]}))
     result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
-                     "--classes", "a=1,b=2,c=3,d=4", "--split-file", str(split), "--out", str(tmp_path / "out"))
+                     "--classes", "a=1,b=2,c=3,d=4", "--split-file", str(split), "--modality", "ct",
+                     "--out", str(tmp_path / "out"))
     assert_user_error(result, f"{split}: train file name {name!r} is not a plain file name")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_declared_class_with_no_voxel_is_refused(tmp_path: Path) -> None:
+    """``import-nifti ... --classes a=1,b=2,c=3,d=4`` where no label map holds a 4 (issue 27, Found 7)."""
+    images, labels = _write_ct_volumes(tmp_path)
+    for path in labels.iterdir():  # no voxel of label value 4 anywhere
+        img = nibabel.load(str(path))
+        data = np.asarray(img.dataobj)
+        nibabel.save(nibabel.Nifti1Image(np.where(data == 4, 0, data).astype(np.int16), img.affine, img.header), str(path))
+    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
+                     "--classes", "a=1,b=2,c=3,d=4", "--modality", "ct", "--out", str(tmp_path / "out"))
+    assert_user_error(result, f"{labels}: class d (label value 4) has no voxel in any label map")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_modality_must_be_given_and_the_data_set_is_named_after_out(tmp_path: Path) -> None:
+    images, labels = _write_ct_volumes(tmp_path)
+    args = ["study.data", "import-nifti", "--images", str(images), "--labels", str(labels), "--classes", "m=1,i=2,v=3,s=4"]
+    assert_user_error(run_cli(*args, "--out", str(tmp_path / "my-ct")), "--modality")  # not MRI by default
+    assert not (tmp_path / "my-ct").exists()
+    done = run_cli(*args, "--modality", "ct", "--out", str(tmp_path / "my-ct"))
+    assert done.returncode == 0, done.stderr
+    ds = open_dataset(tmp_path / "my-ct")
+    assert ds.name == "my-ct" and ds.modality == "ct"  # not "images", the folder the volumes came from
+
+
+def test_without_nibabel_the_hint_is_the_readmes(tmp_path: Path) -> None:
+    images, labels = _write_ct_volumes(tmp_path)
+    code = ("import sys; sys.modules['nibabel'] = None\n"
+            "from study._cli import run_main; from study.data.__main__ import main; run_main(main)")
+    result = subprocess.run([sys.executable, "-c", code, "import-nifti", "--images", str(images), "--labels", str(labels),
+                             "--classes", "m=1,i=2,v=3,s=4", "--modality", "ct", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert_user_error(result, 'pip install -e ".[nifti]"')
+    assert 'pip install -e ".[nifti]"' in (Path(__file__).parents[2] / "README.md").read_text()
