@@ -16,7 +16,7 @@ from study.data import LATEST_PHANTOM_VERSION, study_data_paths, write_record
 from study.errors import StorageError, StudyError
 from study.optuna_log import OptunaLog
 from study.plan import Plan
-from study.progress import Outcome, Progress, StudyCallback, print_summary
+from study.progress import Outcome, Progress, StudyClock, StudyCallback, print_summary
 from study.provenance import invocation_record
 from study.spec import StudySpec
 from study.spec_loading import spec_yaml
@@ -51,6 +51,10 @@ def execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path,
     public = spec.model_copy(update={"tracking_uri": redacted(spec.tracking_uri)})
     tracker.open_parent(state.get("parent_run_id"), spec.name,
                         {"spec": public.model_dump_json(), "n_trials": len(plan.trials)}, Path(space_file))
+    varied = [*spec.varied_axes(), *(["dataset"] if len(spec.datasets) > 1 else []),
+              *(["label_fraction"] if len(spec.label_fractions) > 1 else []),
+              *(["seed"] if len(spec.replicates()) > 1 else [])]
+    ui = tracker.show(varied)
     invocation = invocation_record(space_file, overrides)
     tracker.record_invocation(store.add_invocation(invocation), invocation, spec_yaml(public))
     store.write_state({
@@ -65,7 +69,7 @@ def execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path,
         resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         concurrent=concurrent,
         retries=spec.retries, stamp=time.strftime("%Y%m%d-%H%M%S"), halt=new_halt(), tracker=tracker,
-        search_log=OptunaLog(store.optuna_storage, public),  # Tune pickles it: the spec without a password
+        search_log=OptunaLog(store.optuna_storage, public, store.trial_ended),  # Tune pickles it: no password
     )
     known = plan.trials if plan.enumerable else _sampled_trials(run.context)
     tracker.reconcile(known)
@@ -88,7 +92,7 @@ def execute(spec: StudySpec, plan: Plan, store: StudyStore, *, space_file: Path,
             status = "FINISHED" if outcome.complete else "FAILED"
         tracker.close_parent(status, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed),
                                       "trials_errored": len(outcome.errored), "wall_seconds": time.time() - started})
-    print_summary(spec.name, outcome, store, uri=uri, seconds=time.time() - started)
+    print_summary(spec.name, outcome, store, uri=uri, seconds=time.time() - started, ui=ui)
     _refresh_report(store)
     return 0 if outcome.complete else INCOMPLETE
 
@@ -111,10 +115,11 @@ class _TuneRun:
         store, name = self.context.store, plan.spec.name
         pending = store.pending(plan.trials)
         keys = store.pending_pretrainings(pending)
+        clock = StudyClock(len(keys), len(pending))  # one time left for the pretrainings and the trials
         if keys:
             from ray import tune
 
-            progress = Progress(f"{name} pretraining", len(keys))
+            progress = Progress(f"{name} pretraining", len(keys), clock=clock, phase="pretrain")
             self._tune("pretrain", pretrain_trainable, search=None, num_samples=1,
                        callback=StudyCallback(self.tracker, self.context, progress, kind="pretrain", halt=self.halt),
                        param_space={"point": tune.grid_search([p.to_json() for p in keys.values()])})
@@ -125,7 +130,7 @@ class _TuneRun:
             # A pruned grid hands out stretches (to a rung, or to the end) of every planned trial:
             # ended ones take part in the rungs' comparisons.
             self.context = replace(self.context, trials={t.id: t for t in (plan.trials if pruning.enabled else pending)})
-            progress = Progress(name, len(pending), done_before=len(plan.trials) - len(pending))
+            progress = Progress(name, len(pending), done_before=len(plan.trials) - len(pending), clock=clock)
             search = (pruned_search(plan.trials, store, plan.spec) if pruning.enabled else
                       grid_search([t.id for t in pending], plan.spec.search.seed, f"{name}-{self.stamp}"))
             self._tune("trials", finetune_trainable, search=search,

@@ -1,10 +1,13 @@
-"""The study's search as Optuna studies on disk, one per data set, for ``optuna-dashboard``.
+"""The study's search as Optuna studies on disk, one per data set and label fraction, for ``optuna-dashboard``.
 
 Tune's Optuna searcher keeps its study in memory, and a grid is not an Optuna search at all, so
 the driver writes every trial that ends into Optuna's own RDB storage (``StudyStore.optuna_storage``)
-as a finished Optuna trial: its design values as parameters, its objective (the best validation
-loss of its fine-tuning; lower is better) as the value. The dashboard then shows the history,
-parallel coordinates and parameter importance of what the study tried.
+as a finished Optuna trial: the design values the study varies as parameters, its objective (the
+best validation loss of its fine-tuning; lower is better, named in the dashboard) as the value,
+its real start and end (the record's end and seconds) as its times. The label fraction is not a
+parameter: like the report, each data set and fraction is a study of its own (its "best trial"
+and parameter importance are those of one fraction, as the report's ranking and effects are).
+The dashboard then shows the history, timeline, parallel coordinates and parameter importance.
 
 Only the driver writes (from its Tune callback), so SQLite has one writer. Each Optuna trial names
 its study trial (user attribute ``trial_id``): a resumed study adds only what is missing. The
@@ -14,10 +17,10 @@ records, since Optuna refuses a parameter whose choices differ between trials of
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from study.records import Status, TrialRecord
 from study.spec import StudySpec, bounds
@@ -28,9 +31,20 @@ _AXES = {"task": "pretraining.task", "patch_size": "pretraining.patch_size", "sa
          "schedule": "finetuning.schedule", "lr": "finetuning.lr", "unfrozen_lr": "finetuning.unfrozen_lr"}
 
 
-def study_name(study: str, dataset: str) -> str:
-    """``pretext/mri``; a data set given as a folder is named by its last component."""
-    return f"{study}/{Path(dataset).name if '/' in dataset else dataset}"
+OBJECTIVE_NAME = "validation loss"  # the best validation soft-Dice loss of the fine-tuning
+OBJECTIVE = "best validation soft-Dice loss of the fine-tuning (lower is better); test data never steer the search"
+
+
+def study_name(study: str, dataset: str, label_fraction: float) -> str:
+    """``pretext/mri 5 % labels``; a data set given as a folder is named by its last component."""
+    return f"{study}/{Path(dataset).name if '/' in dataset else dataset} {label_fraction * 100:g} % labels"
+
+
+def describe(dist: Any) -> str:
+    """A parameter's values as a person reads them: ``8, 16, 32`` or ``log-uniform 0.0003..0.03``."""
+    if hasattr(dist, "choices"):
+        return ", ".join("-" if c is None else str(c) for c in dist.choices)
+    return f"{'log-uniform' if dist.log else 'uniform'} {dist.low:g}..{dist.high:g}"
 
 
 def distributions(spec: StudySpec) -> dict[str, Any]:
@@ -44,7 +58,7 @@ def distributions(spec: StudySpec) -> dict[str, Any]:
         return d.FloatDistribution(low, high, log=log)
 
     axes = spec.axes()
-    out: dict[str, Any] = {"label_fraction": of(spec.label_fractions)}
+    out: dict[str, Any] = {}
     tasks = ["none"] if spec.baseline.enabled else []
     out["task"] = of(list(axes.get("pretraining.task", [])), tasks)
     for field, axis in _AXES.items():
@@ -57,28 +71,33 @@ def distributions(spec: StudySpec) -> dict[str, Any]:
         out["unfrozen_lr"] = of(axes["finetuning.unfrozen_lr"], [None])
     if len(spec.replicates()) > 1:
         out["seed"] = of([s for s, _ in spec.replicates()])
-    return out
+    # Only what varies: a value every trial shares would fill the dashboard's slice, contour and
+    # parallel-coordinate plots with one point each.
+    return {k: v for k, v in out.items() if not hasattr(v, "choices") or len(v.choices) > 1}
 
 
 class OptunaLog:
-    """Writes ended trials to the study's Optuna storage; safe to call again with the same trial."""
+    """Writes ended trials to the study's Optuna storage; safe to call again with the same trial.
+    ``ended`` (``StudyStore.trial_ended``) dates each trial by its record."""
 
-    def __init__(self, storage: str, spec: StudySpec) -> None:
+    def __init__(self, storage: str, spec: StudySpec, ended: Callable[[str], float | None] | None = None) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._optuna, self.spec = optuna, spec
+        self._optuna, self.spec, self.ended = optuna, spec, ended
         self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
         self.space = distributions(spec)
-        self._space_text = json.dumps({k: optuna.distributions.distribution_to_json(v) for k, v in self.space.items()},
-                                      sort_keys=True)
-        self._studies: dict[str, Any] = {}
-        self._known: dict[str, set[str]] = {}
+        self._space_text = "; ".join(f"{k}: {describe(v)}" for k, v in self.space.items()) or "(no parameter varies)"
+        self._studies: dict[tuple, Any] = {}
+        self._known: dict[tuple, set[str]] = {}
 
-    def _study(self, dataset: str) -> Any:
-        if dataset in self._studies:
-            return self._studies[dataset]
-        name = study_name(self.spec.name, dataset)
+    def _study(self, dataset: str, fraction: float) -> Any:
+        where = (dataset, fraction)
+        if where in self._studies:
+            return self._studies[where]
+        import warnings
+
+        name = study_name(self.spec.name, dataset, fraction)
         study = self._optuna.create_study(study_name=name, storage=self.storage, direction="minimize",
                                           load_if_exists=True)
         if study.user_attrs.get("space", self._space_text) != self._space_text:
@@ -86,14 +105,28 @@ class OptunaLog:
             self._optuna.delete_study(study_name=name, storage=self.storage)
             study = self._optuna.create_study(study_name=name, storage=self.storage, direction="minimize")
         study.set_user_attr("space", self._space_text)
-        study.set_user_attr("objective", "best validation soft-Dice loss of the fine-tuning (lower is better)")
-        self._studies[dataset] = study
-        self._known[dataset] = {t.user_attrs.get("trial_id") for t in study.get_trials(deepcopy=False)}
+        study.set_user_attr("objective", OBJECTIVE)
+        study.set_user_attr("data set", dataset)
+        study.set_user_attr("label fraction", fraction)
+        with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna
+            warnings.simplefilter("ignore")
+            study.set_metric_names([OBJECTIVE_NAME])
+        self._studies[where] = study
+        self._known[where] = {t.user_attrs.get("trial_id") for t in study.get_trials(deepcopy=False)}
         return study
+
+    def _times(self, record: TrialRecord) -> tuple[Any, Any]:
+        """When the trial started and ended: its record's file was written as it ended, and the
+        record says how many seconds it ran (now, for a record not found)."""
+        import datetime as dt
+
+        ended = (self.ended(record.trial_id) if self.ended else None) or time.time()
+        started = ended - (record.seconds or 0.0)
+        return dt.datetime.fromtimestamp(started), dt.datetime.fromtimestamp(ended)
 
     def params(self, record: TrialRecord) -> dict[str, Any]:
         """The record's design values that the study's space holds (a baseline has no patch size)."""
-        values = {"label_fraction": record.label_fraction, "task": record.task, "seed": record.seed}
+        values = {"task": record.task, "seed": record.seed}
         if record.task != "none":
             values |= {f: getattr(record, f) for f in _AXES if f != "task"}
         else:
@@ -116,14 +149,17 @@ class OptunaLog:
         are left out until a later run finishes them. Returns whether it was added."""
         if record.status is Status.ERRORED:
             return False
-        study = self._study(record.dataset)
-        if record.trial_id in self._known[record.dataset]:
+        where = (record.dataset, record.label_fraction)
+        study = self._study(*where)
+        if record.trial_id in self._known[where]:
             return False
         state = self._optuna.trial.TrialState
         value = record.val_loss
         ok = record.finished and math.isfinite(value)
         params = self.params(record)
-        attrs = {"trial_id": record.trial_id, "strategy": record.strategy, "status": record.status.value}
+        attrs = {"trial_id": record.trial_id, "strategy": record.strategy, "status": record.status.value,
+                 "epochs": record.metrics.get("epochs")}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
         if record.dice is not None:
             attrs["test_dice"] = float(record.dice)  # shown, never optimised: the objective is validation
         if record.reason:
@@ -131,8 +167,9 @@ class OptunaLog:
         trial = self._optuna.trial.create_trial(
             state=state.COMPLETE if ok else state.FAIL, value=value if ok else None, params=params,
             distributions={k: self.space[k] for k in params}, user_attrs=attrs)
+        trial.datetime_start, trial.datetime_complete = self._times(record)
         study.add_trial(trial)
-        self._known[record.dataset].add(record.trial_id)
+        self._known[where].add(record.trial_id)
         return True
 
     def sync(self, records: Iterable[TrialRecord]) -> int:

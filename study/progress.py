@@ -7,6 +7,7 @@ its Optuna storage.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ import pandas as pd
 from ray.tune import Callback
 
 from study import faults
-from study.constants import INCOMPLETE
+from study.constants import INCOMPLETE, SUPERVISED
 from study.plan import PretrainPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
+from study.tracking import dataset_label, pretraining_name, trial_name
 from study.tracking_uri import redacted
 from study.tune import Context, storage_full
 
@@ -34,13 +36,42 @@ def _clock(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-class Progress:
-    """``[ 3m12s] pretext: 12/102 done, 2 running, 88 pending, 0 failed | best ... | ~21m left``."""
+@dataclass
+class StudyClock:
+    """One time left for the whole study, shared by its phases (a grid's pretrainings, then its
+    trials): each phase's wall seconds per finished run, the trials counted at the pretrainings'
+    rate until one of them has finished."""
 
-    def __init__(self, title: str, total: int, done_before: int = 0) -> None:
+    pretrainings: int = 0
+    trials: int = 0
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def left(self, phase: str, elapsed: float, finished: int, total: int) -> float | None:
+        if finished:
+            self.rates[phase] = elapsed / finished
+        rate = self.rates.get(phase)
+        if rate is None or finished >= total and phase == "trial":
+            return None
+        seconds = rate * (total - finished)
+        if phase == "pretrain":
+            seconds += self.rates.get("trial", rate) * self.trials
+        return seconds or None
+
+
+class Progress:
+    """``[ 3m12s] pretext: 12/102 done, 2 running, 88 pending, 0 failed | last ... | ~21m left``.
+
+    It shows validation figures only (what the search optimises; test data are the report's): the
+    last finished run's validation loss beside the best of its data set and label fraction. With a
+    :class:`StudyClock` the time left is the whole study's, not the phase's."""
+
+    def __init__(self, title: str, total: int, done_before: int = 0, *, clock: StudyClock | None = None,
+                 phase: str = "trial") -> None:
         self.title, self.total, self.before = title, total, done_before
+        self.clock, self.phase = clock or StudyClock(), phase
         self.done = self.failed = self.running = 0
-        self.best: tuple[float, str] | None = None
+        self.last_note: str | None = None
+        self.best: dict[tuple, tuple[float, str]] = {}  # (data set, label fraction) -> (val loss, label)
         self.started = self.last = time.time()
         self.line(f"{total} to run" + (f" ({done_before} finished before)" if done_before else ""))
 
@@ -49,11 +80,11 @@ class Progress:
         pending = self.total - self.done - self.failed - self.running
         parts = [f"[{_clock(elapsed):>7}] {self.title}: {self.before + self.done}/{self.before + self.total} done, "
                  f"{self.running} running, {max(pending, 0)} pending, {self.failed} failed"]
-        if self.best:
-            parts.append(f"best Dice {self.best[0]:.3f} ({self.best[1]})")
-        finished = self.done + self.failed
-        if finished and finished < self.total:
-            parts.append(f"~{_clock(elapsed / finished * (self.total - finished))} left")
+        if self.last_note:
+            parts.append(self.last_note)
+        left = self.clock.left(self.phase, elapsed, self.done + self.failed, self.total)
+        if left is not None:
+            parts.append(f"~{_clock(left)} left" + (" (with the trials)" if self.phase == "pretrain" and self.clock.trials else ""))
         if note:
             parts.append(note)
         print(" | ".join(parts), flush=True)
@@ -67,9 +98,16 @@ class Progress:
             self.line(f"failed {label}{reason}")
             return
         self.done += 1
-        dice = getattr(result, "dice", None)
-        if dice is not None and (self.best is None or dice > self.best[0]):
-            self.best = (dice, label)
+        if isinstance(result, TrialRecord):
+            where = (result.dataset, result.label_fraction)
+            value = result.val_loss
+            if where not in self.best or value < self.best[where][0]:
+                self.best[where] = (value, label.split(" | ")[0])  # its design: the rest is where
+            best, who = self.best[where]
+            self.last_note = (f"last {label}: validation loss {value:.3f}"
+                              + (f" (best there {best:.3f}, {who})" if value > best else " (best there)"))
+        elif result.best_val_loss is not None:
+            self.last_note = f"last {label}: inpainting validation loss {result.best_val_loss:.4g}"
         self.line()
 
     def tick(self) -> None:
@@ -102,10 +140,9 @@ class StudyCallback(Callback):
 
     def _label(self, config: dict) -> str:
         if self.kind == "pretrain":
-            p = config["point"]
-            return f"{p['dataset']} {p['task']}/K{p['patch_size']}/{p['sampler']}"
-        t = self.context.trial_of(config)
-        return f"{t.dataset} {t.strategy} @{t.label_fraction:g}"
+            point = PretrainPoint.from_json(config["point"])
+            return f"{pretraining_name(point)} | {dataset_label(point.dataset)}"
+        return trial_name(self.context.trial_of(config))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.progress.running += 1
@@ -197,13 +234,21 @@ def last_line(text: str | None) -> str:
     return lines[-1][:500] if lines else "the trial errored without a traceback"
 
 
+def _natural(text: str) -> tuple:
+    """Sorts K8 before K16 before K32: numbers in a name compared as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part)
+
+
 def summary_table(results: list[TrialRecord]) -> pd.DataFrame:
-    """Mean test Dice per strategy (rows) and data set x label fraction (columns)."""
-    ok = pd.DataFrame([{"strategy": r.strategy, "dataset": r.dataset, "label_fraction": r.label_fraction, "dice": r.dice}
-                       for r in results if r.finished])
+    """Mean test Dice per strategy (rows: the baseline first and marked, then the strategies with
+    their numbers in order, K8 before K16) and data set x label fraction (columns)."""
+    ok = pd.DataFrame([{"strategy": r.strategy, "dataset": dataset_label(r.dataset), "label_fraction": r.label_fraction,
+                        "dice": r.dice} for r in results if r.finished])
     if ok.empty:
         return ok
-    return ok.pivot_table(index="strategy", columns=["dataset", "label_fraction"], values="dice", aggfunc="mean")
+    table = ok.pivot_table(index="strategy", columns=["dataset", "label_fraction"], values="dice", aggfunc="mean")
+    table = table.loc[sorted(table.index, key=lambda s: (s != SUPERVISED, _natural(s)))]
+    return table.rename(index={SUPERVISED: f"{SUPERVISED} (baseline)"})
 
 
 @dataclass
@@ -251,7 +296,8 @@ def compute_line(outcome: Outcome) -> str:
     return line + f"; {len(outcome.stopped)} stopped trials would have made the grid about {typical:,.0f} images"
 
 
-def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float) -> None:
+def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float,
+                  ui: str | None = None) -> None:
     table = summary_table(outcome.finished)
     counts = [f"{len(outcome.finished)} trials finished", f"{len(outcome.failed)} failed"]
     counts += [f"{len(outcome.stopped)} stopped early"] if outcome.stopped else []
@@ -271,5 +317,11 @@ def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, s
         print(f"the study is incomplete (exit status {INCOMPLETE}): failed trials keep their result; errored and "
               "unrun ones run again when the same command is repeated")
     print(f"study folder: {store.root}")
-    print(f"MLflow: {uri}  (run `mlflow ui` in {Path.cwd()} to browse)" if uri.startswith("sqlite") else f"MLflow: {redacted(uri)}")
+    if uri.startswith("sqlite"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        print(f"MLflow: {uri}: run `mlflow ui` in {folder}, then open {ui or 'http://127.0.0.1:5000'}"
+              + (" (the training runs)" if ui else ""))
+    else:
+        print(f"MLflow: {redacted(uri)}" + (f": {ui}" if ui else ""))
+    print(f"Optuna: optuna-dashboard {store.optuna_storage}")
     sys.stdout.flush()

@@ -266,14 +266,16 @@ def _plan_lines(plan: Plan, store: StudyStore, uri: str, available: dict, paddin
     if plan.enumerable:
         done = len(plan.trials) - len(store.pending(plan.trials))
         for ds, (n, k) in plan.by_dataset().items():
-            lines.append(f"  {ds}: {n} fine-tuning trials, {k} unique pretrainings")
+            lines.append(f"  {ds}: {n} fine-tuning trials, {k} unique pretraining{'s' if k != 1 else ''}")
         merged = plan.grid_points - len(plan.trials)
         lines.append(f"  total: {len(plan.trials)} trials ({done} finished, {len(plan.trials) - done} to run), "
                      f"{len(plan.pretrainings())} pretrainings"
                      + (f"; {plan.grid_points} grid points, {merged} merged (configurations that train alike: "
                         "no unfrozen lr under at_once, an unfrozen lr equal to the lr)" if merged else ""))
     else:
-        lines.append(f"  {plan.num_samples()} sampled trials over {len(spec.axes()) + 2} axes; pretrainings run lazily, once per key")
+        varied = list(spec.varied_axes())
+        lines.append(f"  {plan.num_samples()} sampled trials over {len(varied)} varied axes ({', '.join(varied)}); "
+                     "pretrainings run lazily, once per key")
     lines.extend(padding)
     if spec.pruning.enabled and plan.enumerable:
         lines.append(_pruning_line(plan))

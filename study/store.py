@@ -22,7 +22,7 @@ Everything a study makes lives here, so any process on any node sharing the fold
     pretrain/<key>/mlflow_run_id     the pretraining's own MLflow run, which its trials link to
     pruning/<data set>-rung<r>.json  (pruning) the driver's decisions at rung r: tests, p-values, who stopped
     sampled.jsonl                    (sampled searches) what Optuna drew, replayed on resume
-    optuna.db                        every ended trial as an Optuna study per data set (optuna-dashboard)
+    optuna.db                        every ended trial, an Optuna study per data set and label fraction (optuna-dashboard)
     invocations.jsonl                one line per invocation: its overrides, code version, host, time
     tune/, report/, analysis/        Ray Tune's logs, the dashboard, the analysis tables
     driver.lock                      held (flock) by the one driver running the study
@@ -193,6 +193,13 @@ class StudyStore:
     def trial_config(self, trial_id: str) -> dict | None:
         """The configuration a trial ran with (``TrialPoint.from_json`` rebuilds it)."""
         return read_json(self.trial_dir(trial_id) / "trial.json")
+
+    def trial_ended(self, trial_id: str) -> float | None:
+        """When the trial ended (POSIX seconds): its record is written once, as it ends."""
+        try:
+            return (self.trial_dir(trial_id) / "result.json").stat().st_mtime
+        except OSError:
+            return None
 
     def save_trial_result(self, result: TrialRecord, per_case: pd.DataFrame | None = None) -> None:
         """The per-case table first, then the record that says the trial ended."""

@@ -1,4 +1,4 @@
-"""MLflow glue: one parent run per study, one child run per pretraining and per trial, reopened on resume.
+"""MLflow glue: one run per study, one run per pretraining and per trial naming it, reopened on resume.
 
 Only the driver process writes to MLflow (trials report through Ray), so an SQLite store never has
 two writers from one study; a short retry covers a second study writing to the same file. A trial's
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import pandas as pd
 
@@ -29,9 +30,61 @@ from study.store import StudyStore
 from study.tracking_uri import redacted
 
 T = TypeVar("T")
-# MLflow 3's UI opens an experiment on its GenAI (traces) view unless this tag says it holds model
-# training runs; the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT.
+# Earlier MLflow 3 UIs open an experiment on its GenAI (traces) view unless this tag says it holds
+# model training runs; the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT. MLflow 3.18's
+# UI reads the workflow type from the page address (``workflowType``) or the browser's last choice
+# only (``mlflow.workflowType_v1`` in its local storage, GenAI when none): hence :func:`ui_link`.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# The runs table as the study's view: MLflow's shared view state ("Share" in its UI) is an
+# experiment tag ``mlflow.sharedViewState.<key>`` that an address with ``viewStateShareKey=<key>``
+# opens: the columns, the sort and the parent run expanded.
+VIEW_KEY = "study"
+# Trials and pretrainings name the study's run with this tag, not MLflow's mlflow.parentRunId: a
+# child run is a row folded under its parent, and no view MLflow lets a study set unfolds it, so
+# the runs table would open on one folded row.
+STUDY_RUN_TAG = "study.study_run_id"
+_SAMPLERS = {"poisson_disc": "poisson", "poisson_disc_spread": "poisson-spread"}
+_PLANS = {("encoder", "at_once"): "", ("encoder+decoder", "at_once"): "enc+dec",
+          ("encoder", "freeze_then_unfreeze"): "freeze", ("encoder+decoder", "freeze_then_unfreeze"): "enc+dec freeze"}
+# Trial parameter -> the spec axis it takes (the columns a study shows are the axes it varies).
+_COLUMNS = {"task": "pretraining.task", "patch_size": "pretraining.patch_size", "sampler": "pretraining.sampler",
+            "extent": "pretraining.extent", "pretrain_lr": "pretraining.lr", "scope": "finetuning.scope",
+            "schedule": "finetuning.schedule", "lr": "finetuning.lr", "unfrozen_lr": "finetuning.unfrozen_lr"}
+
+
+def dataset_label(dataset: str) -> str:
+    """A data set as a name shows it: a folder by its last component."""
+    return Path(dataset).name if "/" in dataset else dataset
+
+
+def pretraining_name(point: PretrainPoint) -> str:
+    """``restoration K32 poisson`` (``x2`` for twice the unlabeled data)."""
+    name = f"{point.task} K{point.patch_size} {_SAMPLERS.get(point.sampler, point.sampler)}"
+    return name + (f" x{point.extent:g}" if point.extent != 1 else "")
+
+
+def trial_name(trial: TrialPoint, *, lr: bool = False) -> str:
+    """A trial's run name, leading with its design: ``restoration K32 poisson | 5 % | mri``; the
+    transfer plan when not the encoder at once, the learning rate when the study varies it."""
+    design = "supervised" if trial.pretraining is None else pretraining_name(trial.pretraining)
+    plan = "" if trial.pretraining is None else _PLANS.get((trial.scope, trial.schedule), f"{trial.scope} {trial.schedule}")
+    design += f" {plan}" if plan else ""
+    design += f" lr {trial.lr:g}" if lr else ""
+    return f"{design} | {trial.label_fraction * 100:g} % | {dataset_label(trial.dataset)}"
+
+
+def view_state(varied: Iterable[str]) -> dict[str, Any]:
+    """The runs table's columns: the design values the study varies, then test Dice and the
+    validation loss (trials and pretrainings are rows of their own: :data:`STUDY_RUN_TAG`)."""
+    params = [k for k, axis in _COLUMNS.items() if axis in set(varied)]
+    extra = [k for k in ("dataset", "label_fraction", "seed") if k in set(varied)]
+    columns = [f"params.`{k}`" for k in (*params, *extra)] + ["metrics.`dice`", "metrics.`val_loss`"]
+    return {"selectedColumns": columns}
+
+
+def ui_link(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """Where ``mlflow ui`` shows the study: its training runs with the study's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
@@ -67,12 +120,13 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
+        self.lr_varies = False  # set by show(): trial names then carry their learning rate
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks, and so this tracker, into the study folder (tuner.pkl):
         # what it writes there must carry no credential. Nothing unpickles it to log again.
         return {"uri": redacted(self.uri), "store": self.store, "experiment_id": self.experiment_id,
-                "parent_id": self.parent_id}
+                "parent_id": self.parent_id, "lr_varies": self.lr_varies}
 
     @_retry
     def _experiment(self, name: str) -> str:
@@ -102,6 +156,17 @@ class Tracker:
         return self.parent_id
 
     @_retry
+    def show(self, varied: Iterable[str]) -> str:
+        """Set the study's view of its runs (:func:`view_state`, as MLflow's shared view) for the
+        axes the study varies; returns where ``mlflow ui`` shows it (:func:`ui_link`)."""
+        varied = list(varied)
+        self.lr_varies = "finetuning.lr" in varied
+        state = view_state(varied)
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+        return ui_link(self.experiment_id, redacted(self.uri) if self.uri.startswith(("http://", "https://")) else
+                       "http://127.0.0.1:5000")
+
+    @_retry
     def record_invocation(self, number: int, invocation: dict[str, Any], spec_yaml: str) -> None:
         """One invocation on the parent run as it starts: its overrides and code version
         (``invocations/<n>.json``) and the spec it resolved to (``invocations/<n>-spec.yaml``), so a
@@ -127,10 +192,10 @@ class Tracker:
         A pretraining that already has a record gets its final logging at once."""
         run_id = self.store.pretrain_run_id(point.key)
         if run_id is None or not self._exists(run_id):
-            tags = {"mlflow.parentRunId": self.parent_id, "study.kind": "pretraining", "study.pretrain_key": point.key,
+            tags = {STUDY_RUN_TAG: self.parent_id, "study.kind": "pretraining", "study.pretrain_key": point.key,
                     "study.strategy": point.strategy, "study.dataset": point.dataset}
-            run = self.client.create_run(self.experiment_id, run_name=f"{point.dataset}-pretrain-{point.strategy}",
-                                         tags=tags)
+            run = self.client.create_run(self.experiment_id, tags=tags,
+                                         run_name=f"pretraining {pretraining_name(point)} | {dataset_label(point.dataset)}")
             run_id = run.info.run_id
             self._params(run_id, {k: v for k, v in point.identity().items() if k != "key"}
                          | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()})
@@ -201,11 +266,11 @@ class Tracker:
         its pretraining's run (a tag and, in the run's description, a link the UI follows)."""
         run_id = self.store.run_id(trial.id)
         if run_id is None or not self._exists(run_id):
-            tags = {"mlflow.parentRunId": self.parent_id, "study.kind": "trial", "study.trial_id": trial.id,
+            tags = {STUDY_RUN_TAG: self.parent_id, "study.kind": "trial", "study.trial_id": trial.id,
                     "study.strategy": trial.strategy, "study.dataset": trial.dataset}
             if trial.pretraining is not None:
                 tags["study.pretrain_key"] = trial.pretraining.key
-            run = self.client.create_run(self.experiment_id, run_name=f"{trial.dataset}-{trial.strategy}-{trial.label_fraction:g}", tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=trial_name(trial, lr=self.lr_varies), tags=tags)
             run_id = run.info.run_id
             self._params(run_id, trial.params())
             self.store.save_run_id(trial.id, run_id)
@@ -318,11 +383,15 @@ def _creating(uri: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     db = Path(uri.removeprefix("sqlite:///"))
-    lock = FileLock(f"{db}.lock", timeout=300)
+    # In the artifact folder MLflow keeps beside the database (mlruns/), not as a file of its own
+    # in the user's working folder; every node that shares the folder sees it.
+    (db.parent / "mlruns").mkdir(parents=True, exist_ok=True)
+    path = db.parent / "mlruns" / f".{db.name}.lock"
+    lock = FileLock(str(path), timeout=300)
     try:
         lock.acquire()
     except Timeout:
-        raise StorageError(f"tracking_uri sqlite:///{db}: {db}.lock has been held for 5 minutes by another "
+        raise StorageError(f"tracking_uri sqlite:///{db}: {path} has been held for 5 minutes by another "
                            "process creating the store") from None
     try:
         if not db.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -38,8 +39,15 @@ def _records(study: Path) -> dict[str, dict]:
 
 
 def _optuna_trials(study: Path, dataset: str) -> list:
-    loaded = optuna.load_study(study_name=study_name("tiny", dataset), storage=f"sqlite:///{study / 'optuna.db'}")
-    return loaded.get_trials(deepcopy=False)
+    """Every trial of the data set's Optuna studies (one per label fraction), each with its fraction."""
+    storage = f"sqlite:///{study / 'optuna.db'}"
+    out = []
+    for name in optuna.get_all_study_names(storage):
+        loaded = optuna.load_study(study_name=name, storage=storage)
+        if loaded.user_attrs["data set"] == dataset:
+            assert name == study_name("tiny", dataset, loaded.user_attrs["label fraction"])
+            out += [(loaded.user_attrs["label fraction"], t) for t in loaded.get_trials(deepcopy=False)]
+    return out
 
 
 @pytest.mark.slow
@@ -61,7 +69,7 @@ def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
     pretrainings = {r.data.tags["study.pretrain_key"]: r for r in runs["pretraining"]}
     assert len(runs["pretraining"]) == len(keys) == 2 and set(pretrainings) == keys  # one run per unique key
     for run in pretrainings.values():
-        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["study.study_run_id"] == parent.info.run_id
         assert len(client.get_metric_history(run.info.run_id, "pretrain/val_loss")) >= 1  # its curve
         assert math.isfinite(run.data.metrics["inpainting_l2"])
         assert {"inpainting.csv", "masks.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -78,14 +86,13 @@ def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
 
     first = _records(study)
     optuna_first = _optuna_trials(study, str(tiny_mri))
-    assert sorted(t.user_attrs["trial_id"] for t in optuna_first) == sorted(first)
-    for t in optuna_first:
+    assert sorted(t.user_attrs["trial_id"] for _, t in optuna_first) == sorted(first)
+    for fraction, t in optuna_first:
         record = first[t.user_attrs["trial_id"]]
         assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(record["val_loss"])
-        assert t.params["label_fraction"] == record["label_fraction"] and t.params["task"] == record["task"]
-        assert t.params["lr"] == record["lr"]
-        if record["task"] != "none":
-            assert t.params["patch_size"] == 64 and t.params["sampler"] == "random"
+        # the label fraction is the study's, not a parameter; only the task varies here
+        assert fraction == record["label_fraction"] and t.params == {"task": record["task"]}
+        assert t.datetime_complete - t.datetime_start == pytest.approx(dt.timedelta(seconds=record["seconds"]))
 
     # resumed with another fraction, given the Hydra way: only the new points run, nothing is duplicated
     _run(tmp_path, spec, "--set", "label_fractions=0.25,0.5,1.0")
@@ -102,11 +109,11 @@ def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
     assert [i["overrides"] for i in (json.loads(line) for line in (study / "invocations.jsonl").read_text().splitlines())] \
         == [[], ["label_fractions=0.25,0.5,1.0"]]
 
-    # a new fraction changes the choices Optuna holds, so the view was rebuilt: every trial once
+    # a new fraction is a new Optuna study: every trial once
     after = _records(study)
     optuna_after = _optuna_trials(study, str(tiny_mri))
-    assert len(after) == 9 and sorted(t.user_attrs["trial_id"] for t in optuna_after) == sorted(after)
-    assert {t.user_attrs["trial_id"]: t.value for t in optuna_after} == pytest.approx(
+    assert len(after) == 9 and sorted(t.user_attrs["trial_id"] for _, t in optuna_after) == sorted(after)
+    assert {t.user_attrs["trial_id"]: t.value for _, t in optuna_after} == pytest.approx(
         {k: r["val_loss"] for k, r in after.items()})
 
 
@@ -129,14 +136,19 @@ def test_the_optuna_view_adds_each_trial_once_and_rebuilds_when_the_space_change
                _record("c", "prediction", 1.0, math.nan, Status.FAILED)]
     assert OptunaLog(storage, spec).sync(records) == 3
     assert OptunaLog(storage, spec).sync(records) == 0  # a resumed driver adds no duplicate
-    trials = optuna.load_study(study_name="tiny/mri", storage=storage).get_trials(deepcopy=False)
+    # one Optuna study per data set and label fraction: the fraction is never a tuned parameter
+    assert sorted(optuna.get_all_study_names(storage)) == ["tiny/mri 100 % labels", "tiny/mri 50 % labels"]
+    half = optuna.load_study(study_name="tiny/mri 50 % labels", storage=storage)
+    trials = half.get_trials(deepcopy=False)
     assert [(t.user_attrs["trial_id"], t.state.name, t.value) for t in trials] == [
-        ("a", "COMPLETE", 0.4), ("b", "COMPLETE", 0.5), ("c", "FAIL", None)]
-    assert trials[0].params == {"label_fraction": 0.5, "task": "restoration", "patch_size": 32, "sampler": "random",
-                                "extent": 1.0, "pretrain_lr": 0.01, "scope": "encoder", "schedule": "at_once",
-                                "lr": 0.001, "unfrozen_lr": None}
-    assert trials[1].params == {"label_fraction": 0.5, "task": "none", "lr": 0.001}
+        ("a", "COMPLETE", 0.4), ("b", "COMPLETE", 0.5)]
+    # only what varies: the task (with the baseline's "none"); patch size, sampler, lr are one value each
+    assert trials[0].params == {"task": "restoration"} and trials[1].params == {"task": "none"}
+    assert half.metric_names == ["validation loss"]
+    assert half.user_attrs["label fraction"] == 0.5 and half.user_attrs["space"] == "task: restoration, prediction, none"
+    (failed,) = optuna.load_study(study_name="tiny/mri 100 % labels", storage=storage).get_trials(deepcopy=False)
+    assert (failed.user_attrs["trial_id"], failed.state.name) == ("c", "FAIL")
     # an enlarged space changes the choices Optuna holds: the view is rebuilt, once per trial again
-    wider = spec.model_copy(update={"label_fractions": [0.25, 0.5, 1.0]})
+    wider = spec.model_copy(update={"finetuning": spec.finetuning.model_copy(update={"lr": [0.001, 0.01]})})
     assert OptunaLog(storage, wider).sync(records) == 3
-    assert len(optuna.load_study(study_name="tiny/mri", storage=storage).trials) == 3
+    assert len(optuna.load_study(study_name="tiny/mri 50 % labels", storage=storage).trials) == 2
