@@ -136,3 +136,33 @@ def test_tolerances_default_per_class_and_are_refused_when_not_distances() -> No
     for bad in (-1.0, float("nan"), "1 mm", True):
         with pytest.raises(SpecError, match="nsd_tolerance_mm.meniscus"):
             class_tolerances(["meniscus"], {"meniscus": bad})
+
+
+def test_the_evaluation_writes_the_columns_with_the_spec_tolerances(tiny_mri) -> None:
+    """evaluate_segmentation (a trial's test evaluation) adds nsd, hd95 and nsd_tol_mm after dice,
+    with the spec's tolerances over the defaults; its validation use (boundary=False) adds nothing."""
+    from study.data import open_dataset
+    from study.model import UNet, UNetConfig
+    from study.spec import StudySpec
+    from study.train import TrainSettings, evaluate_segmentation
+
+    dataset = open_dataset(tiny_mri)  # volumes of several slices
+    model = UNet(UNetConfig(in_channels=1, out_channels=4, widths=(4, 8), groups=4), seed=0)
+    spec = StudySpec(name="x", analysis={"nsd_tolerance_mm": {"meniscus": 0.4}})
+    settings = TrainSettings(batch_size=4)
+    table = evaluate_segmentation(model, dataset, dataset.split.test, settings,
+                                  nsd_tolerance_mm=spec.analysis.nsd_tolerance_mm)
+    assert list(table.columns[:8]) == ["dataset", "case_id", "subject_id", "class", "dice", "nsd", "hd95", "nsd_tol_mm"]
+    assert table.groupby("class")["nsd_tol_mm"].first().to_dict() == {
+        "femoral_cartilage": 1.0, "meniscus": 0.4, "patellar_cartilage": 1.0, "tibial_cartilage": 1.0}
+    case = dataset.split.test[0]
+    assert dataset.scans[case].n_slices > 1
+    from study.train import predict_scan
+
+    pred, true = predict_scan(model, dataset, case, settings), np.moveaxis(dataset.read_masks(case), 1, 0)
+    for k, row in enumerate(table[table["case_id"] == case].itertuples()):
+        want = _monai(pred[k], true[k], dataset.scans[case].spacing_mm, row.nsd_tol_mm)  # 3-D, the volume's spacing
+        # MONAI computes in float32: at ~100 mm its own rounding is a few 1e-6 mm, so relative here
+        assert row.nsd == pytest.approx(want[0], abs=1e-6) and row.hd95 == pytest.approx(want[1], rel=1e-7, abs=1e-6)
+    plain = evaluate_segmentation(model, dataset, dataset.split.test, settings, boundary=False)
+    assert "nsd" not in plain and plain["dice"].equals(table["dice"])
