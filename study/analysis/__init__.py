@@ -12,11 +12,12 @@ from __future__ import annotations
 from study.analysis._analysis import Analysis, analyze, format_ranking, records
 from study.analysis._bayes import bayesian_signed_rank
 from study.analysis._best import best_set, pairwise_p
+from study.analysis._boundary import boundary_summary
 from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
 from study.analysis._effects import AXES, chosen_cases, design_effects
 from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability, top_k_share
 from study.analysis._scaling import fit_power_law, power_law, scaling, strategy_extents
-from study.analysis._settings import PAIRINGS, PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
+from study.analysis._settings import METRICS, PAIRINGS, PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
 from study.analysis._stats import (
     benjamini_hochberg,
     bootstrap_counts,
@@ -40,6 +41,7 @@ from study.analysis._transfer import configuration, transfer_summary
 
 __all__ = [
     "AXES",
+    "METRICS",
     "PAIRINGS",
     "PAPER_FRACTIONS",
     "POOLED_CAVEAT",
@@ -52,6 +54,7 @@ __all__ = [
     "bayesian_signed_rank",
     "benjamini_hochberg",
     "best_set",
+    "boundary_summary",
     "bootstrap_counts",
     "bootstrap_median",
     "bootstrap_rank_biserial",
