@@ -54,3 +54,27 @@ def test_a_volume_of_the_other_modality_is_refused() -> None:
         _check_values(Path("mri.nii"), mri, "ct")
     with pytest.raises(DataError, match="NaN or infinite"):
         _check_values(Path("x.nii"), np.array([np.nan, -1000.0]), "ct")
+
+
+def test_the_trial_defaults_to_the_optimum_at_its_largest_fraction_and_refuses_what_did_not_run(tmp_path: Path) -> None:
+    """On the synthetic study tests/analysis/test_cli.py ranks (restoration clearly ahead): no --strategy
+    means the analysis's optimum, no --fraction its largest label fraction, no --seed the spec's."""
+    from study.errors import SpecError
+    from study.predict import choose_trial
+    from study.store import StudyStore
+    from tests.analysis.test_cli import write_study
+
+    store = StudyStore(write_study(tmp_path))
+    state = store.read_state()
+    chosen = choose_trial(store, state, "mri", None, None, None)
+    assert (chosen.strategy, chosen.label_fraction, chosen.seed) == ("restoration/K32/poisson_disc|encoder/at_once", 1.0, 0)
+    assert chosen.why == "the optimum of the study's analysis"
+    assert store.trial_result(chosen.trial_id).label_fraction == 1.0
+    low = choose_trial(store, state, "mri", "supervised", 0.05, 0)
+    assert store.trial_result(low.trial_id).strategy == "supervised" and low.why == "named by --strategy"
+    with pytest.raises(SpecError, match=r"--fraction 0.5: supervised ran at label fraction\(s\) 0.05, 0.25, 1"):
+        choose_trial(store, state, "mri", "supervised", 0.5, None)
+    with pytest.raises(SpecError, match=r"--seed 3: .* ran with seed\(s\) 0"):
+        choose_trial(store, state, "mri", "supervised", None, 3)
+    with pytest.raises(SpecError, match="the study's strategies: prediction/K8/random|encoder/at_once, restoration"):
+        choose_trial(store, state, "mri", "restoration", None, None)
