@@ -154,6 +154,8 @@ def _refusals(tmp_path: Path, store: StudyStore, study: str, data: str, new: Pat
         _refused(study, "--images", str(new), "--out", str(fresh), *args, fragment="kept no weights")
     finally:
         weights.with_suffix(".away").rename(weights)
+    _refused(study, "--images", str(new), "--out", str(fresh), "--strategy", RESTORATION,
+             fragment=f"the study has 2 data sets; name one with --dataset: {', '.join(sorted(imports))}")
     _refused(study, "--images", str(new), "--out", str(fresh), "--dataset", data, "--strategy", "nonesuch",
              fragment=f"the study's strategies: {RESTORATION}, supervised")
     assert not fresh.parent.exists()
