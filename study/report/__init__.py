@@ -60,15 +60,25 @@ def number(column: str, v: object) -> str:
     return f"{v:.3g}" if abs(v) >= 1000 or (v != 0 and abs(v) < 0.001) else f"{v:.3f}".rstrip("0").rstrip(".") if v.is_integer() else f"{v:.3f}"
 
 
+def _breakable(text: str) -> str:
+    """Escaped text that a narrow column may wrap after ``/``, ``|`` and ``_`` (a strategy such as
+    ``restoration/K64/poisson_disc_spread|encoder+decoder/freeze_then_unfreeze`` has no space), so
+    the widest table fits a 1400 px page; what it reads (textContent) is unchanged."""
+    escaped = html.escape(text)
+    for mark in ("/", "|", "_"):
+        escaped = escaped.replace(mark, mark + "<wbr>")
+    return escaped
+
+
 def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None,
            row_class: Callable[[object], str] | None = None) -> str:
     """An HTML table; ``row_class`` names a row's class (the ranking marks rows that beat the baseline)."""
     frame = frame[[c for c in (columns or list(frame.columns)) if c in frame]]
     text = {c: not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in frame}
-    head = "".join(f'<th class="{"text" if text[c] else ""}">{html.escape(str(c))}</th>' for c in frame)
+    head = "".join(f'<th class="{"text" if text[c] else ""}">{_breakable(str(c))}</th>' for c in frame)
     rows = []
     for row in frame.itertuples(index=False):
-        cells = "".join(f'<td class="text">{html.escape(number(c, v))}</td>' if text[c] else f"<td>{number(c, v)}</td>"
+        cells = "".join(f'<td class="text">{_breakable(number(c, v))}</td>' if text[c] else f"<td>{number(c, v)}</td>"
                         for c, v in zip(frame.columns, row))
         cls = row_class(row) if row_class else ""
         rows.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
@@ -113,6 +123,28 @@ def _axes(spec: dict) -> list[tuple[str, list]]:
     rows.append(("resources per trial", [f"{res.get('cpus_per_trial', 1):g} CPU", f"{res.get('gpus_per_trial', 0):g} GPU"]))
     rows.append(("analysis", [f"pairing {(spec.get('analysis') or {}).get('pairing', 'per_case')}"]))
     return rows
+
+
+def _resolved(spec: dict) -> list[tuple[str, list]]:
+    """:func:`_axes` with what the spec leaves to its scale profile resolved: ``finetuning.lr 0.01
+    (the laptop profile's)`` rather than null."""
+    rows = _axes(spec)
+    try:
+        from study.spec import StudySpec
+
+        full = StudySpec.model_validate(spec)
+    except Exception:  # noqa: BLE001 - a spec this version cannot read: shown as written
+        return rows
+    profile = full.scale.profile
+    resolved = {"pretraining.lr": full.scale.pretrain_lr, "finetuning.lr": full.scale.finetune_lr}
+    out = []
+    for name, levels in rows:
+        if name in resolved and levels == [None]:
+            levels = [f"{resolved[name]:g} (the {profile} profile's)"]
+        elif name == "finetuning.unfrozen_lr" and levels == [None]:
+            levels = ["the learning rate"]
+        out.append((name, levels))
+    return out
 
 
 def _plan_table(state: dict, results: list[TrialRecord]) -> str:
@@ -227,12 +259,13 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
     uri = state.get("tracking_uri", "")
     run = state.get("parent_run_id", "")
     link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
+    bad = lambda group: ' class="failed"' if group else ""  # red only when there are some
     counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
               f'<span>stopped early: <b>{sum(r.stopped for r in results)}</b></span>'
-              f'<span class="failed">failed: <b>{len(failed)}</b></span><span class="failed">errored: <b>{len(errored)}</b></span>'
+              f'<span{bad(failed)}>failed: <b>{len(failed)}</b></span><span{bad(errored)}>errored: <b>{len(errored)}</b></span>'
               f'<span>pending: <b>{max(planned - len(results), 0)}</b></span>'
               f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
-    rows = pd.DataFrame([{"axis": name, "levels": ", ".join(map(_level, levels))} for name, levels in _axes(spec)])
+    rows = pd.DataFrame([{"axis": name, "levels": ", ".join(map(_level, levels))} for name, levels in _resolved(spec)])
     body = (counts + _table(rows, 'class="axes"') + _plan_table(state, results)
             + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}"
             + (f"; the search in Optuna's dashboard: <code>optuna-dashboard {html.escape(optuna)}</code>" if optuna else "")
@@ -269,11 +302,35 @@ def _answer(analysis: Analysis) -> str:
                     "practically equivalent to the baseline, and what would settle it.")
 
 
+def _chosen_line(analysis: Analysis) -> str:
+    """Which strategy each data set's "chosen strategy" is, and whether it beat the baseline: the
+    first of the best set when one beats it, else the best ranked, shown for comparison only."""
+    if not analysis.chosen:
+        return ""
+    ranking = analysis.ranking
+    items = []
+    for ds, strategy in sorted(analysis.chosen.items()):
+        rows = ranking[(ranking["dataset"] == ds) & (ranking["strategy"] == strategy)] if not ranking.empty else ranking
+        beats = bool(rows["beats_baseline"].any()) if "beats_baseline" in rows else False
+        verdict = ("beats the supervised baseline" if beats else
+                   "did not beat the supervised baseline: the best ranked, shown for comparison")
+        items.append(f"<li><b>{html.escape(str(ds))}</b>: <code>{html.escape(strategy)}</code> ({verdict})</li>")
+    return f'<ul class="chosen">{"".join(items)}</ul>'
+
+
 def _figure(title: str, fig, folder: Path, stem: str, caption: str, why_missing: str, extra: str = "") -> str:
     """A figure's section, or a note saying why the study cannot draw it."""
     if fig is None:
         return _missing(title, why_missing)
     return _section(title, _image(fig, folder, stem, title) + extra, caption)
+
+
+def _with_chosen(section: str, analysis: Analysis) -> str:
+    """A section about "the chosen strategy", naming it (before its caption)."""
+    if "Left out:" in section:
+        return section
+    head, sep, tail = section.rpartition('<p class="caption">')
+    return head + "<p>The chosen strategy:</p>" + _chosen_line(analysis) + sep + tail
 
 
 def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
@@ -315,8 +372,8 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                  "the strategy ranks in the top k, a description of the ranking's spread, not a verdict.")
         if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _effects(analysis, figs),
-        _drill_down(analysis),
-        _boundary(table, analysis),
+        _with_chosen(_drill_down(analysis), analysis),
+        _with_chosen(_boundary(table, analysis), analysis),
         _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
                 "One training slice corrupted by each pretext task, sampler and patch size of the study "
                 "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",
@@ -325,11 +382,11 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                  "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
                  "lower is a better restoration.") if not l2.empty
         else _missing("Table 2. Inpainting L2 norm", "no pretraining has finished."),
-        _figure("Figures 3-4. Dice against label fraction", figures.dice_vs_fraction(table, analysis.chosen), figs,
+        _with_chosen(_figure("Figures 3-4. Dice against label fraction", figures.dice_vs_fraction(table, analysis.chosen), figs,
                 "fig3_dice_vs_fraction",
                 "Mean test Dice per class and data set at each label fraction: every strategy (thin), the chosen "
                 "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
-                "the study has a single label fraction."),
+                "the study has a single label fraction."), analysis),
         _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
                 "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c, "
                 "drawn only where the shape is identified: the power law fits better than a constant gain (F-test "
@@ -337,14 +394,14 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
                 "note says why a fit is not.",
                 "the study has fewer than two pretraining extents.",
                 extra=_table(analysis.scaling_fits, 'class="scaling"')),
-        _figure("Figure 6. Clinical metric errors", figures.clinical_figure(analysis.clinical_summary), figs,
+        _with_chosen(_figure("Figure 6. Clinical metric errors", figures.clinical_figure(analysis.clinical_summary), figs,
                 "fig6_clinical", "Median signed percent error of each clinical measurement from the predicted masks, "
                 "per class and label fraction, for the chosen strategy and the supervised baseline.",
-                "the data carry no clinical measurements."),
-        _figure("Figure 7. Per-case clinical errors", figures.clinical_cases_figure(analysis.clinical_cases), figs,
+                "the data carry no clinical measurements."), analysis),
+        _with_chosen(_figure("Figure 7. Per-case clinical errors", figures.clinical_cases_figure(analysis.clinical_cases), figs,
                 "fig7_clinical_cases", "Per test case, absolute percent error of the baseline (x) against the chosen "
                 "strategy (y), averaged over classes and label-limited fractions; points below the diagonal favour "
-                "the strategy.", "the data carry no clinical measurements."),
+                "the strategy.", "the data carry no clinical measurements."), analysis),
         _figure("Figure A1. Transfer choices", figures.transfer_figure(table), figs, "figA1_transfer",
                 "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.",
                 "the study varies no transfer choice."),

@@ -123,14 +123,16 @@ def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure |
                     full = curve[x == x.max()]
                     ax.axhline(float(full.iloc[0]), color="k", ls="--", lw=0.8, label="supervised, most labels")
                 elif strategy == highlight.get(ds):
-                    ax.plot(x, curve.values, "-o", color="tab:red", lw=2, ms=3, label="chosen strategy", zorder=2)
+                    ax.plot(x, curve.values, "-o", color="tab:red", lw=2, ms=3, label="chosen strategy (row title)",
+                            zorder=2)
                 else:
                     ax.plot(x, curve.values, "-", color="tab:blue", lw=0.6, alpha=0.4)
             ax.set_xscale("log")
             fractions = sorted(part.index.get_level_values("label_fraction").unique())
             ax.set_xticks(fractions, [f"{f:g}" for f in fractions])  # the study's fractions, not 10^k
             ax.minorticks_off()
-            ax.set_title(f"{short(ds)}: {cls}", fontsize=8)
+            chosen = highlight.get(ds)
+            ax.set_title(f"{short(ds)}: {cls}" + (f"\nred: {chosen}" if chosen and j == 0 else ""), fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_xlabel("label fraction", fontsize=7)
             if j == 0:
@@ -182,7 +184,8 @@ def clinical_figure(summary: pd.DataFrame) -> Figure | None:
         labels = [f"{c} @{f:g}" for c, f in zip(part["class"], part["label_fraction"])]
         x = np.arange(len(part))
         ax.bar(x - 0.2, part["median_pct_err_baseline"], 0.4, label="supervised", color="0.55")
-        ax.bar(x + 0.2, part["median_pct_err_strategy"], 0.4, label="chosen strategy", color="tab:red")
+        chosen = str(part["strategy"].iloc[0]) if "strategy" in part else "chosen strategy"
+        ax.bar(x + 0.2, part["median_pct_err_strategy"], 0.4, label=chosen, color="tab:red")
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, labels, fontsize=8, rotation=35, ha="right")
         ax.tick_params(axis="y", labelsize=8)
@@ -255,14 +258,21 @@ def clinical_cases_figure(cases: pd.DataFrame) -> Figure | None:
     groups = list(cases.dropna(subset=["baseline_abs_pct_err", "strategy_abs_pct_err"]).groupby(["dataset", "metric"]))
     if not groups:
         return None
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.4), squeeze=False)
-    for ax, ((ds, metric), part) in zip(axes[0], groups):
-        ax.scatter(part["baseline_abs_pct_err"], part["strategy_abs_pct_err"], s=8)
+    # At most three panels a row, each wide enough for its labels at the size of the page's text.
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.ravel()[len(groups):]:
+        ax.set_visible(False)
+    for ax, ((ds, metric), part) in zip(axes.ravel(), groups):
+        ax.scatter(part["baseline_abs_pct_err"], part["strategy_abs_pct_err"], s=12)
         top = float(np.nanmax(part[["baseline_abs_pct_err", "strategy_abs_pct_err"]].to_numpy())) or 1.0
         ax.plot([0, top], [0, top], "k--", lw=0.6)
-        ax.set_title(f"{short(ds)}: {metric}", fontsize=8)
-        ax.set_xlabel("supervised |% error|", fontsize=7)
-        ax.set_ylabel("strategy |% error|", fontsize=7)
+        chosen = str(part["strategy"].iloc[0]) if "strategy" in part else "chosen strategy"
+        ax.set_title(f"{short(ds)}: {metric}", fontsize=11)
+        ax.set_xlabel("supervised baseline: |% error|", fontsize=10)
+        ax.set_ylabel(f"{chosen.replace('|', chr(10))}: |% error|", fontsize=10)
+        ax.tick_params(labelsize=9)
     fig.tight_layout()
     return fig
 

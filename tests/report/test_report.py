@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, free_port, run_cli
 from tests.run.conftest import write_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -106,6 +112,22 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1400, min(height + 100, 16000))
         full = finished_study / "report" / "screenshot_full.png"
+        # a 1400 px page holds the ranking whole: no table wider than the page, no sideways scrolling
+        page_width = browser.execute_script("return document.documentElement.clientWidth")
+        rights = browser.execute_script("return Array.from(document.querySelectorAll('table.ranking'))"
+                                        ".map(t => t.getBoundingClientRect().right)")
+        assert rights and max(rights) <= page_width, (rights, page_width)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= page_width
+        # resolved values, not the profile's nulls; zero failures not in red; every "chosen strategy" named
+        assert "pretraining.lr\t0.01 (the laptop profile's)" in page_text(browser)
+        assert "null (the profile" not in page_text(browser)
+        assert browser.execute_script("return document.querySelectorAll('.counts .failed').length") == 0
+        chosen = browser.execute_script("return Array.from(document.querySelectorAll('section')).filter(s => "
+                                        "s.querySelector('.caption') && s.querySelector('.caption').textContent"
+                                        ".includes('chosen strategy')).map(s => s.querySelector('ul.chosen code')"
+                                        " ? s.querySelector('ul.chosen code').textContent : s.querySelector('h2').textContent)")
+        assert chosen and all(c in set(expected["strategy"]) for c in chosen), chosen
+        assert "did not beat the supervised baseline" in page_text(browser)  # the tiny study's strategies do not
         assert browser.save_screenshot(str(full)) and full.stat().st_size > 50_000
     finally:
         browser.quit()
@@ -134,3 +156,114 @@ def test_a_trial_of_the_finished_study_runs_again_with_its_numbers(finished_stud
     assert f"mean over classes: {trial['dice']:.6f} (the study recorded the same)" in again.stdout
     after = sorted(p.relative_to(finished_study) for p in finished_study.rglob("*") if "report" not in p.parts)
     assert after == before  # the study's folder is left as it was
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], cwd: Path, probe: str) -> Iterator[str]:
+    """A web view of the study (``mlflow ui``, ``optuna-dashboard``) on a free port, as a user starts
+    it; yields its base address and stops it (its own process group) afterwards."""
+    port = free_port()
+    server = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240  # two busy cores: MLflow's server takes a while to import
+        while True:
+            try:
+                urllib.request.urlopen(base + probe, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, f"{command[0]} did not start"
+                time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def _fresh_chromium(profile: Path):
+    """Headless Debian Chromium with a profile of its own: no choice a person made earlier."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+
+
+def _wait_for(browser, script: str, seconds: float = 120):
+    deadline = time.time() + seconds
+    while not (value := browser.execute_script(script)):
+        assert time.time() < deadline, f"timed out waiting for: {script}"
+        time.sleep(0.5)
+    return value
+
+
+def _shots(browser, finished_study: Path, tmp_path: Path, name: str) -> None:
+    """The screenshot, kept where the report's are (the study's report folder) and in the test's folder."""
+    for folder in (tmp_path, finished_study / "report"):
+        assert browser.save_screenshot(str(folder / name)) and (folder / name).stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+def test_mlflow_ui_opens_on_the_training_runs_in_a_fresh_browser(finished_study: Path, tmp_path: Path) -> None:
+    """``mlflow ui`` in the study's working folder, then the address the run printed: the training runs,
+    named for their design, with the varied axes and the results as columns (issue 27, Build 2)."""
+    import mlflow
+
+    from study.tracking import ui_link
+
+    folder = finished_study.parents[1]  # where the study ran: mlflow.db and mlruns/ beside the spec
+    assert not (folder / "mlflow.db.lock").exists()  # the store's lock lives in mlruns/ (issue 27, Found 8)
+    experiment = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").get_experiment_by_name("smoke")
+    records = [json.loads(p.read_text()) for p in (finished_study / "trials").glob("*/result.json")]
+    with _serving(["mlflow", "ui", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"], folder, "/health") as base:
+        browser = _fresh_chromium(tmp_path / "profile")
+        try:
+            browser.get(ui_link(experiment.experiment_id, base))
+            names = _wait_for(browser, "const names = Array.from(document.querySelectorAll('[role=row] a'))"
+                              ".map(a => a.textContent).filter(t => t.includes(' | '));"
+                              f" return names.length >= {len(records)} ? names : null")
+            assert "/runs" in browser.current_url and "workflowType=machine_learning" in browser.current_url
+            # every trial a row of its own, named for its design and label fraction (not folded under the study's run)
+            expected = {("supervised" if r["task"] == "none" else f"{r['task']} K64 random")
+                        + f" | {r['label_fraction'] * 100:g} % | tiny-mri" for r in records}
+            assert expected <= set(names), (expected, names)
+            headers = browser.execute_script(
+                "return Array.from(document.querySelectorAll('[role=columnheader]')).map(h => h.textContent.trim())")
+            for column in ("dice", "val_loss", "task", "label_fraction"):  # the axes the study varies, the results
+                assert column in headers, headers
+            assert "Traces" not in browser.execute_script("return document.querySelector('h2, h1') ? "
+                                                          "document.querySelector('h2, h1').textContent : ''")
+            _shots(browser, finished_study, tmp_path, "mlflow_ui.png")
+        finally:
+            browser.quit()
+
+
+@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+def test_the_optuna_dashboard_agrees_with_the_report(finished_study: Path, tmp_path: Path) -> None:
+    """``optuna-dashboard sqlite:///studies/smoke/optuna.db``: a study per data set and label fraction,
+    the objective named, no label_fraction parameter, the timeline drawn (issue 27, Build 3)."""
+    import optuna
+
+    storage = f"sqlite:///{finished_study / 'optuna.db'}"
+    with _serving(["optuna-dashboard", storage, "--host", "127.0.0.1"], finished_study, "/api/studies") as base:
+        browser = _fresh_chromium(tmp_path / "profile")
+        try:
+            browser.get(f"{base}/dashboard")
+            listed = _wait_for(browser, "return document.body.innerText.includes('labels') ? document.body.innerText : null")
+            assert "smoke/tiny-mri 50 % labels" in listed and "smoke/tiny-mri 100 % labels" in listed
+            half = optuna.load_study(study_name="smoke/tiny-mri 50 % labels", storage=storage)
+            browser.get(f"{base}/dashboard/studies/{half._study_id}")
+            points = _wait_for(browser, "return document.querySelectorAll('#graph-timeline .point').length")
+            assert points == 3  # the baseline and two pretext tasks, each from its start to its end
+            text = browser.execute_script("return document.body.innerText")
+            assert "validation loss" in text and "Objective 0" not in text
+            assert "label_fraction" not in text and "task" in text  # the only axis the study varies
+            assert '\\"' not in text  # attributes read as written, not as escaped JSON
+            _shots(browser, finished_study, tmp_path, "optuna_dashboard.png")
+        finally:
+            browser.quit()
