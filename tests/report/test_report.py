@@ -108,10 +108,6 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
         # the spec as YAML, not a Python dict
         spec_text = browser.execute_script("return document.querySelector('pre.spec').textContent")
         assert "label_fractions: [0.5, 1.0]" in spec_text and "{'" not in page_text(browser)
-        # the whole page, for a person to look at
-        height = browser.execute_script("return document.body.scrollHeight")
-        browser.set_window_size(1400, min(height + 100, 16000))
-        full = finished_study / "report" / "screenshot_full.png"
         # a 1400 px page holds the ranking whole: no table wider than the page, no sideways scrolling
         page_width = browser.execute_script("return document.documentElement.clientWidth")
         rights = browser.execute_script("return Array.from(document.querySelectorAll('table.ranking'))"
@@ -128,6 +124,10 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
                                         " ? s.querySelector('ul.chosen code').textContent : s.querySelector('h2').textContent)")
         assert chosen and all(c in set(expected["strategy"]) for c in chosen), chosen
         assert "did not beat the supervised baseline" in page_text(browser)  # the tiny study's strategies do not
+        # the whole page, for a person to look at
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1400, min(height + 100, 16000))
+        full = finished_study / "report" / "screenshot_full.png"
         assert browser.save_screenshot(str(full)) and full.stat().st_size > 50_000
     finally:
         browser.quit()
