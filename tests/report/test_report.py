@@ -219,7 +219,8 @@ def test_mlflow_ui_opens_on_the_training_runs_in_a_fresh_browser(finished_study:
     assert not (folder / "mlflow.db.lock").exists()  # the store's lock lives in mlruns/ (issue 27, Found 8)
     experiment = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").get_experiment_by_name("smoke")
     records = [json.loads(p.read_text()) for p in (finished_study / "trials").glob("*/result.json")]
-    with _serving(["mlflow", "ui", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"], folder, "/health") as base:
+    ui = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"]  # one: 2 cores
+    with _serving(ui, folder, "/health") as base:
         browser = _fresh_chromium(tmp_path / "profile")
         try:
             browser.get(ui_link(experiment.experiment_id, base))
