@@ -12,7 +12,10 @@ from study.errors import SpecError
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
-    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU."""
+    """Start a local Ray (or join ``address``) and return the per-node maximum of CPU and GPU.
+
+    A process that already runs Ray (``study.run``'s ``main`` called again from Python: a notebook,
+    the test suite's study runner) keeps that one: ``ray.init`` would refuse a second."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -23,7 +26,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     try:
         if address:
             ray.init(address=address, **kwargs)
-        else:
+        elif not ray.is_initialized():
             _loopback_only()
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...: all end here

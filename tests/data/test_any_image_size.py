@@ -97,7 +97,7 @@ def _predict_by_hand(model: UNet, image: np.ndarray, batch: int) -> np.ndarray:
     return np.moveaxis(logits[:, :, top : top + h, left : left + w] > 0, 1, 0)  # (K, S, H, W)
 
 
-def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path) -> None:
+def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path, study_runner) -> None:
     mri = _import(tmp_path, "knee", (197, 233), "mri", KNEE)
     ct = _import(tmp_path, "abdomen", (61, 90), "ct", ABDOMEN)
     checked = run_cli("study.data", "check", str(mri))
@@ -114,7 +114,7 @@ def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path) -> 
     assert f"images of {mri}: 197 x 233 px padded to 200 x 240 for a U-Net of 4 levels (constant)" in dry.stdout
     assert f"images of {ct}: 61 x 90 px padded to 64 x 96 for a U-Net of 4 levels (constant)" in dry.stdout
 
-    ran = run_cli(*args, cwd=tmp_path)
+    ran = study_runner.run(tmp_path, *args[1:])  # the same command, by its main in the session's study runner
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     store = StudyStore(tmp_path / "studies" / "smoke")
     state = json.loads(store.state_path.read_text())

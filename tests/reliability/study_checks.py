@@ -15,6 +15,7 @@ import pandas as pd
 from study.analysis import analyze
 from study.analyze import load_study
 from study.faults import FAULT_ENV
+from tests.study_runner import StudyRunner
 
 # Small enough for seconds per trial, long enough that every fault point is reached: pretraining
 # runs 3 epochs and fine-tuning 4, so a fault "after 2 epochs" fires mid-trial.
@@ -28,6 +29,13 @@ def run_study(cwd: Path, spec: Path, fault: str | None = None, timeout: float = 
         env[FAULT_ENV] = fault
     return subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_study_here(runner: StudyRunner, cwd: Path, spec: Path) -> subprocess.CompletedProcess:
+    """The same command with no fault, by the session's study runner (``tests/study_runner.py``: its
+    ``main`` in a process that keeps its Ray): a resume, or a run to compare with, costs no new
+    interpreter and no new Ray. It is another process than the killed driver, as a command is."""
+    return runner.run(cwd, str(spec))
 
 
 def trial_ids(study: Path) -> list[str]:

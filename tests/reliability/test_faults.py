@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from study.faults import FAULT_ENV
-from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study
+from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study, run_study_here
+from tests.study_runner import StudyRunner
 from tests.run.conftest import write_spec
 
 pytestmark = pytest.mark.slow
@@ -29,11 +30,13 @@ def _ok(result) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path) -> dict:
+# Session-scoped: a module fixture would be made again when a pytest-xdist worker runs another
+# module's test in between, or finds its queue empty for a moment. Each worker makes its own.
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, study_runner: StudyRunner) -> dict:
     """The same study run once without a fault."""
     folder = tmp_path_factory.mktemp("reference")
-    _ok(run_study(folder, _spec(folder, tiny_mri)))
+    _ok(run_study_here(study_runner, folder, _spec(folder, tiny_mri)))
     study = folder / "studies" / "tiny"
     return {"per_case": per_case(study), "ranking": ranking(study), "study": study}
 
@@ -45,13 +48,14 @@ def _survives(tally, name: str, folder: Path, reference: dict) -> None:
 
 
 @pytest.mark.parametrize("point", ["pretrain", "between", "finetune", "logging"])
-def test_driver_sigkill_then_resume(tmp_path: Path, tiny_mri: Path, reference: dict, tally, point: str) -> None:
+def test_driver_sigkill_then_resume(tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner,
+                                    tally, point: str) -> None:
     name = f"driver SIGKILL at {point}"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
     killed = run_study(tmp_path, spec, fault=f"kill-driver:{point}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    _ok(run_study(tmp_path, spec))
+    _ok(run_study_here(study_runner, tmp_path, spec))  # the same command again
     _survives(tally, name, tmp_path, reference)
 
 
@@ -69,7 +73,8 @@ def test_a_trial_fault_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri: 
     _survives(tally, name, tmp_path, reference)
 
 
-def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Path, reference: dict, tally) -> None:
+def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Path, reference: dict,
+                                                    study_runner: StudyRunner, tally) -> None:
     name = "checkpoints and pretrained weights truncated on disk"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -80,13 +85,14 @@ def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Pa
     for path in truncated:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-    _ok(run_study(tmp_path, spec))
+    _ok(run_study_here(study_runner, tmp_path, spec))  # the same command again
     assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 2  # the weights were made again
     _survives(tally, name, tmp_path, reference)
 
 
 def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(tmp_path: Path, tiny_mri: Path,
-                                                                         reference: dict, tally) -> None:
+                                                                         reference: dict, study_runner: StudyRunner,
+                                                                         tally) -> None:
     name = "storage full (ENOSPC) mid-study"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -95,22 +101,24 @@ def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(tmp_pa
     lines = [line for line in full.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-2000:]
     assert "no space left on device" in lines[0] and "run the same command again to resume" in lines[0]
-    _ok(run_study(tmp_path, spec))
+    _ok(run_study_here(study_runner, tmp_path, spec))  # the same command again
     _survives(tally, name, tmp_path, reference)
 
 
 def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path: Path, tiny_mri: Path,
-                                                                    reference: dict, tally) -> None:
+                                                                    reference: dict, study_runner: StudyRunner,
+                                                                    tally) -> None:
     tally.trying("determinism", "same spec and seed, run twice on CPU")
     tally.trying("determinism", "another seed changes the per-case table")
     again, other = tmp_path / "again", tmp_path / "other"
     again.mkdir(), other.mkdir()
+    # a new process (its own hash seed, its own Ray) against the reference made in this one
     _ok(run_study(again, _spec(again, tiny_mri)))
     table = per_case(again / "studies" / "tiny")
     assert not table.empty
     pd.testing.assert_frame_equal(table, reference["per_case"])
     tally.held_up("determinism", "same spec and seed, run twice on CPU")
-    _ok(run_study(other, _spec(other, tiny_mri, seed=7)))
+    _ok(run_study_here(study_runner, other, _spec(other, tiny_mri, seed=7)))
     changed = per_case(other / "studies" / "tiny")
     assert len(changed) == len(table)
     assert not changed["dice"].reset_index(drop=True).equals(table["dice"].reset_index(drop=True))
@@ -146,7 +154,8 @@ def test_two_drivers_started_together_one_runs_the_other_refuses(tmp_path: Path,
 
 
 def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp_path: Path, tiny_mri: Path,
-                                                                            reference: dict, tally) -> None:
+                                                                            reference: dict, study_runner: StudyRunner,
+                                                                            tally) -> None:
     name = "a second driver 6 s later, then the running one SIGKILLed and taken over"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -165,7 +174,7 @@ def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp
     assert runner.poll() is None, "the running driver ended before it could be killed: " + runner.communicate()[1][-2000:]
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=60)
-    again = run_study(tmp_path, spec)
+    again = run_study_here(study_runner, tmp_path, spec)  # the same command again
     _ok(again)
     assert f"taking the study over from its driver pid {runner.pid} on host {socket.gethostname()}" in again.stdout
     tally.note(f"drivers: a second driver refused after {waited:.1f} s (Python start-up and the checks, no Ray); "

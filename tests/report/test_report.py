@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,18 +18,21 @@ import pytest
 
 from tests.conftest import assert_user_error, free_port, run_cli
 from tests.run.conftest import write_spec
+from tests.study_runner import StudyRunner
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # one pytest-xdist worker runs the module (tests/conftest.py: XDIST_GROUPS)
 
 
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path) -> Path:
+# Session-scoped: a module fixture would be made again when a pytest-xdist worker runs another
+# module's test in between, or finds its queue empty for a moment.
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, study_runner: StudyRunner) -> Path:
     folder = tmp_path_factory.mktemp("report")
     spec = write_spec(folder, name="smoke", datasets=[str(tiny_mri)], label_fractions=[0.5, 1.0],
                       pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
-    done = subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=folder, capture_output=True, text=True, timeout=600)
+    done = study_runner.run(folder, str(spec))  # python -m study.run, by its main in the session's study runner
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "report:" in done.stdout  # the runner refreshes the dashboard at the end
     return folder / "studies" / "smoke"

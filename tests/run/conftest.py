@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tests.study_runner import StudyRunner
 
 TINY_SCALE = {
     "profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
@@ -24,3 +30,63 @@ def write_spec(folder: Path, name: str = "tiny", **fields) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A study run once by ``python -m study.run`` in ``folder`` (its spec, ``studies/``, ``mlflow.db``)."""
+
+    folder: Path
+    spec: Path
+    first: subprocess.CompletedProcess  # what the command printed when it ran the study
+
+
+class SharedStudy:
+    """A study that several tests start from, run once per session (per pytest-xdist worker) by the
+    session's study runner (``tests/study_runner.py``).
+
+    Each test gets it back as it was when it finished, at the same absolute path: the spec, the
+    study's state and MLflow's artifact locations name that path, so a copy elsewhere would still
+    point here. ``checkout()`` puts the pristine copy back, so a test may resume or extend it."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, runner: StudyRunner, label: str, **fields) -> None:
+        self.folder = tmp_path_factory.mktemp(label)
+        self.spec = write_spec(self.folder, **fields)
+        self.first = runner.run(self.folder, str(self.spec))
+        assert self.first.returncode == 0, self.first.stdout[-3000:] + self.first.stderr[-3000:]
+        self._pristine = tmp_path_factory.mktemp(f"{label}-pristine") / label
+        shutil.copytree(self.folder, self._pristine, symlinks=True)  # copy2: mtimes kept to the nanosecond
+
+    def checkout(self) -> FinishedStudy:
+        _close_pooled_connections(self.folder / "mlflow.db")
+        shutil.rmtree(self.folder)
+        shutil.copytree(self._pristine, self.folder, symlinks=True)
+        return FinishedStudy(self.folder, self.spec, self.first)
+
+
+def _close_pooled_connections(db: Path) -> None:
+    """MLflow keeps one SQLAlchemy engine per database URI for the life of the process, its pooled
+    connections open on the file: once the file is replaced, the test's own MLflow client would
+    write to the deleted one ("attempt to write a readonly database"). Closed, the next use opens
+    the file now there. (The study runner closes its own after each study.)"""
+    import sys
+
+    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if store is None:
+        return
+    engine = getattr(store.SqlAlchemyStore, "_engine_map", {}).pop(f"sqlite:///{db}", None)
+    if engine is not None:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _tiny_grid(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, study_runner: StudyRunner) -> SharedStudy:
+    return SharedStudy(tmp_path_factory, study_runner, "tiny-grid", datasets=[str(tiny_mri)])
+
+
+@pytest.fixture
+def tiny_grid(_tiny_grid: SharedStudy) -> FinishedStudy:
+    """``write_spec(folder, datasets=[tiny_mri])`` run to the end: 4 trials (the baseline and one
+    pretrained strategy at 50 % and 100 % labels), one pretraining. Tests that use it are one
+    pytest-xdist group (``tests/conftest.py``: ``XDIST_GROUPS``): one worker makes it once."""
+    return _tiny_grid.checkout()

@@ -4,49 +4,75 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from tests.conftest import free_port as _free_port
-from tests.conftest import wait_for_url as _wait_for
+from tests.conftest import start_mlflow_server, stop_process
 from tests.run.conftest import write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
+def _stop(temp_dir: str) -> None:
+    """Stop this cluster's processes only. ``ray stop`` would stop every Ray on the machine: the
+    local Ray of a study running beside this test (pytest-xdist, another user's suite) too."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or ()):
+                mine += [proc, *proc.children(recursive=True)]  # workers and agents rename themselves
+        except psutil.Error:
+            pass
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    for proc in psutil.wait_procs(mine, timeout=30)[1]:
+        proc.kill()
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):
     # Ray 2.60 makes new clusters require a token; every process of this test shares ~/.ray/auth_token.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_port, mlflow_port = _free_port(), _free_port()
-    address = f"127.0.0.1:{ray_port}"
+    # Its own temp folder (short: Ray's socket paths must stay under 108 bytes): `ray start` records
+    # its address in the temp folder, and a local Ray started meanwhile from /tmp/ray must not join it.
+    temp_dir = tempfile.mkdtemp(prefix="ray-cluster-", dir="/tmp")
     run = lambda *a: subprocess.run([str(BIN / "ray"), *a], env=env, capture_output=True, text=True, timeout=180)  # noqa: E731
     server = None
     try:
         # a fresh machine has no token yet; the output (the token itself) is captured, never shown
         assert run("get-auth-token", "--generate").returncode == 0
-        started = run("start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                      "--include-dashboard", "false")
+        for _ in range(3):  # a free port may be taken before Ray binds it (a study beside this test)
+            ray_port = _free_port()
+            started = run("start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1", "--num-cpus",
+                          "1", "--include-dashboard", "false", "--temp-dir", temp_dir)
+            if started.returncode == 0:
+                break
+            _stop(temp_dir)
         assert started.returncode == 0, started.stderr[-2000:]
-        joined = run("start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1")
+        address = f"127.0.0.1:{ray_port}"
+        joined = run("start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                     "--temp-dir", temp_dir)
         assert joined.returncode == 0, joined.stderr[-2000:]
-        server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        _wait_for(f"http://127.0.0.1:{mlflow_port}/health")
-        yield address, f"http://127.0.0.1:{mlflow_port}", env
+        server, uri = start_mlflow_server(tmp_path, "--workers", "1", env=env)  # one client: one worker
+        yield address, uri, env
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        run("stop")
+            stop_process(server)
+        _stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_smoke_study_on_a_two_node_cluster_logs_to_a_tracking_server(tmp_path: Path, tiny_mri: Path, cluster) -> None:

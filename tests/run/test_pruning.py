@@ -16,6 +16,7 @@ import yaml
 
 from study.data import PhantomSettings, make_phantom_dataset
 from tests.conftest import run_cli
+from tests.study_runner import StudyRunner
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +50,13 @@ def _spec(folder: Path, data: Path) -> Path:
     return path
 
 
-def _run(folder: Path, spec: Path, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **({"SSL_STUDY_FAULT": fault} if fault else {})}
+def _run(runner: StudyRunner, folder: Path, spec: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m study.run SPEC``: a command of its own with a fault (Ray's workers see it only in
+    their environment at start), else by the session's study runner (its ``main``, its Ray kept)."""
+    if fault is None:
+        return runner.run(folder, str(spec))
     return subprocess.run([sys.executable, "-m", "study.run", str(spec)], capture_output=True, text=True,
-                          cwd=folder, timeout=900, env=env)
+                          cwd=folder, timeout=900, env={**os.environ, "SSL_STUDY_FAULT": fault})
 
 
 def _decisions(study: Path) -> list[dict]:
@@ -64,10 +68,10 @@ def _results(study: Path) -> dict[str, dict]:
 
 
 def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_killed_driver(
-        tmp_path: Path, ct_with_validation: Path) -> None:
+        tmp_path: Path, ct_with_validation: Path, study_runner: StudyRunner) -> None:
     clean = tmp_path / "clean"
     clean.mkdir()
-    done = _run(clean, _spec(clean, ct_with_validation))
+    done = _run(study_runner, clean, _spec(clean, ct_with_validation))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "6 trials finished, 0 failed, 2 stopped early" in done.stdout
     assert "2 stopped trials would have made the grid about" in done.stdout
@@ -107,10 +111,10 @@ def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_ki
     killed = tmp_path / "killed"
     killed.mkdir()
     spec = _spec(killed, ct_with_validation)
-    first = _run(killed, spec, fault="kill-driver:rung")
+    first = _run(study_runner, killed, spec, fault="kill-driver:rung")
     assert first.returncode != 0
     assert _decisions(killed / "studies" / "pruned") == decisions
-    again = _run(killed, spec)
+    again = _run(study_runner, killed, spec)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _decisions(killed / "studies" / "pruned") == decisions
     rerun = {(r["strategy"], r["lr"], r["label_fraction"]): (r["status"], r.get("p_holm"))

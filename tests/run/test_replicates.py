@@ -10,20 +10,21 @@ import pytest
 
 from study.analysis._verdict import VERDICTS
 from tests.conftest import run_cli
-from tests.run.conftest import write_spec
+from tests.run.conftest import FinishedStudy
 from tests.run.test_study import _results, _run
+from tests.study_runner import StudyRunner
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(tmp_path: Path, tiny_mri: Path) -> None:
-    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
+def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(tiny_grid: FinishedStudy, tiny_mri: Path,
+                                                                              study_runner: StudyRunner) -> None:
+    tmp_path, spec = tiny_grid.folder, tiny_grid.spec  # write_spec(folder, datasets=[tiny_mri]), run once
     study = tmp_path / "studies" / "tiny"
-    _run(tmp_path, spec)
     first = set(_results(study))
     assert len(first) == 4
     # a new learning rate and two seeds: none of the first plan's trials is in the second
-    second = _run(tmp_path, spec, "--set", "finetuning.lr=[0.002]", "--set", "seeds=[0,1]")
+    second = _run(tmp_path, spec, "--set", "finetuning.lr=[0.002]", "--set", "seeds=[0,1]", runner=study_runner)
     assert "tiny: 8 trials finished, 0 failed" in second.stdout
     results = _results(study)
     new = {i: r for i, (r, _) in results.items() if i not in first}

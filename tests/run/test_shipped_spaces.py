@@ -21,6 +21,7 @@ import yaml
 from study.plan import TrialPoint
 from tests.conftest import REPO
 from tests.run.conftest import TINY_SCALE
+from tests.study_runner import StudyRunner
 
 pytestmark = pytest.mark.slow
 
@@ -77,13 +78,12 @@ def test_every_shipped_space_names_what_its_analysis_must_answer() -> None:
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
-def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path, space: Path) -> None:
+def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path, space: Path,
+                                                                 study_runner: StudyRunner) -> None:
     scale = yaml.safe_dump(TINY_SCALE, default_flow_style=True).strip()
-    run = subprocess.run(
-        [sys.executable, "-m", "study.run", str(space), "--set", f"scale={scale}",
-         "--set", f"storage={tmp_path / 'studies'}", "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-         *_on_this_machine(space)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    # python -m study.run, by the session's study runner (its main, in a process that keeps its Ray)
+    run = study_runner.run(tmp_path, str(space), "--set", f"scale={scale}", "--set", f"storage={tmp_path / 'studies'}",
+                           "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *_on_this_machine(space))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     study = tmp_path / "studies" / space.stem
     state = json.loads((study / "study.json").read_text())

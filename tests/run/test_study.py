@@ -13,7 +13,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.run.conftest import write_spec
+from tests.run.conftest import FinishedStudy, write_spec
+from tests.study_runner import StudyRunner
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +38,24 @@ def _attempts(study: Path, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in (study / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()]
 
 
-def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
+def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0,
+         runner: StudyRunner | None = None) -> subprocess.CompletedProcess:
+    """``python -m study.run SPEC ARGS`` in ``tmp_path``: by the session's study runner (the same
+    ``main`` in a process that keeps its Ray) when given one, else as a command of its own; always so
+    with a fault (``env``), which reaches Ray's workers only from their environment at start."""
+    if runner is not None and not env:
+        result = runner.run(tmp_path, str(spec), *args)
+    else:
+        result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
     assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny_mri: Path) -> None:
-    spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
+def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedStudy, tiny_mri: Path,
+                                                            study_runner: StudyRunner) -> None:
+    tmp_path, spec, first = tiny_grid.folder, tiny_grid.spec, tiny_grid.first  # run once: python -m study.run
     study = tmp_path / "studies" / "tiny"
-    first = _run(tmp_path, spec)
     assert "tiny: 4 trials finished, 0 failed" in first.stdout
     results = _results(study)
     assert len(results) == 4
@@ -68,7 +76,7 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
     # the same command again: nothing re-runs
-    again = _run(tmp_path, spec)
+    again = _run(tmp_path, spec, runner=study_runner)
     assert "4/4 done" not in again.stdout or "0 to run" in again.stdout
     assert {k: m for k, (_, m) in _results(study).items()} == {k: m for k, (_, m) in results.items()}
     assert all(len(_attempts(study, t)) == 1 for t in results)
@@ -76,7 +84,7 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tmp_path: Path, tiny
     # an enlarged space runs only the new points
     bigger = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5, 1.0])
     assert bigger == spec
-    _run(tmp_path, spec)
+    _run(tmp_path, spec, runner=study_runner)
     after = _results(study)
     assert len(after) == 6
     assert all(after[k][1] == m for k, (_, m) in results.items())  # old results untouched
@@ -101,7 +109,8 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
-def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path) -> None:
+def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path,
+                                                                    study_runner: StudyRunner) -> None:
     scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
              "pretrain_max_epochs": 2, "finetune_max_epochs": 6, "steps_per_epoch": 4, "n_masks": 4}
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[0.25, 0.5, 0.75, 1.0])
@@ -115,7 +124,7 @@ def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Pa
     driver.wait()
     before = _results(study)
     assert 2 <= len(before) < 8, "the driver was killed too late to test a resume"
-    _run(tmp_path, spec)
+    _run(tmp_path, spec, runner=study_runner)
     after = _results(study)
     assert len(after) == 8
     assert all(after[k][1] == m for k, (_, m) in before.items())  # finished trials untouched
@@ -125,13 +134,14 @@ def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Pa
     assert [r.info.status for r in _runs(tmp_path, "tiny", kind="study")] == ["FINISHED"]
 
 
-def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path) -> None:
+def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path,
+                                                             study_runner: StudyRunner) -> None:
     spec = write_spec(
         tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0],
         finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
         search={"algorithm": "tpe", "num_samples": 5, "seed": 1},
     )
-    out = _run(tmp_path, spec)
+    out = _run(tmp_path, spec, runner=study_runner)
     study = tmp_path / "studies" / "tiny"
     sampled = [json.loads(line) for line in (study / "sampled.jsonl").read_text().splitlines()]
     assert len(sampled) == 5
@@ -144,7 +154,8 @@ def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tin
     assert "trials finished" in out.stdout
 
 
-def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path) -> None:
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path,
+                                                                           study_runner: StudyRunner) -> None:
     import shutil
 
     import h5py
@@ -157,7 +168,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
         f["image"][...] = 3e38  # finite, so it passes the data check, but every activation overflows
     spec = write_spec(tmp_path, datasets=[str(data)], label_fractions=[1.0], pretraining=None,
                       finetuning={"lr": [0.001, 0.002]})
-    out = _run(tmp_path, spec, status=3)  # a study that lost trials never reports success
+    out = _run(tmp_path, spec, status=3, runner=study_runner)  # a study that lost trials never reports success
     study = tmp_path / "studies" / "tiny"
     results = _results(study)
     assert len(results) == 2
@@ -168,7 +179,8 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     assert {r.info.status for r in runs} == {"FAILED"} and all("diverged" in r.data.tags["study.failure"] for r in runs)
 
 
-def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path) -> None:
+def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path,
+                                                                          study_runner: StudyRunner) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], retries=2)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "data-error:1"}, status=3)
     study = tmp_path / "studies" / "tiny"
@@ -183,12 +195,13 @@ def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_pa
     parent = _runs(tmp_path, "tiny", kind="study")[0]
     assert parent.info.status == "FAILED" and parent.data.metrics["trials_failed"] == 2
     # the same command again keeps the failed results and still says the study is incomplete
-    again = _run(tmp_path, spec, status=3)
+    again = _run(tmp_path, spec, status=3, runner=study_runner)
     assert "0 trials finished, 2 failed" in again.stdout
     assert all(len(_attempts(study, t)) == 1 for t in results)
 
 
-def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path) -> None:
+def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path,
+                                                                                 study_runner: StudyRunner) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5], retries=0)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "raise:1"}, status=3)  # one trial raises, once
     study = tmp_path / "studies" / "tiny"
@@ -202,6 +215,6 @@ def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run
     report = (study / "report" / "report.html").read_text()
     assert "Errored trials" in report and "injected fault" in report
     # the fault fires once per study: the same command again retries the trial, which now finishes
-    again = _run(tmp_path, spec)
+    again = _run(tmp_path, spec, runner=study_runner)
     assert "4 trials finished, 0 failed" in again.stdout and "errored" not in again.stdout
     assert (folder / "result.json").exists() and not (folder / "error.json").exists()

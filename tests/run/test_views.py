@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -17,11 +15,12 @@ from study.optuna_log import OptunaLog, study_name
 from study.records import Status, TrialRecord
 from study.spec_loading import validate
 from tests.run.conftest import write_spec
+from tests.study_runner import StudyRunner
 
 
-def _run(folder: Path, spec: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
-                          cwd=folder, timeout=900, env=os.environ.copy())
+def _run(runner: StudyRunner, folder: Path, spec: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m study.run`` by the session's study runner (its ``main``, in a process that keeps its Ray)."""
+    done = runner.run(folder, str(spec), *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -51,11 +50,11 @@ def _optuna_trials(study: Path, dataset: str) -> list:
 
 @pytest.mark.slow
 def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
-        tmp_path: Path, tiny_mri: Path, mlflow_server: str) -> None:
+        tmp_path: Path, tiny_mri: Path, mlflow_server: str, study_runner: StudyRunner) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], tracking_uri=mlflow_server,
                       pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
     study = tmp_path / "studies" / "tiny"
-    _run(tmp_path, spec)
+    _run(study_runner, tmp_path, spec)
     mlflow.set_tracking_uri(mlflow_server)  # artifacts are read through the server
     client = mlflow.MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("tiny")
@@ -94,7 +93,7 @@ def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
         assert (t.datetime_complete - t.datetime_start).total_seconds() == pytest.approx(record["seconds"], abs=1e-3)
 
     # resumed with another fraction, given the Hydra way: only the new points run, nothing is duplicated
-    _run(tmp_path, spec, "--set", "label_fractions=0.25,0.5,1.0")
+    _run(study_runner, tmp_path, spec, "--set", "label_fractions=0.25,0.5,1.0")
     again = _by_kind(client, experiment.experiment_id)
     assert len(again["study"]) == 1 and len(again["trial"]) == 9
     assert sorted(r.data.tags["study.pretrain_key"] for r in again["pretraining"]) == sorted(keys)
