@@ -1,7 +1,8 @@
 """Every file in ``search_spaces/`` runs end to end, its scale shrunk to smoke size with ``--set``,
 and its analysis answers the file's question.
 
-The axes, data sets, label fractions and search of each file are kept as shipped: only the scale
+The axes, data sets, label fractions, search and pruning of each file are kept as shipped (its seeds cut
+to the first): only the scale
 (image size, widths, epochs) is made small, so what breaks a shipped study at laptop scale (an
 axis the data layer refuses, a grid the analysis cannot fit) breaks here too.
 """
@@ -73,6 +74,13 @@ def _on_this_machine(space: Path) -> list[str]:
     return []
 
 
+def _one_replicate(space: Path) -> list[str]:
+    """A file's replicate seeds cut to its first: each would run the same code path again, at the
+    cost of the whole study (tests/run/test_replicates.py runs seeds; pruning stays as shipped)."""
+    seeds = yaml.safe_load(space.read_text()).get("seeds")
+    return ["--set", f"seeds=[{seeds[0]}]"] if seeds and len(seeds) > 1 else []
+
+
 def test_every_shipped_space_names_what_its_analysis_must_answer() -> None:
     assert {p.stem for p in SPACES} == set(ANSWERS)
 
@@ -83,7 +91,8 @@ def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path,
     scale = yaml.safe_dump(TINY_SCALE, default_flow_style=True).strip()
     # python -m study.run, by the session's study runner (its main, in a process that keeps its Ray)
     run = study_runner.run(tmp_path, str(space), "--set", f"scale={scale}", "--set", f"storage={tmp_path / 'studies'}",
-                           "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *_on_this_machine(space))
+                           "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *_on_this_machine(space),
+                           *_one_replicate(space))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     study = tmp_path / "studies" / space.stem
     state = json.loads((study / "study.json").read_text())
