@@ -1,10 +1,10 @@
 """Every file in ``search_spaces/`` runs end to end, its scale shrunk to smoke size with ``--set``,
 and its analysis answers the file's question.
 
-The axes, data sets, label fractions, search and pruning of each file are kept as shipped (its seeds cut
-to the first): only the scale
-(image size, widths, epochs) is made small, so what breaks a shipped study at laptop scale (an
-axis the data layer refuses, a grid the analysis cannot fit) breaks here too.
+The axes, data sets, label fractions, search and pruning of each file are kept as shipped (its
+seeds cut to the first): only the scale (image size, widths, epochs) is made small, so what breaks
+a shipped study at laptop scale (an axis the data layer refuses, a grid the analysis cannot fit)
+breaks here too.
 """
 
 from __future__ import annotations
