@@ -130,8 +130,9 @@ class _TuneRun:
             # A pruned grid hands out stretches (to a rung, or to the end) of every planned trial:
             # ended ones take part in the rungs' comparisons.
             self.context = replace(self.context, trials={t.id: t for t in (plan.trials if pruning.enabled else pending)})
-            progress = Progress(name, len(pending), done_before=len(plan.trials) - len(pending), clock=clock)
-            search = (pruned_search(plan.trials, store, plan.spec) if pruning.enabled else
+            progress = Progress(name, len(pending), done_before=len(plan.trials) - len(pending), clock=clock,
+                                epochs_per_trial=plan.spec.scale.finetune_max_epochs if pruning.enabled else None)
+            search = (pruned_search(plan.trials, store, plan.spec, on_stop=progress.stopped) if pruning.enabled else
                       grid_search([t.id for t in pending], plan.spec.search.seed, f"{name}-{self.stamp}"))
             self._tune("trials", finetune_trainable, search=search,
                        num_samples=len(pending) * (len(pruning.rungs) + 1) if pruning.enabled else len(pending),

@@ -39,14 +39,15 @@ def _clock(seconds: float) -> str:
 @dataclass
 class StudyClock:
     """One time left for the whole study, shared by its phases (a grid's pretrainings, then its
-    trials): each phase's wall seconds per finished run, the trials counted at the pretrainings'
-    rate until one of them has finished."""
+    trials): each phase's wall seconds per unit of work done (a run; in a pruned grid, where every
+    trial pauses at each rung and few end before the last, a fine-tuning epoch), the trials counted
+    at the pretrainings' rate per run until one of them has made progress."""
 
     pretrainings: int = 0
     trials: int = 0
     rates: dict[str, float] = field(default_factory=dict)
 
-    def left(self, phase: str, elapsed: float, finished: int, total: int) -> float | None:
+    def left(self, phase: str, elapsed: float, finished: float, total: float) -> float | None:
         if finished:
             self.rates[phase] = elapsed / finished
         rate = self.rates.get(phase)
@@ -54,7 +55,7 @@ class StudyClock:
             return None
         seconds = rate * (total - finished)
         if phase == "pretrain":
-            seconds += self.rates.get("trial", rate) * self.trials
+            seconds += rate * self.trials
         return seconds or None
 
 
@@ -66,10 +67,17 @@ class Progress:
     :class:`StudyClock` the time left is the whole study's, not the phase's."""
 
     def __init__(self, title: str, total: int, done_before: int = 0, *, clock: StudyClock | None = None,
-                 phase: str = "trial") -> None:
+                 phase: str = "trial", epochs_per_trial: int | None = None) -> None:
         self.title, self.total, self.before = title, total, done_before
         self.clock, self.phase = clock or StudyClock(), phase
         self.done = self.failed = self.running = 0
+        # A pruned grid's time left counts fine-tuning epochs: run (at each rung and at the end) and
+        # still to run (a trial stopped or ended early takes its remaining budget off the total).
+        self.epochs_per_trial = epochs_per_trial
+        self.work_total = float(total * (epochs_per_trial or 1))
+        self.work_done = 0.0
+        self.credited: dict[str, int] = {}  # trial -> its epochs counted so far (pruned grids)
+        self.n_stopped = 0
         self.last_note: str | None = None
         self.best: dict[tuple, tuple[float, str]] = {}  # (data set, label fraction) -> (val loss, label)
         self.started = self.last = time.time()
@@ -79,10 +87,11 @@ class Progress:
         elapsed = time.time() - self.started
         pending = self.total - self.done - self.failed - self.running
         parts = [f"[{_clock(elapsed):>7}] {self.title}: {self.before + self.done}/{self.before + self.total} done, "
-                 f"{self.running} running, {max(pending, 0)} pending, {self.failed} failed"]
+                 f"{self.running} running, {max(pending, 0)} pending, {self.failed} failed"
+                 + (f", {self.n_stopped} stopped by pruning" if self.n_stopped else "")]
         if self.last_note:
             parts.append(self.last_note)
-        left = self.clock.left(self.phase, elapsed, self.done + self.failed, self.total)
+        left = self.clock.left(self.phase, elapsed, self.work_done, self.work_total)
         if left is not None:
             parts.append(f"~{_clock(left)} left" + (" (with the trials)" if self.phase == "pretrain" and self.clock.trials else ""))
         if note:
@@ -90,8 +99,32 @@ class Progress:
         print(" | ".join(parts), flush=True)
         self.last = time.time()
 
-    def finished(self, result: TrialRecord | PretrainRecord | None, label: str) -> None:
+    def reached(self, trial: str, epoch: int) -> None:
+        """A pruned grid's trial paused at a rung after ``epoch`` fine-tuning epochs in all."""
+        self.work_done += max(0, epoch - self.credited.get(trial, 0))
+        self.credited[trial] = max(epoch, self.credited.get(trial, 0))
+
+    def stopped(self, trial: str, epoch: int) -> None:
+        """A pruned grid's rung stopped ``trial`` after ``epoch`` epochs: ended on purpose."""
+        self._count(trial, epoch)
+        self.done += 1
+        self.n_stopped += 1
+
+    def _count(self, trial: str | None, epochs: int | None) -> None:
+        if not self.epochs_per_trial:
+            self.work_done += 1
+            return
+        before = self.credited.pop(trial, 0)
+        ran = max(before, min(self.epochs_per_trial, epochs if epochs is not None else before))
+        self.work_done += ran - before
+        self.work_total -= self.epochs_per_trial - ran
+
+    def finished(self, result: TrialRecord | PretrainRecord | None, label: str, trial: str | None = None) -> None:
         self.running = max(0, self.running - 1)
+        if result is None or not result.finished:
+            self._count(trial, None)  # what it ran is done; the rest of its budget will not run
+        else:
+            self._count(trial, int((getattr(result, "metrics", None) or {}).get("epochs", self.epochs_per_trial or 1)))
         if result is None or not result.finished:
             self.failed += 1
             reason = "" if result is None else f": {result.reason[:80]}"
@@ -180,6 +213,7 @@ class StudyCallback(Callback):
             self._finish_pretraining(point.pretraining, self.pretrain_runs.get(trial.trial_id))
         if trial.last_result.get("paused"):  # a pruning rung: the trial runs on once its data set is decided
             self.progress.running = max(0, self.progress.running - 1)
+            self.progress.reached(point.id, int(trial.last_result.get("paused_at_epoch", 0)))
             self.progress.line(f"{self._label(trial.config)} reached rung {int(trial.last_result['rung']) + 1}")
             return
         result = self.store.trial_result(point.id)
@@ -187,7 +221,7 @@ class StudyCallback(Callback):
             self.tracker.finish_trial(run_id, result)
             if self.search_log is not None:
                 self.search_log.add(result)
-        self.progress.finished(result, self._label(trial.config))
+        self.progress.finished(result, self._label(trial.config), point.id)
 
     @staticmethod
     def _error_text(trial: Any) -> str | None:

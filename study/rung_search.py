@@ -13,6 +13,8 @@ already made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -30,9 +32,11 @@ FINAL = "final"  # the rung file of a trial that ended: its validation Dice for 
 
 
 class RungSearch(Searcher):
-    def __init__(self, trials: list[TrialPoint], store: StudyStore, spec: StudySpec, metric: str) -> None:
+    def __init__(self, trials: list[TrialPoint], store: StudyStore, spec: StudySpec, metric: str,
+                 on_stop: Callable[[str, int], None] | None = None) -> None:
         super().__init__(metric=metric, mode="min")
         self.store, self.spec = store, spec
+        self.on_stop = on_stop  # (trial id, its epochs run): the live view's count and time left
         self.epochs = rung_epochs(spec.pruning.rungs, spec.scale.finetune_max_epochs)
         self.trials = {t.id: t for t in trials}
         self.running: dict[str, str] = {}  # Tune trial id -> study trial id
@@ -169,6 +173,8 @@ class RungSearch(Searcher):
                                  metrics={"rung": rung, "rung_epoch": self.epochs[rung], "p": decision.p,
                                           "p_holm": decision.p_holm, **_compute(at)})
             self.store.save_trial_result(record)
+            if self.on_stop is not None:
+                self.on_stop(trial.id, self.epochs[rung])
 
 
 def _unit(trial: TrialPoint) -> str:

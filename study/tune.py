@@ -92,7 +92,8 @@ def finetune_trainable(config: dict, context: Context) -> None:
                            until_epoch=config.get("until_epoch"),
                            nsd_tolerance_mm=context.spec.analysis.nsd_tolerance_mm)
     if isinstance(result, Paused):  # a pruning rung: the searcher decides, then hands it out again
-        tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, "paused": 1, "rung": result.rung})
+        tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, "paused": 1, "rung": result.rung,
+                     "paused_at_epoch": result.epoch})
         return
     tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, **_numbers(result.metrics)})
 
@@ -195,12 +196,13 @@ def grid_search(pending: list[str], seed: int, study_name: str):
     return OptunaSearch(space=space, sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min")
 
 
-def pruned_search(trials: list[TrialPoint], store: StudyStore, spec: StudySpec):
+def pruned_search(trials: list[TrialPoint], store: StudyStore, spec: StudySpec, on_stop=None):
     """A grid run rung by rung (``study.rung_search``): every planned trial, ended ones included,
-    since they take part in the rungs' comparisons."""
+    since they take part in the rungs' comparisons; ``on_stop(trial id, epochs)`` hears of each
+    trial a rung stops."""
     from study.rung_search import RungSearch
 
-    return RungSearch(trials, store, spec, metric=OBJECTIVE)
+    return RungSearch(trials, store, spec, metric=OBJECTIVE, on_stop=on_stop)
 
 
 def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):

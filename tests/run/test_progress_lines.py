@@ -48,6 +48,31 @@ def test_progress_shows_validation_losses_and_one_time_left_for_the_study(monkey
     assert "validation loss 0.300 (best there) | ~1m30s left" in capsys.readouterr().out  # its own fraction's best
 
 
+def test_a_pruned_grid_counts_its_time_left_in_fine_tuning_epochs(monkeypatch, capsys) -> None:
+    # Every trial of a pruned grid pauses at each rung, so finished trials come last: counted in
+    # trials, the time left after the first rung would be minutes per finished trial times all of them.
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "time", lambda: now[0])
+    trials = Progress("pretext", 4, clock=StudyClock(trials=4), epochs_per_trial=10)
+    for name in "abcd":  # every trial to the rung at epoch 5: 20 epochs in 100 s, 5 s an epoch
+        now[0] += 25
+        trials.reached(name, 5)
+    trials.line()
+    assert "~1m40s left" in capsys.readouterr().out  # 20 epochs still to run, nothing stopped yet
+    trials.stopped("a", 5)
+    trials.stopped("b", 5)
+    trials.line()
+    out = capsys.readouterr().out
+    assert "2/4 done" in out and "2 stopped by pruning" in out and "~0m50s left" in out  # c and d's 10
+    now[0] += 50
+    trials.finished(_trial("restoration/K32/poisson_disc|encoder/at_once", 0.05, 0.45, 0.90), "r | 5 % | mri", "c")
+    finished = _trial("supervised", 0.05, 0.40, 0.84, task="none")
+    finished.metrics["epochs"] = 8  # ended early by patience: 3 epochs after the rung, not 5
+    trials.finished(finished, "supervised | 5 % | mri", "d")
+    assert trials.work_done == trials.work_total == 28
+    assert "left" not in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_the_final_table_reads_in_numeric_order_with_the_baseline_first() -> None:
     results = [_trial(f"restoration/K{k}/random|encoder/at_once", 0.05, 0.4, 0.5 + k / 1000) for k in (16, 32, 64, 8)]
     results.append(_trial("supervised", 0.05, 0.4, 0.5, task="none"))
