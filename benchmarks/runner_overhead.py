@@ -137,7 +137,8 @@ def study_times(folder: Path, slots: int | None = None, wall: float | None = Non
     state = store.read_state() or {}
     started = min(datetime.datetime.strptime(i["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
                   for i in store.invocations())
-    trials = [(r, folder / "trials" / r.trial_id / "result.json") for r in store.results() if r.finished]
+    # a pruned grid's stopped trials ran too (to their rung): their records count alike
+    trials = [(r, folder / "trials" / r.trial_id / "result.json") for r in store.results() if r.finished or r.stopped]
     keys = {r.pretrain_key for r, _ in trials if r.pretrain_key}
     pretrainings = [(p, store.pretrain_dir(k) / "result.json") for k in keys if (p := store.pretrain_result(k))]
     ended = max(path.stat().st_mtime for _, path in trials + pretrainings)
@@ -174,7 +175,8 @@ def summarize(folder: Path, slots: int | None, wall: float | None) -> None:
     print(f"steps fill {times['step_share']:.1%} of the wall x slots; trials and pretrainings "
           f"{times['record_share']:.1%}")
     if times["records_without_step_seconds"]:
-        print(f"{times['records_without_step_seconds']} records predate step_seconds: the step share is low by them")
+        print(f"{times['records_without_step_seconds']} records carry no step_seconds (written before trials "
+              "recorded them, or stopped at a rung before their rung files did): the step share is low by them")
     print(json.dumps({"benchmark": "runner_overhead", "summarize": times}))
 
 

@@ -182,4 +182,5 @@ def _unit(trial: TrialPoint) -> str:
 
 
 def _compute(rung_record: dict) -> dict[str, Any]:
-    return {k: rung_record[k] for k in ("finetune_steps", "finetune_images", "val_loss") if k in rung_record}
+    return {k: rung_record[k] for k in ("finetune_steps", "finetune_images", "step_seconds", "val_loss")
+            if k in rung_record}

@@ -172,7 +172,7 @@ def _boundary_metrics(table) -> dict[str, float]:
 
 
 def _compute(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("finetune_steps", "finetune_images") if k in metrics}
+    return {k: metrics[k] for k in ("finetune_steps", "finetune_images", "step_seconds") if k in metrics}
 
 
 def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: str, device: str, report: Report,
