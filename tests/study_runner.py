@@ -91,7 +91,7 @@ def _serve(conn, data_cache: str) -> None:
         finally:
             os.environ.clear()
             os.environ.update(base)
-            _close_pooled_connections()
+            close_pooled_connections()
     import ray
 
     ray.shutdown()
@@ -130,7 +130,7 @@ def _run(cwd: str, args: list[str]) -> tuple[int, str, str]:
         return code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
 
 
-def _close_pooled_connections() -> None:
+def close_pooled_connections() -> None:
     """A command's database connections end with it. Here MLflow (one engine per database and
     store kind, and its stores cached per URI) and Optuna keep SQLAlchemy engines, their pooled
     connections open on the files, for the life of the process: every engine is closed after each

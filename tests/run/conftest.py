@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.study_runner import StudyRunner
+from tests.study_runner import StudyRunner, close_pooled_connections
 
 TINY_SCALE = {
     "profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
@@ -58,25 +58,10 @@ class SharedStudy:
         shutil.copytree(self.folder, self._pristine, symlinks=True)  # copy2: mtimes kept to the nanosecond
 
     def checkout(self) -> FinishedStudy:
-        _close_pooled_connections(self.folder / "mlflow.db")
+        close_pooled_connections()  # this process's MLflow client would write to the replaced file
         shutil.rmtree(self.folder)
         shutil.copytree(self._pristine, self.folder, symlinks=True)
         return FinishedStudy(self.folder, self.spec, self.first)
-
-
-def _close_pooled_connections(db: Path) -> None:
-    """MLflow keeps one SQLAlchemy engine per database URI for the life of the process, its pooled
-    connections open on the file: once the file is replaced, the test's own MLflow client would
-    write to the deleted one ("attempt to write a readonly database"). Closed, the next use opens
-    the file now there. (The study runner closes its own after each study.)"""
-    import sys
-
-    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
-    if store is None:
-        return
-    engine = getattr(store.SqlAlchemyStore, "_engine_map", {}).pop(f"sqlite:///{db}", None)
-    if engine is not None:
-        engine.dispose()
 
 
 @pytest.fixture(scope="session")
