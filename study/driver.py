@@ -115,7 +115,7 @@ class _TuneRun:
         store, name = self.context.store, plan.spec.name
         pending = store.pending(plan.trials)
         keys = store.pending_pretrainings(pending)
-        clock = StudyClock(len(keys), len(pending))  # one time left for the pretrainings and the trials
+        clock = StudyClock(trials=len(pending))  # one time left for the pretrainings and the trials
         if keys:
             from ray import tune
 

@@ -43,8 +43,7 @@ class StudyClock:
     trial pauses at each rung and few end before the last, a fine-tuning epoch), the trials counted
     at the pretrainings' rate per run until one of them has made progress."""
 
-    pretrainings: int = 0
-    trials: int = 0
+    trials: int = 0  # still to run after the pretrainings
     rates: dict[str, float] = field(default_factory=dict)
 
     def left(self, phase: str, elapsed: float, finished: float, total: float) -> float | None:

@@ -21,7 +21,7 @@ def _trial(strategy: str, fraction: float, val_loss: float, dice: float, task: s
 def test_progress_shows_validation_losses_and_one_time_left_for_the_study(monkeypatch, capsys) -> None:
     now = [1000.0]
     monkeypatch.setattr(progress_module.time, "time", lambda: now[0])
-    clock = StudyClock(pretrainings=2, trials=6)
+    clock = StudyClock(trials=6)
     pre = Progress("pretext pretraining", 2, clock=clock, phase="pretrain")
     now[0] += 60
     record = {"key": "k", "strategy": "r", "status": "finished", "best_val_loss": 812.5}
