@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from study._suggest import did_you_mean
+
 SUPERVISED = "supervised"  # the strategy name of the baseline: random init, the same labels
 DEFAULT_SEED = 11725701  # training seed of the authors' code (docs/science.md §4)
 MAX_TRIALS = 20_000  # a typo in an axis should not plan a study that would run for years
@@ -31,6 +33,15 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PadMode = Literal["constant", "reflect", "replicate"]
 PAD_MODES: tuple[str, ...] = get_args(PadMode)
 DEFAULT_PAD_MODE: PadMode = "constant"
+
+
+def check_pad_mode(mode: object) -> str:
+    """``mode`` when it is one of :data:`PAD_MODES`; otherwise ValueError with the one message a pad
+    mode is refused with (the spec's ``scale.pad_mode`` and :class:`study.train.TrainSettings` ask here)."""
+    if mode not in PAD_MODES:
+        raise ValueError(f"{mode!r} is not one of {', '.join(PAD_MODES)}{did_you_mean(mode, PAD_MODES)}")
+    return mode
+
 
 # NSD tolerance in mm per class (study.metrics._surface, docs/per-case-table.md). Knee cartilage and
 # meniscus are 1-3 mm thin structures: 1 mm is about three in-plane voxels of SKM-TEA (0.31 mm) and

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from study.constants import DEFAULT_PAD_MODE, PAPER_IMAGE_SIZE, PAPER_WIDTHS, PadMode
+from study.constants import DEFAULT_PAD_MODE, PAPER_IMAGE_SIZE, PAPER_WIDTHS, PadMode, check_pad_mode
 
 if TYPE_CHECKING:
     from study.model import UNetConfig
@@ -81,6 +81,11 @@ class Scale(Strict):
         if isinstance(value, dict):
             value = {**_implied(value.get("profile"), value.get("pretrain_min_delta_mode")), **value}
         return value
+
+    @field_validator("pad_mode", mode="before")
+    @classmethod
+    def _pad_mode(cls, value: Any) -> Any:
+        return check_pad_mode(value)  # before the Literal's own check: the one message a pad mode gets
 
     @model_validator(mode="after")
     def _relative_margin(self) -> Scale:

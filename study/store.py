@@ -234,12 +234,6 @@ class StudyStore:
         data = read_json(self._decisions_path(dataset, rung))
         return None if data is None else data["decisions"]
 
-    def pruning_decisions(self) -> list[dict]:
-        """Every decision made so far, by data set and rung."""
-        folder = self.root / "pruning"
-        files = sorted(folder.glob("*-rung*.json")) if folder.is_dir() else []
-        return [d for f in files if (data := read_json(f)) for d in data["decisions"]]
-
     def save_trial_error(self, trial: TrialPoint, reason: str) -> None:
         """Why Tune gave up on a trial that left no record (its retries spent)."""
         record = TrialRecord(trial_id=trial.id, status=Status.ERRORED, reason=reason, **trial.identity())

@@ -104,16 +104,16 @@ def _numbers(record: dict) -> dict:
 
 def _note_attempt(store: StudyStore, trial_id: str) -> None:
     """Each start of a trial, with the checkpoint epoch it resumes from (-1: from scratch)."""
-    from study.train import load_checkpoint
+    from study.train import FINETUNE_CHECKPOINTS, load_checkpoint
 
     resumed = -1
-    for name in ("unfrozen.pt", "finetune.pt"):  # the fine-tuning's checkpoints, latest stage first
+    for name in reversed(FINETUNE_CHECKPOINTS.values()):  # the fine-tuning's checkpoints, latest stage first
         path = store.trial_work(trial_id) / name
         if path.exists():
-            try:
-                resumed = int(load_checkpoint(path)["epoch"])
-            except Exception:
-                pass
+            # None when it cannot be read (truncated, or gone since): the fit then starts afresh.
+            # Every checkpoint fit() writes has its epoch, and fit() reads it too: no need to guard.
+            saved = load_checkpoint(path)
+            resumed = -1 if saved is None else int(saved["epoch"])
             break
     import ray
 

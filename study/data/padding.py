@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.constants import PAD_MODES
 from study.errors import SpecError
 
 
@@ -43,9 +42,8 @@ class NetworkPadding:
         return any(self.pads)
 
     def check(self, mode: str) -> None:
-        """Refuse a mode the slice cannot be padded with (``scale.pad_mode``)."""
-        if mode not in PAD_MODES:
-            raise SpecError(f"scale.pad_mode={mode!r} must be one of {', '.join(PAD_MODES)}")
+        """Refuse a mode the slice cannot be padded with: ``mode`` is the spec's ``scale.pad_mode``,
+        already one of the pad modes (``study.constants.check_pad_mode``); this checks the geometry."""
         # A reflection mirrors the slice about its border pixel, so it needs more pixels than it adds.
         top, bottom, left, right = self.pads
         if mode == "reflect" and (max(top, bottom) >= self.height or max(left, right) >= self.width):

@@ -26,6 +26,10 @@ from study.train._losses import soft_dice_loss
 from study.train._padding import network_forward
 from study.train._schedule import StepDecay
 
+# The checkpoint file of each fine-tuning stage, in running order, in the ``workdir`` a resumed
+# attempt continues from (study.tune reads them to note the epoch an attempt resumes from).
+FINETUNE_CHECKPOINTS: dict[str, str] = {"finetune": "finetune.pt", "unfrozen": "unfrozen.pt"}
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -151,7 +155,7 @@ def finetune(
             stopper=EarlyStopping(config.patience, config.min_delta, mode="absolute"),
             settings=budget,
             generator=generator,
-            checkpoint=None if workdir is None else workdir / f"{stage}.pt",
+            checkpoint=None if workdir is None else workdir / FINETUNE_CHECKPOINTS[stage],
             on_epoch=None if on_epoch is None else (lambda record, s=stage: on_epoch(s, record)),
         )
         fits.append(result)

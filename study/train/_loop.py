@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from study import faults
-from study.constants import DEFAULT_PAD_MODE, DEFAULT_SEED, PAD_MODES
+from study.constants import DEFAULT_PAD_MODE, DEFAULT_SEED, check_pad_mode
 from study.errors import SpecError
 from study.train._early_stopping import Diverged, EarlyStopping
 from study.train._schedule import StepDecay, set_lr
@@ -73,8 +73,10 @@ class TrainSettings:
         for name in ("cache_gb", "gpu_cache_gb"):
             if not getattr(self, name) >= 0:
                 raise SpecError(f"{name}={getattr(self, name)!r} must be a number of GiB >= 0")
-        if self.pad_mode not in PAD_MODES:
-            raise SpecError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
+        try:
+            check_pad_mode(self.pad_mode)
+        except ValueError as exc:
+            raise SpecError(f"pad_mode: {exc}") from None
         try:
             torch.device(self.device)
         except RuntimeError:

@@ -7,6 +7,7 @@ grid, with models whose outputs are known in advance.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from study.data import DatasetWriter, Split, open_dataset
 from study.data.padding import NetworkPadding
 from study.errors import SpecError
 from study.model import UNet, UNetConfig
+from study.spec_loading import validate
 from study.train import TrainSettings, evaluate_inpainting, evaluate_segmentation
 from study.train._padding import network_forward
 
@@ -53,6 +55,14 @@ def test_reflection_needs_more_pixels_than_it_adds() -> None:
     NetworkPadding(3, 90, 4).check("constant")
     with pytest.raises(SpecError, match=r"scale.pad_mode=reflect: 3 x 90 px is too small"):
         NetworkPadding(3, 90, 4).check("reflect")  # 5 rows to add: 2 above, 3 below a 3-row slice
+
+
+def test_an_unknown_pad_mode_is_refused_with_one_message_in_the_spec_and_the_training_settings() -> None:
+    message = re.escape("'reflct' is not one of constant, reflect, replicate; did you mean 'reflect'?")
+    with pytest.raises(SpecError, match=rf"^spec: scale\.pad_mode: {message} \(got 'reflct'\)$"):
+        validate({"name": "p", "datasets": ["mri"], "scale": {"pad_mode": "reflct"}})
+    with pytest.raises(SpecError, match=rf"^pad_mode: {message}$"):
+        TrainSettings(pad_mode="reflct")
 
 
 def _seen_by(model: UNet) -> list[torch.Tensor]:

@@ -89,3 +89,23 @@ def test_resume_checkpoints_go_with_the_record_and_stay_without_one(tmp_path: Pa
     store.weights_path(key).write_bytes(b"weights")
     store.save_pretrain_result(PretrainRecord(**done.pretraining.identity()))
     assert not store.pretrain_work(key).exists() and store.weights_path(key).exists()
+
+
+def test_an_attempt_notes_the_epoch_its_latest_stage_resumes_from(tmp_path: Path) -> None:
+    from study.train import FINETUNE_CHECKPOINTS, save_checkpoint
+    from study.tune import _note_attempt
+
+    store = StudyStore(tmp_path / "s")
+    trial, truncated = _plan(tmp_path).trials[:2]
+    for t in (trial, truncated):
+        store.trial_dir(t.id).mkdir(parents=True)
+    _note_attempt(store, trial.id)  # no checkpoint: from scratch
+    save_checkpoint(store.trial_work(trial.id) / FINETUNE_CHECKPOINTS["finetune"], {"epoch": 4})
+    _note_attempt(store, trial.id)
+    save_checkpoint(store.trial_work(trial.id) / FINETUNE_CHECKPOINTS["unfrozen"], {"epoch": 1})
+    _note_attempt(store, trial.id)  # the unfrozen stage runs after the first: its checkpoint is the latest
+    assert [a["resumed_from_epoch"] for a in store.attempts(trial.id)] == [-1, 4, 1]
+    store.trial_work(truncated.id).mkdir(parents=True)
+    (store.trial_work(truncated.id) / FINETUNE_CHECKPOINTS["finetune"]).write_bytes(b"trunc")
+    _note_attempt(store, truncated.id)  # unreadable: the fit starts afresh, and says so
+    assert [a["resumed_from_epoch"] for a in store.attempts(truncated.id)] == [-1]

@@ -1,23 +1,71 @@
-"""Tiny end-to-end runs on a built-in phantom: the losses the paper trains on go down for real."""
+"""Tiny end-to-end runs on a built-in phantom: the losses the paper trains on go down for real.
+
+The runs of whole trials take the path a study takes (``study.tune``): the pretraining made once by
+``ensure_pretrained``, then ``run_trial`` in a study folder, for a point the planner made of a spec.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from study.data import PhantomSettings, builtin_dataset, open_dataset
-from study.model import TransferPlan, UNet, UNetConfig, group_of
-from study.train import FinetuneConfig, PretrainConfig, TrainSettings, run_pipeline
-from study.train._evaluate import evaluate_segmentation
+import study.train._finetune as finetune_module
+from study.data import PhantomSettings, make_phantom_dataset, open_dataset
+from study.model import UNet, UNetConfig, group_of
+from study.plan import TrialPoint, make_plan
+from study.records import TrialRecord
+from study.spec_loading import validate
+from study.store import StudyStore
+from study.train import PretrainConfig, TrainSettings, evaluate_segmentation, load_checkpoint
 from study.train._pretrain import pretrain
+from study.trial import ensure_pretrained, run_trial
 
 WIDTHS = (8, 16, 32)
 GROUPS = 4
+TINY = {"image_size": 32, "widths": list(WIDTHS), "groups": GROUPS, "batch_size": 8, "n_masks": 4}
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mri():
+def mri_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = PhantomSettings(kind="mri", size=32, n_train=6, n_val=2, n_test=2, n_unlabeled=2, n_slices=8)
-    return open_dataset(builtin_dataset("mri", settings))
+    return make_phantom_dataset(settings, tmp_path_factory.mktemp("phantom") / "mri")
+
+
+@pytest.fixture(scope="module")
+def mri(mri_path: Path):
+    return open_dataset(mri_path)
+
+
+def one_trial(folder: Path, data: Path, scale: dict, **fields) -> tuple[StudyStore, TrialPoint]:
+    """The one trial the planner makes of a tiny spec on ``data`` (seed 3), and its study folder."""
+    spec = validate({"name": "tiny", "datasets": [str(data)], "scale": {**TINY, **scale}, "seed": 3,
+                     "label_fractions": [0.5], "baseline": False, "search": {"algorithm": "grid"},
+                     "storage": str(folder), **fields})
+    (trial,) = make_plan(spec).trials
+    return StudyStore(spec.storage_dir()), trial
+
+
+def run_as_a_study(store: StudyStore, trial: TrialPoint, data: Path) -> TrialRecord:
+    """The pretraining phase (if any), then the trial, as ``study.tune``'s trainables run them."""
+    if trial.pretraining is not None:
+        assert ensure_pretrained(store, trial.pretraining, data_path=str(data), device="cpu").finished
+    record = run_trial(store, trial, data_path=str(data))
+    assert record.finished, record.reason
+    return record
+
+
+@pytest.fixture
+def transfers(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every transfer report the fine-tuning makes (``transfer_weights`` itself still does the copying)."""
+    seen, real = [], finetune_module.transfer_weights
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(finetune_module, "transfer_weights", spy)
+    return seen
 
 
 @pytest.mark.parametrize("task", ["prediction", "restoration"])
@@ -34,51 +82,50 @@ def test_a_few_pretraining_epochs_lower_the_inpainting_loss(mri, task: str) -> N
     )
 
 
-def test_a_few_finetuning_epochs_raise_dice_above_an_untrained_model(mri) -> None:
-    settings = TrainSettings(batch_size=8, max_epochs=6, steps_per_epoch=6, seed=3)
+def test_a_few_finetuning_epochs_raise_dice_above_an_untrained_model(tmp_path: Path, mri_path: Path, mri) -> None:
+    store, trial = one_trial(tmp_path, mri_path, {"finetune_max_epochs": 6, "steps_per_epoch": 6}, pretraining=None,
+                             baseline=True, label_fractions=[1.0], finetuning={"lr": [0.003]})
+    assert trial.pretraining is None  # the supervised baseline
     unet = UNetConfig(in_channels=mri.in_channels, out_channels=len(mri.class_names), widths=WIDTHS, groups=GROUPS)
-    untrained = evaluate_segmentation(UNet(unet, seed=3), mri, mri.split.test, settings)
-    result = run_pipeline(
-        mri, 1.0, finetune_config=FinetuneConfig(plan=TransferPlan("none", "at_once"), lr=3e-3), pretrain_config=None,
-        settings=settings,
-        widths=WIDTHS, groups=GROUPS,
-    )
-    trained = result.per_case
+    untrained = evaluate_segmentation(UNet(unet, seed=3), mri, mri.split.test, TrainSettings(batch_size=8, seed=3))
+    run_as_a_study(store, trial, mri_path)
+    trained = store.read_per_case(trial.id)
     assert set(trained["case_id"]) == set(mri.split.test)
     assert trained["dice"].mean() > untrained["dice"].mean() + 0.1, (trained["dice"].mean(), untrained["dice"].mean())
 
 
-def test_a_pretrained_pipeline_transfers_the_encoder(mri) -> None:
-    settings = TrainSettings(batch_size=8, max_epochs=1, steps_per_epoch=2, seed=3)
-    result = run_pipeline(
-        mri, 0.5, finetune_config=FinetuneConfig(plan=TransferPlan("encoder", "freeze_then_unfreeze"), lr=1e-3),
-        pretrain_config=PretrainConfig(task="restoration", sampler="poisson_disc", patch_size=64, n_masks=4),
-        settings=settings,
-        widths=WIDTHS, groups=GROUPS,
-    )
-    report = result.finetuned.transfer
-    assert report is not None
-    encoder = {k for k in result.pretrained.state if group_of(k) == "encoder"}
+def test_a_pretrained_trial_transfers_the_encoder(tmp_path: Path, mri_path: Path, transfers: list) -> None:
+    store, trial = one_trial(
+        tmp_path, mri_path, {"pretrain_max_epochs": 1, "finetune_max_epochs": 1, "steps_per_epoch": 2},
+        pretraining={"task": ["restoration"], "sampler": ["poisson_disc"], "patch_size": [64], "lr": [0.001]},
+        finetuning={"scope": ["encoder"], "schedule": ["freeze_then_unfreeze"], "lr": [0.001]})
+    record = run_as_a_study(store, trial, mri_path)
+    (report,) = transfers
+    encoder = {k for k in load_checkpoint(store.weights_path(trial.pretraining.key)) if group_of(k) == "encoder"}
     assert set(report.copied) == encoder
     assert {group_of(k) for k, _ in report.skipped} == {"decoder", "head"}
-    assert set(result.per_case["label_fraction"]) == {0.5}
+    assert record.metrics["copied_tensors"] == len(encoder)
+    assert set(store.read_per_case(trial.id)["label_fraction"]) == {0.5}
 
 
-def test_the_authors_pipeline_pretrains_with_a_3x3_head_and_stops_on_an_absolute_margin(mri) -> None:
-    settings = TrainSettings(batch_size=8, max_epochs=3, steps_per_epoch=2, seed=3)
+def test_the_authors_trial_pretrains_with_a_3x3_head_and_stops_on_an_absolute_margin(
+        tmp_path: Path, mri_path: Path, transfers: list) -> None:
     # An absolute margin larger than any improvement: every epoch after the first fails to improve.
-    config = PretrainConfig(task="restoration", sampler="random", patch_size=64, n_masks=4, patience=1,
-                            min_delta=1e15, min_delta_mode="absolute")
-    result = run_pipeline(
-        mri, 0.5, finetune_config=FinetuneConfig(plan=TransferPlan("encoder", "at_once"), lr=1e-3), pretrain_config=config,
-        settings=settings, widths=WIDTHS, groups=GROUPS, architecture="authors", norm_running_stats=True,
-    )
-    assert result.pretrained.fit.epochs_run == 2 and result.pretrained.fit.best_epoch == 0
-    assert result.pretrained.state["head.weight"].shape[-2:] == (3, 3)
-    assert result.finetuned.model.head.kernel_size == (1, 1)
-    copied = set(result.finetuned.transfer.copied)
+    store, trial = one_trial(
+        tmp_path, mri_path, {"pretrain_max_epochs": 3, "finetune_max_epochs": 3, "steps_per_epoch": 2,
+                             "pretrain_patience": 1, "pretrain_min_delta_mode": "absolute", "pretrain_min_delta": 1e15,
+                             "architecture": "authors", "norm_running_stats": True},
+        pretraining={"task": ["restoration"], "sampler": ["random"], "patch_size": [64], "lr": [0.001]},
+        finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]})
+    run_as_a_study(store, trial, mri_path)
+    pretrained = store.pretrain_result(trial.pretraining.key)
+    assert len(pretrained.history) == 2 and pretrained.best_epoch == 0
+    assert load_checkpoint(store.weights_path(trial.pretraining.key))["head.weight"].shape[-2:] == (3, 3)
+    assert load_checkpoint(store.trial_weights_path(trial.id))["head.weight"].shape[-2:] == (1, 1)
+    (report,) = transfers
+    copied = set(report.copied)
     assert "enc_1.norm2.running_mean" in copied and not any(k.startswith("dec_") for k in copied)
-    assert result.per_case["dice"].notna().any()
+    assert store.read_per_case(trial.id)["dice"].notna().any()
 
 
 def test_an_inpainting_network_must_match_the_images(mri) -> None:
