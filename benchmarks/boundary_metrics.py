@@ -30,13 +30,14 @@ from study.metrics import boundary_rows
 from study.model import UNet
 from study.scale import Scale
 from study.train import evaluate_segmentation
+from study.configs import train_settings, unet_config
 
 
 def _evaluation(kind: str, repeats: int) -> dict:
     scale = Scale()
     dataset = open_dataset(builtin_dataset(kind, PhantomSettings.default(kind, size=scale.image_size)))
-    model = UNet(scale.unet_config(in_channels=dataset.in_channels, out_channels=len(dataset.class_names)), seed=0)
-    settings = scale.train_settings(stage="finetune", device="cpu", seed=0)
+    model = UNet(unet_config(scale, in_channels=dataset.in_channels, out_channels=len(dataset.class_names)), seed=0)
+    settings = train_settings(scale, stage="finetune", device="cpu", seed=0)
     cases = list(dataset.split.test)
     evaluate_segmentation(model, dataset, cases[:2], settings)  # warm-up: first reads, first forward
     times: dict[bool, list[float]] = {False: [], True: []}

@@ -40,8 +40,10 @@ VARIANTS = {"fp32": {}, "fp32 again": {}, "channels_last": {"cpu_channels_last":
 
 def trial(scale: Scale, dataset: str, fraction: float) -> TrialPoint:
     seeds = {"seed": DEFAULT_SEED, "split_seed": 0}
-    pre = PretrainPoint(dataset, "restoration", 32, "poisson_disc", 1.0, scale.pretrain_lr, scale, **seeds)
-    return TrialPoint(dataset, fraction, "encoder", "at_once", scale.finetune_lr, None, pre, scale, **seeds)
+    pre = PretrainPoint(dataset=dataset, task="restoration", patch_size=32, sampler="poisson_disc", extent=1.0,
+                        lr=scale.pretrain_lr, scale=scale, **seeds)
+    return TrialPoint(dataset=dataset, label_fraction=fraction, scope="encoder", schedule="at_once",
+                      lr=scale.finetune_lr, unfrozen_lr=None, pretraining=pre, scale=scale, **seeds)
 
 
 def compare(table: pd.DataFrame, reference: pd.DataFrame, identical: bool) -> dict:

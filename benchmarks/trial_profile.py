@@ -130,8 +130,10 @@ def import_seconds() -> float:
 def trial_point(scale: Scale, dataset: str, fraction: float) -> TrialPoint:
     # the seeds of python -m study.train and of a one-seed study, so the trial id is theirs
     seeds = {"seed": DEFAULT_SEED, "split_seed": 0}
-    pre = PretrainPoint(dataset, "restoration", 32, "poisson_disc", 1.0, scale.pretrain_lr, scale, **seeds)
-    return TrialPoint(dataset, fraction, "encoder", "at_once", scale.finetune_lr, None, pre, scale, **seeds)
+    pre = PretrainPoint(dataset=dataset, task="restoration", patch_size=32, sampler="poisson_disc", extent=1.0,
+                        lr=scale.pretrain_lr, scale=scale, **seeds)
+    return TrialPoint(dataset=dataset, label_fraction=fraction, scope="encoder", schedule="at_once",
+                      lr=scale.finetune_lr, unfrozen_lr=None, pretraining=pre, scale=scale, **seeds)
 
 
 def main() -> None:

@@ -23,9 +23,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from study import axes as design_axes
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
-from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, configuration, format_ranking
+from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
 from study.analysis._settings import AGGREGATES, CORRECTIONS, METRICS
 from study.errors import DataError, SpecError
 from study.records import TrialRecord
@@ -33,8 +34,7 @@ from study.store import StudyStore
 
 # Design columns copied from the trial's record onto every row of the trial's per-case table; the table's
 # own "dataset" is the data set's name (e.g. phantom-mri), the study's is the spec's key (mri).
-DESIGN = ("dataset", "label_fraction", "strategy", "task", "patch_size", "sampler", "extent", "scope", "schedule",
-          "lr", "unfrozen_lr", "val_loss")
+DESIGN = ("dataset", "label_fraction", "strategy", *(a.flat for a in design_axes.AXES), "val_loss")
 
 
 def _parser() -> ArgumentParser:
@@ -170,9 +170,9 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         table = table.drop(columns=[c for c in (*DESIGN, "trial_id", "seed") if c in table])
         design = {c: getattr(result, c, None) if c != "val_loss" else result.val_loss for c in DESIGN}
         parts.append(table.assign(trial_id=trial_id, seed=seed, **design))
-        keys.append((result.dataset, configuration(result.strategy, result.lr, result.unfrozen_lr)))
+        keys.append((result.dataset, result.unit))
     # A stopped configuration is never ranked with the finished ones, not even on the trials it finished.
-    out = {(r.dataset, configuration(r.strategy, r.lr, r.unfrozen_lr)) for r in stopped}
+    out = {(r.dataset, r.unit) for r in stopped}
     kept = [p for p, key in zip(parts, keys) if key not in out]
     dropped, parts = len(parts) - len(kept), kept
     if not parts:
@@ -202,7 +202,7 @@ def stopped_notes(stopped: list[TrialRecord]) -> list[str]:
     """One line per data set and stopped configuration: the rung and the test that stopped it."""
     first: dict[tuple[str, str], TrialRecord] = {}
     for r in sorted(stopped, key=lambda r: (r.dataset, r.strategy, r.label_fraction)):
-        first.setdefault((r.dataset, configuration(r.strategy, r.lr, r.unfrozen_lr)), r)
+        first.setdefault((r.dataset, r.unit), r)
     return [f"{dataset}: {unit} {r.reason}; not ranked" for (dataset, unit), r in first.items()]
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from study.plan import Plan
 from study.spec import StudySpec, bounds
+from study import axes as design_axes
+from study.configs import finetune_config, pretrain_config, unet_config
 
 _PER_TENSOR = 300  # bytes of zip entry, pickle record and alignment per tensor in a torch.save file
 
@@ -22,17 +24,16 @@ _PER_TENSOR = 300  # bytes of zip entry, pickle record and alignment per tensor 
 def training_lines(spec: StudySpec) -> list[str]:
     """The learning rates, epoch budgets, early stopping and network every trial will use."""
     s, axes = spec.scale, spec.axes()
-    pretraining = "pretraining lr " + _axis(axes["pretraining.lr"]) + ", " if "pretraining.lr" in axes else ""
-    baseline = f", baseline lr {_axis(axes['baseline.lr'])}" if "baseline.lr" in axes else ""
-    unfrozen = axes["finetuning.unfrozen_lr"]
-    after = "" if unfrozen == [None] else f", after unfreezing {_axis(unfrozen)}"
+    rates = [f"{a.title} {_axis(axes[a.path])}" for a in design_axes.AXES
+             if a.continuous and a.path in axes and not (a.optional and axes[a.path] == [None])]
+    rates += [f"baseline lr {_axis(axes['baseline.lr'])}"] if "baseline.lr" in axes else []
     # The configs a trial gets, so what is printed is what runs.
-    pre = s.pretrain_config(task="restoration", sampler="random", patch_size=32, extent=1.0, lr=0.5)
-    tune = s.finetune_config(scope="encoder", schedule="at_once", lr=0.5, unfrozen_lr=None)
+    pre = pretrain_config(s, design_axes.example_values("pretraining"))
+    tune = finetune_config(s, design_axes.example_values("finetuning"))
     epoch = "the whole training set" if s.steps_per_epoch is None else f"{s.steps_per_epoch} batches"
     stats = ", GroupNorm with running statistics" if s.norm_running_stats else ""
     return [
-        f"  learning rates: {pretraining}fine-tuning lr {_axis(axes['finetuning.lr'])}{after}{baseline}",
+        f"  learning rates: {', '.join(rates)}",
         f"  pretraining: up to {s.pretrain_max_epochs} epochs, early stopping after {pre.patience} without an "
         f"improvement of more than {_margin(pre.min_delta, pre.min_delta_mode)}",
         f"  fine-tuning: up to {s.finetune_max_epochs} epochs, early stopping after {tune.patience} without an "
@@ -47,8 +48,8 @@ def disk_lines(plan: Plan, channels: dict[str, tuple[int, int]], *, concurrent: 
     spec, scale = plan.spec, plan.spec.scale
     kept, parts, running = 0, [], 0
     for name, (c_in, classes) in channels.items():
-        inpainting = _sizes(scale.unet_config(in_channels=c_in, out_channels=c_in, inpainting=True))
-        segmentation = _sizes(scale.unet_config(in_channels=c_in, out_channels=classes))
+        inpainting = _sizes(unet_config(scale, in_channels=c_in, out_channels=c_in, inpainting=True))
+        segmentation = _sizes(unet_config(scale, in_channels=c_in, out_channels=classes))
         trials, pretrainings, stages = _counts(plan, name)
         kept_trials = trials if spec.keep_weights == "best" else 0
         kept += pretrainings * inpainting[0] + kept_trials * segmentation[0]
@@ -93,7 +94,7 @@ def _counts(plan: Plan, dataset: str) -> tuple[int, int, int]:
     if plan.enumerable:
         trials = [t for t in plan.trials if t.dataset == dataset]
         keys = {t.pretraining.key for t in trials if t.pretraining is not None}
-        stages = max((2 if t.schedule == "freeze_then_unfreeze" else 1 for t in trials), default=1)
+        stages = max((design_axes.stages(t.values()) for t in trials), default=1)
         return len(trials), len(keys), stages
     axes, n = plan.spec.axes(), plan.num_samples()
     pretraining = [v for k, v in axes.items() if k.startswith("pretraining.")]
@@ -103,7 +104,7 @@ def _counts(plan: Plan, dataset: str) -> tuple[int, int, int]:
         pretrainings = min(n, math.prod(len(v) for v in pretraining))
     else:  # a continuous pretraining lr: every draw may be a new pretraining
         pretrainings = n
-    return n, pretrainings, 2 if "freeze_then_unfreeze" in axes["finetuning.schedule"] else 1
+    return n, pretrainings, design_axes.finetuning_stages(axes)
 
 
 def _margin(min_delta: float, mode: str) -> str:

@@ -23,12 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from study.records import Status, TrialRecord
-from study.spec import StudySpec, bounds
-
-# Record field -> the spec axis whose values it takes.
-_AXES = {"task": "pretraining.task", "patch_size": "pretraining.patch_size", "sampler": "pretraining.sampler",
-         "extent": "pretraining.extent", "pretrain_lr": "pretraining.lr", "scope": "finetuning.scope",
-         "schedule": "finetuning.schedule", "lr": "finetuning.lr", "unfrozen_lr": "finetuning.unfrozen_lr"}
+from study import axes as design_axes
+from study.spec import StudySpec, distribution
 
 
 OBJECTIVE_NAME = "validation loss"  # the best validation soft-Dice loss of the fine-tuning
@@ -48,29 +44,25 @@ def describe(dist: Any) -> str:
 
 
 def distributions(spec: StudySpec) -> dict[str, Any]:
-    """Each parameter's Optuna distribution, the same for every trial of the study."""
-    import optuna.distributions as d
-
-    def of(axis: Any, extra: Iterable = ()) -> Any:
-        if isinstance(axis, list):
-            return d.CategoricalDistribution(list(dict.fromkeys([*axis, *extra])))
-        low, high, log = bounds(axis)
-        return d.FloatDistribution(low, high, log=log)
-
+    """Each parameter's Optuna distribution, the same for every trial of the study: each design
+    axis by its flat name (:mod:`study.axes`), with the baseline's values joined (its choice of the
+    baseline's axis, its own learning rates), then the seed when the study has replicates."""
     axes = spec.axes()
+    path, none = design_axes.BASELINE_CHOICE
     out: dict[str, Any] = {}
-    tasks = ["none"] if spec.baseline.enabled else []
-    out["task"] = of(list(axes.get("pretraining.task", [])), tasks)
-    for field, axis in _AXES.items():
-        if field in ("task", "lr", "unfrozen_lr") or axis not in axes:
+    for a in design_axes.AXES:
+        if a.path not in axes and a.path != path:
             continue
-        out[field] = of(axes[axis])
-    lr, base = axes["finetuning.lr"], axes.get("baseline.lr")
-    out["lr"] = of(lr, base if isinstance(lr, list) and isinstance(base, list) else ())
-    if "pretraining.task" in axes:
-        out["unfrozen_lr"] = of(axes["finetuning.unfrozen_lr"], [None])
+        axis, base, extra = axes.get(a.path, []), axes.get(f"baseline.{a.key}"), []
+        if a.path == path and spec.baseline.enabled:
+            extra = [none]
+        elif a.baseline == design_axes.TUNED and isinstance(axis, list) and isinstance(base, list):
+            extra = base
+        elif a.optional and spec.pretraining is not None:
+            extra = [None]
+        out[a.flat] = distribution(axis, extra)
     if len(spec.replicates()) > 1:
-        out["seed"] = of([s for s, _ in spec.replicates()])
+        out["seed"] = distribution([s for s, _ in spec.replicates()])
     # Only what varies: a value every trial shares would fill the dashboard's slice, contour and
     # parallel-coordinate plots with one point each.
     return {k: v for k, v in out.items() if not hasattr(v, "choices") or len(v.choices) > 1}
@@ -126,15 +118,19 @@ class OptunaLog:
 
     def params(self, record: TrialRecord) -> dict[str, Any]:
         """The record's design values that the study's space holds (a baseline has no patch size)."""
-        values = {"task": record.task, "seed": record.seed}
-        if record.task != "none":
-            values |= {f: getattr(record, f) for f in _AXES if f != "task"}
-        else:
-            values["lr"] = record.lr
+        path, none = design_axes.BASELINE_CHOICE
+        choice = design_axes.by_path()[path].flat
+        if getattr(record, choice) != none:
+            values = {a.flat: getattr(record, a.flat) for a in design_axes.AXES}
+        else:  # the baseline: its choice and the values it is trained at
+            values = {a.flat: getattr(record, a.flat) for a in design_axes.AXES
+                      if a.flat == choice or a.baseline == design_axes.TUNED}
+        values["seed"] = record.seed
         out = {}
         for name, value in values.items():
             dist = self.space.get(name)
-            if dist is None or (value is None and name != "unfrozen_lr"):
+            optional = name in design_axes.by_flat() and design_axes.by_flat()[name].optional
+            if dist is None or (value is None and not optional):
                 continue
             if isinstance(dist, self._optuna.distributions.CategoricalDistribution):
                 if value not in dist.choices:

@@ -13,154 +13,153 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any
 
 from study import __version__
+from study import axes as design_axes
 from study.constants import MAX_TRIALS, SUPERVISED
 from study.errors import SpecError
 from study.scale import Scale
-from study.spec import StudySpec, bounds
-
-if TYPE_CHECKING:
-    from study.train import FinetuneConfig, PretrainConfig
+from study.spec import StudySpec, distribution
 
 
-@dataclass(frozen=True)
-class PretrainPoint:
-    dataset: str
-    task: str
-    patch_size: int
-    sampler: str
-    extent: float
-    lr: float
-    scale: Scale = field(compare=False, hash=False)
-    seed: int = 0
-    split_seed: int = 0
+
+class _PretrainPointMethods:
+    """A pretraining: one value of each pretraining axis (:mod:`study.axes`) on one data set."""
 
     @property
     def key(self) -> str:
         return _digest({"kind": "pretrain", **self._hashed(), "version": __version__})
 
     def _hashed(self) -> dict:
-        return {**self.to_json(), "scale": self.scale.hashed()}
+        return {**_in_id(self.to_json(), design_axes.of("pretraining")), "scale": self.scale.hashed()}
 
     def to_json(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "scale": self.scale.model_dump(mode="json")}
 
-    @staticmethod
-    def from_json(d: dict) -> PretrainPoint:
-        return PretrainPoint(**{**d, "scale": Scale.model_validate(d["scale"])})
+    @classmethod
+    def from_json(cls, d: dict) -> PretrainPoint:
+        return cls(**{**d, "scale": Scale.model_validate(d["scale"])})
+
+    def values(self) -> dict[str, Any]:
+        """The point's value of each pretraining axis, by key."""
+        return {a.key: getattr(self, a.key) for a in design_axes.of("pretraining")}
 
     def identity(self) -> dict[str, Any]:
         """Everything that names the pretrained weights, as a record carries it."""
-        return {"key": self.key, "strategy": self.strategy, "dataset": self.dataset, "task": self.task,
-                "patch_size": self.patch_size, "sampler": self.sampler, "extent": self.extent, "lr": self.lr,
+        return {"key": self.key, "strategy": self.strategy, "dataset": self.dataset, **self.values(),
                 "seed": self.seed, "split_seed": self.split_seed}
-
-    def config(self) -> PretrainConfig:
-        return self.scale.pretrain_config(task=self.task, sampler=self.sampler, patch_size=self.patch_size,
-                                          extent=self.extent, lr=self.lr)
 
     @property
     def strategy(self) -> str:
-        return f"{self.task}/K{self.patch_size}/{self.sampler}" + (f"/x{self.extent:g}" if self.extent != 1 else "")
+        return design_axes.strategy_name(self.values(), "pretraining")
 
 
-@dataclass(frozen=True)
-class TrialPoint:
-    dataset: str
-    label_fraction: float
-    scope: str
-    schedule: str
-    lr: float
-    unfrozen_lr: float | None
-    pretraining: PretrainPoint | None
-    scale: Scale = field(compare=False, hash=False)
-    seed: int = 0
-    split_seed: int = 0
+class _TrialPointMethods:
+    """A trial: a strategy (a pretraining and one value of each fine-tuning axis, or the supervised
+    baseline) fine-tuned at one label fraction on one data set."""
 
     @property
     def id(self) -> str:
         p = self.pretraining
-        hashed = {**self.to_json(), "pretraining": p._hashed() if p else None, "scale": self.scale.hashed()}
+        hashed = {**_in_id(self.to_json(), design_axes.of("finetuning")), "pretraining": p._hashed() if p else None,
+                  "scale": self.scale.hashed()}
         return _digest({"kind": "trial", **hashed, "version": __version__})
+
+    def values(self) -> dict[str, Any]:
+        """The trial's value of each fine-tuning axis, by key."""
+        return {a.key: getattr(self, a.key) for a in design_axes.of("finetuning")}
 
     @property
     def strategy(self) -> str:
         """What the analysis compares: the pretraining and the transfer plan (not the label fraction)."""
         if self.pretraining is None:
             return SUPERVISED
-        plan = f"{self.scope}/{self.schedule}"
-        return f"{self.pretraining.strategy}|{plan}"
+        return f"{self.pretraining.strategy}|{design_axes.strategy_name(self.values(), 'finetuning')}"
+
+    @property
+    def unit(self) -> str:
+        """What the analysis ranks and pruning judges: the strategy at its learning rates."""
+        return design_axes.unit_name(self.strategy, {a.flat: getattr(self, a.key) for a in design_axes.of("finetuning")
+                                                     if a.in_unit})
 
     def params(self) -> dict[str, Any]:
         """The design choices, flat, as MLflow parameters and table columns."""
         p = self.pretraining
-        return {
-            "dataset": self.dataset, "label_fraction": self.label_fraction, "strategy": self.strategy,
-            "task": p.task if p else "none", "patch_size": p.patch_size if p else None,
-            "sampler": p.sampler if p else None, "extent": p.extent if p else None,
-            "pretrain_lr": p.lr if p else None, "scope": self.scope, "schedule": self.schedule,
-            "lr": self.lr, "unfrozen_lr": self.unfrozen_lr, "pretrain_key": p.key if p else None,
-            "seed": self.seed, "split_seed": self.split_seed,
-        }
+        pretraining = {a.flat: getattr(p, a.key) if p else a.baseline for a in design_axes.of("pretraining")}
+        finetuning = {a.flat: getattr(self, a.key) for a in design_axes.of("finetuning")}
+        return {"dataset": self.dataset, "label_fraction": self.label_fraction, "strategy": self.strategy,
+                **pretraining, **finetuning, "pretrain_key": p.key if p else None,
+                "seed": self.seed, "split_seed": self.split_seed}
 
     def identity(self) -> dict[str, Any]:
         """Everything that names the trial's numbers, as a record carries it."""
         return {**self.params(), "scale": self.scale.model_dump(mode="json")}
-
-    def finetune_config(self) -> FinetuneConfig:
-        return self.scale.finetune_config(scope=self.scope, schedule=self.schedule, lr=self.lr,
-                                          unfrozen_lr=self.unfrozen_lr)
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         p = self.pretraining
         return {**out, "pretraining": p.to_json() if p else None, "scale": self.scale.model_dump(mode="json")}
 
-    @staticmethod
-    def from_json(d: dict) -> TrialPoint:
+    @classmethod
+    def from_json(cls, d: dict) -> TrialPoint:
         p = d.get("pretraining")
-        return TrialPoint(**{**d, "pretraining": PretrainPoint.from_json(p) if p else None,
-                             "scale": Scale.model_validate(d["scale"])})
+        return cls(**{**d, "pretraining": PretrainPoint.from_json(p) if p else None,
+                      "scale": Scale.model_validate(d["scale"])})
+
+
+def _point_class(name: str, methods: type, section: str, head: list, middle: list = ()) -> type:
+    """A frozen point with a keyword-only field per axis of its section; an axis declared after
+    studies ran defaults to the value it left out of their ids, so their saved points still read."""
+    axes = [(a.key, Any) if a.id_default is design_axes.ALWAYS_IN_ID else (a.key, Any, field(default=a.id_default))
+            for a in design_axes.of(section)]
+    tail = [("scale", Scale, field(compare=False, hash=False)), ("seed", int, field(default=0)),
+            ("split_seed", int, field(default=0))]
+    cls = make_dataclass(name, [*head, *axes, *middle, *tail], bases=(methods,), frozen=True, kw_only=True)
+    cls.__module__, cls.__doc__ = __name__, methods.__doc__
+    return cls
+
+
+PretrainPoint = _point_class("PretrainPoint", _PretrainPointMethods, "pretraining", [("dataset", str)])
+TrialPoint = _point_class("TrialPoint", _TrialPointMethods, "finetuning", [("dataset", str), ("label_fraction", float)],
+                          [("pretraining", Any)])
+
+
+def _in_id(values: dict, section_axes: list) -> dict:
+    """A point's JSON less the axes that hold the value they had before they were declared."""
+    return {k: v for k, v in values.items() if all(a.key != k or a.in_id(v) for a in section_axes)}
 
 
 def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def canonical_unfrozen_lr(schedule: str, lr: float, unfrozen_lr: float | None) -> float | None:
-    """What the unfrozen learning rate means in context: nothing under ``at_once`` (nothing is
-    unfrozen), and ``None`` (the learning rate) when it equals the learning rate, so configurations
-    that train alike get one id."""
-    if schedule != "freeze_then_unfreeze" or unfrozen_lr is None or float(unfrozen_lr) == float(lr):
-        return None
-    return float(unfrozen_lr)
-
-
 def resolve(spec: StudySpec, dataset: str, params: dict[str, Any], replicate: tuple[int, int] | None = None) -> TrialPoint:
     """The trial that a set of axis values (``pretraining.task`` ... ``label_fraction``) means, for
     one replicate ``(seed, split_seed)`` (default: the spec's first).
 
-    ``pretraining.task == "none"`` is the supervised baseline; its pretraining and transfer axes are
-    dropped, so every sampled baseline with the same lr and fraction is one trial.
+    The baseline's choice (``pretraining.task == "none"``, :data:`study.axes.BASELINE_CHOICE`) is
+    the supervised baseline; its pretraining and transfer axes are dropped, so every sampled
+    baseline with the same lr and fraction is one trial.
     """
     seed, split_seed = replicate or spec.replicates()[0]
-    scale, seeds = spec.scale, {"seed": seed, "split_seed": split_seed}
-    if params.get("pretraining.task", "none") == "none":
-        return TrialPoint(dataset, float(params["label_fraction"]), "none", "at_once",
-                          float(params.get("baseline.lr", params["finetuning.lr"])), None, None, scale, **seeds)
-    pretraining = PretrainPoint(
-        dataset, params["pretraining.task"], int(params["pretraining.patch_size"]), params["pretraining.sampler"],
-        float(params["pretraining.extent"]), float(params["pretraining.lr"]), scale, **seeds,
-    )
-    unfrozen = canonical_unfrozen_lr(params["finetuning.schedule"], params["finetuning.lr"],
-                                     params.get("finetuning.unfrozen_lr"))
-    return TrialPoint(
-        dataset, float(params["label_fraction"]), params["finetuning.scope"], params["finetuning.schedule"],
-        float(params["finetuning.lr"]), unfrozen, pretraining, scale, **seeds,
-    )
+    return point(dataset=dataset, label_fraction=float(params["label_fraction"]), params=params, scale=spec.scale,
+                 seed=seed, split_seed=split_seed)
+
+
+def point(*, dataset: str, label_fraction: float, params: dict[str, Any], scale: Scale, seed: int = 0,
+          split_seed: int = 0) -> TrialPoint:
+    """The trial of axis values given by dotted name (:meth:`StudySpec.axes`), typed and made
+    canonical by their declarations (:func:`study.axes.canonical`)."""
+    common = {"dataset": dataset, "scale": scale, "seed": seed, "split_seed": split_seed}
+    path, none = design_axes.BASELINE_CHOICE
+    if params.get(path, none) == none:
+        return TrialPoint(label_fraction=label_fraction, pretraining=None, **common,
+                          **design_axes.baseline_values(params))
+    pretraining = PretrainPoint(**common, **design_axes.canonical(params, "pretraining"))
+    return TrialPoint(label_fraction=label_fraction, pretraining=pretraining, **common,
+                      **design_axes.canonical(params, "finetuning"))
 
 
 @dataclass
@@ -191,25 +190,20 @@ class Plan:
 
 
 def optuna_space(spec: StudySpec) -> dict[str, Any]:
-    """Axes for a sampled search as Optuna distributions (``pretraining.task`` gains ``none``, the
-    baseline, when the baseline is enabled)."""
+    """The sampled search's parameters, by dotted name: the dataset, the label fraction and each
+    axis (the baseline's choice joins its axis when the baseline is enabled)."""
     import optuna.distributions as d
 
     space: dict[str, Any] = {"dataset": d.CategoricalDistribution(spec.datasets),
                              "label_fraction": d.CategoricalDistribution(spec.label_fractions)}
+    path, none = design_axes.BASELINE_CHOICE
     for name, axis in spec.axes().items():
-        if name == "baseline.lr":
-            continue  # a sampled search tunes one lr for both arms
-        if isinstance(axis, list):
-            choices = list(axis)
-            if name == "pretraining.task" and spec.baseline.enabled:
-                choices.append("none")
-            space[name] = d.CategoricalDistribution(choices)
-        else:
-            low, high, log = bounds(axis)
-            space[name] = d.FloatDistribution(low, high, log=log)
+        if name.startswith("baseline."):
+            continue  # a sampled search tunes one value for both arms
+        extra = [none] if name == path and spec.baseline.enabled else []
+        space[name] = distribution(axis, extra)
     if spec.pretraining is None:
-        space["pretraining.task"] = d.CategoricalDistribution(["none"])
+        space[path] = d.CategoricalDistribution([none])
     return space
 
 
@@ -218,25 +212,27 @@ def make_plan(spec: StudySpec) -> Plan:
     if spec.search.algorithm != "grid":
         return Plan(spec, [])
     axes = spec.axes()
+    names = [n for n in axes if not n.startswith("baseline.")]
     size = len(spec.replicates()) * len(spec.datasets) * len(spec.label_fractions) * math.prod(
-        len(v) for n, v in axes.items() if n.startswith(("pretraining.", "finetuning.")))
+        len(axes[n]) for n in names)
     if size > MAX_TRIALS:
         raise SpecError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}: narrow the axes or use "
                         "search.algorithm tpe with num_samples")
+    path, none = design_axes.BASELINE_CHOICE
+    tuned = design_axes.tuned_by_baseline()
+    baseline_axes = [axes.get(f"baseline.{a.key}", axes[a.path]) for a in tuned]
     trials: dict[str, TrialPoint] = {}
     points = 0
     for replicate, dataset, fraction in itertools.product(spec.replicates(), spec.datasets, spec.label_fractions):
         if spec.pretraining is not None:
-            names = [n for n in axes if n.startswith(("pretraining.", "finetuning."))]
             for values in itertools.product(*(axes[n] for n in names)):
-                params = dict(zip(names, values), label_fraction=fraction)
-                t = resolve(spec, dataset, params, replicate)
+                t = resolve(spec, dataset, dict(zip(names, values), label_fraction=fraction), replicate)
                 trials.setdefault(t.id, t)
                 points += 1
         if spec.baseline.enabled:
-            for lr in axes.get("baseline.lr", axes["finetuning.lr"]):
-                t = resolve(spec, dataset, {"pretraining.task": "none", "finetuning.lr": lr, "label_fraction": fraction},
-                            replicate)
+            for values in itertools.product(*baseline_axes):
+                params = {path: none, **{a.path: v for a, v in zip(tuned, values)}, "label_fraction": fraction}
+                t = resolve(spec, dataset, params, replicate)
                 trials.setdefault(t.id, t)
                 points += 1
     return Plan(spec, list(trials.values()), points)

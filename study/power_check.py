@@ -45,8 +45,8 @@ def power_warnings(plan: Plan, units: dict[str, tuple[int, int, str]], alpha: fl
                          f"{len(strategies)} / 2^{pairs} = {len(strategies) / 2 ** pairs:.3g}); {need} would")
         if not spec.pruning.enabled:
             continue
-        configurations = {(t.strategy, t.lr, t.unfrozen_lr) for t in trials}  # what pruning judges
-        tested = len({c for c in configurations if c[0] != SUPERVISED})
+        configurations = {t.unit for t in trials}  # what pruning judges
+        tested = len({t.unit for t in trials if t.strategy != SUPERVISED})
         need = needed(tested * (len(configurations) - 1), spec.pruning.alpha)
         if n_val < need:
             lines.append(f"warning: {dataset}: pruning can stop nothing with {n_val} validation {unit}s "

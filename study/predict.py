@@ -47,6 +47,7 @@ import numpy as np
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
 from study.errors import DataError, SpecError
+from study.configs import train_settings, unet_config
 
 MRI_MIN_VALUE = -500.0  # below this a voxel is HU (air is -1000), not an MRI magnitude
 CT_NEEDS_BELOW = -100.0  # a CT slice in HU holds fat (about -100) or air; MRI magnitudes never do
@@ -281,9 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise SpecError("--device cuda: no GPU is available to torch here")
-    model = UNet(scale.unet_config(in_channels=dataset.in_channels, out_channels=len(dataset.class_names)))
+    model = UNet(unet_config(scale, in_channels=dataset.in_channels, out_channels=len(dataset.class_names)))
     model.load_state_dict(weights)
-    settings = scale.train_settings(stage="finetune", device=device, seed=chosen.seed or 0)
+    settings = train_settings(scale, stage="finetune", device=device, seed=chosen.seed or 0)
     model = settings.place(model)
     values = [vs[0] for vs in record["classes"].values()]
     print(f"segmenting {len(inputs)} volume(s) of {args.images} with trial {chosen.trial_id}: {chosen.strategy} on "

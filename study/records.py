@@ -9,9 +9,11 @@ read as ``None``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields, make_dataclass
 from enum import Enum
 from typing import Any
+
+from study import axes as design_axes
 
 
 class Status(str, Enum):
@@ -52,33 +54,18 @@ class _Record:
         return cls(**known, metrics=metrics)
 
 
-@dataclass(frozen=True)
-class TrialRecord(_Record):
-    trial_id: str
-    status: Status
-    dataset: str
-    strategy: str
-    label_fraction: float
-    task: str = "none"
-    patch_size: int | None = None
-    sampler: str | None = None
-    extent: float | None = None
-    pretrain_lr: float | None = None
-    scope: str = "none"
-    schedule: str = "at_once"
-    lr: float | None = None
-    unfrozen_lr: float | None = None
-    pretrain_key: str | None = None
-    seed: int | None = None
-    split_seed: int | None = None
-    scale: dict | None = None
-    reason: str = ""
-    seconds: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)  # dice, dice_<class>, val_loss, epochs, ...
+class _TrialRecordMethods(_Record):
+    """How a trial ended: its identity (each design axis's flat name, :mod:`study.axes`), status,
+    seconds, and every number it reported in ``metrics`` (dice, dice_<class>, val_loss, epochs, ...)."""
 
     @property
     def dice(self) -> float | None:
         return self.metrics.get("dice")
+
+    @property
+    def unit(self) -> str:
+        """What the analysis ranks and pruning judges: the strategy at its learning rates."""
+        return design_axes.unit_name(self.strategy, {a.flat: getattr(self, a.flat) for a in design_axes.AXES if a.in_unit})
 
     @property
     def val_loss(self) -> float:
@@ -86,24 +73,32 @@ class TrialRecord(_Record):
         return float(self.metrics.get("val_loss", math.nan)) if self.finished else math.nan
 
 
-@dataclass(frozen=True)
-class PretrainRecord(_Record):
-    key: str
-    strategy: str
-    status: Status = Status.FINISHED  # results of earlier versions have no status: they finished
-    dataset: str | None = None
-    task: str | None = None
-    patch_size: int | None = None
-    sampler: str | None = None
-    extent: float | None = None
-    lr: float | None = None
-    seed: int | None = None
-    split_seed: int | None = None
-    reason: str = ""
-    seconds: float | None = None
-    best_epoch: int | None = None
-    best_val_loss: float | None = None
-    inpainting_l2: float | None = None
-    n_scans: int | None = None
-    history: list = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
+class _PretrainRecordMethods(_Record):
+    """How a pretraining ended: its key, identity (each pretraining axis by key), status and curve."""
+
+
+def _optional(*names: str) -> list[tuple]:
+    return [(name, Any, field(default=None)) for name in names]
+
+
+def _record_class(name: str, methods: type, head: list, axes: list, tail: list) -> type:
+    cls = make_dataclass(name, [*head, *axes, *tail, ("metrics", dict, field(default_factory=dict))], bases=(methods,),
+                         frozen=True, kw_only=True)
+    cls.__module__, cls.__doc__ = __name__, methods.__doc__
+    return cls
+
+
+# A baseline's record holds each axis's baseline value (a tuned axis, the lr, its own value).
+TrialRecord = _record_class(
+    "TrialRecord", _TrialRecordMethods,
+    [("trial_id", str), ("status", Status), ("dataset", str), ("strategy", str), ("label_fraction", float)],
+    [(a.flat, Any, field(default=None if a.baseline == design_axes.TUNED else a.baseline)) for a in design_axes.AXES],
+    [*_optional("pretrain_key", "seed", "split_seed", "scale"), ("reason", str, field(default="")),
+     *_optional("seconds")])
+PretrainRecord = _record_class(
+    "PretrainRecord", _PretrainRecordMethods,
+    [("key", str), ("strategy", str), ("status", Status, field(default=Status.FINISHED)), *_optional("dataset")],
+    _optional(*(a.key for a in design_axes.of("pretraining"))),
+    [*_optional("seed", "split_seed"), ("reason", str, field(default="")),
+     *_optional("seconds", "best_epoch", "best_val_loss", "inpainting_l2", "n_scans"),
+     ("history", list, field(default_factory=list))])

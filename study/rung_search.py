@@ -19,7 +19,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from study.analysis import configuration, pooled_fractions
+from study.analysis import pooled_fractions
 from study.constants import SUPERVISED
 from study.plan import TrialPoint
 from study import faults
@@ -178,7 +178,7 @@ class RungSearch(Searcher):
 
 
 def _unit(trial: TrialPoint) -> str:
-    return configuration(trial.strategy, trial.lr, trial.unfrozen_lr)
+    return trial.unit
 
 
 def _compute(rung_record: dict) -> dict[str, Any]:

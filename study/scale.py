@@ -1,21 +1,18 @@
 """How big a trial is, and the training objects that size implies.
 
 ``profile: laptop`` (the built-in phantoms on a CPU) or ``paper`` (512 x 512, the paper's U-Net and
-budgets, for GPUs); any field can be set on top. Parsing a scale imports no torch: only the methods
-that hand out :class:`~study.train.TrainSettings`, the configs and the U-Net do.
+budgets, for GPUs); any field can be set on top. A scale is data: the training objects it implies are
+made by :mod:`study.configs`, so parsing a scale imports no torch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from study.constants import DEFAULT_PAD_MODE, PAPER_IMAGE_SIZE, PAPER_WIDTHS, PadMode, check_pad_mode
 
-if TYPE_CHECKING:
-    from study.model import UNetConfig
-    from study.train import FinetuneConfig, PretrainConfig, TrainSettings
 
 
 class Strict(BaseModel):
@@ -105,38 +102,6 @@ class Scale(Strict):
     def hashed(self) -> dict[str, Any]:
         """What trial ids and pretraining keys hash: the dump without the SPEED_FIELDS."""
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in SPEED_FIELDS}
-
-    # What a scale implies for one run; torch is imported only by these, never by parsing a spec.
-
-    def train_settings(self, *, stage: Literal["pretrain", "finetune"], device: str, seed: int) -> TrainSettings:
-        from study.train import TrainSettings
-
-        epochs = self.pretrain_max_epochs if stage == "pretrain" else self.finetune_max_epochs
-        return TrainSettings(batch_size=self.batch_size, max_epochs=epochs, steps_per_epoch=self.steps_per_epoch,
-                             device=device, seed=seed, pad_mode=self.pad_mode, cache_gb=self.cache_gb,
-                             gpu_cache_gb=self.gpu_cache_gb, num_workers=self.data_workers, compile=self.compile,
-                             cpu_channels_last=self.cpu_channels_last, cpu_bf16=self.cpu_bf16)
-
-    def pretrain_config(self, *, task: str, sampler: str, patch_size: int, extent: float, lr: float) -> PretrainConfig:
-        from study.train import PretrainConfig
-
-        return PretrainConfig(task=task, sampler=sampler, patch_size=patch_size, extent=extent, lr=lr,
-                              patience=self.pretrain_patience, min_delta=self.pretrain_min_delta,
-                              min_delta_mode=self.pretrain_min_delta_mode, n_masks=self.n_masks)
-
-    def finetune_config(self, *, scope: str, schedule: str, lr: float, unfrozen_lr: float | None) -> FinetuneConfig:
-        from study.model import TransferPlan
-        from study.train import FinetuneConfig
-
-        return FinetuneConfig(plan=TransferPlan(scope, schedule), lr=lr, unfrozen_lr=unfrozen_lr,
-                              patience=self.finetune_patience)
-
-    def unet_config(self, *, in_channels: int, out_channels: int, inpainting: bool = False) -> UNetConfig:
-        from study.model import UNetConfig
-
-        return UNetConfig.for_architecture(self.architecture, inpainting=inpainting, in_channels=in_channels,
-                                           out_channels=out_channels, widths=tuple(self.widths), groups=self.groups,
-                                           norm_running_stats=self.norm_running_stats)
 
 
 PAPER_SCALE = {

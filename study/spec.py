@@ -8,15 +8,15 @@ where results go. Reading one from YAML, with ``--set`` overrides and one-line e
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from study.constants import DEFAULT_NSD_TOLERANCE_MM, nsd_tolerances
-from study.constants import DEFAULT_SEED, MAX_TRIALS, PAPER_IMAGE_SIZE, SAMPLERS, SCHEDULES, SCOPES, TASKS
+from study import axes as design_axes
+from study.constants import DEFAULT_SEED, MAX_TRIALS
 from study._suggest import did_you_mean
 from study.errors import SpecError
 from study.scale import Scale, Strict
@@ -45,54 +45,43 @@ def bounds(d: Distribution) -> tuple[float, float, bool]:
     return (*d.loguniform, True) if isinstance(d, LogUniform) else (*d.uniform, False)
 
 
-class PretrainingAxes(Strict):
-    task: list[str] = ["restoration"]
-    patch_size: list[int] = Field([32], description="K in pixels of a 512 x 512 image")
-    sampler: list[str] = ["poisson_disc"]
-    extent: list[float] = Field([1.0], description="pretraining data in multiples of the training set")
-    lr: Axis | None = Field(None, description="null: the scale's pretrain_lr (laptop 0.01, paper 1e-3)")
+def distribution(axis: Axis, extra: list = ()) -> Any:
+    """An axis's values as an Optuna distribution: its choices (and ``extra``), or its range."""
+    import optuna.distributions as d
 
-    @field_validator("task")
-    @classmethod
-    def _tasks(cls, v: list[str]) -> list[str]:
-        return _members(v, TASKS)
+    if isinstance(axis, list):
+        return d.CategoricalDistribution(list(dict.fromkeys([*axis, *extra])))
+    low, high, log = bounds(axis)
+    return d.FloatDistribution(low, high, log=log)
 
-    @field_validator("sampler")
-    @classmethod
-    def _samplers(cls, v: list[str]) -> list[str]:
-        return _members(v, SAMPLERS)
 
-    @field_validator("patch_size")
-    @classmethod
-    def _patches(cls, v: list[int]) -> list[int]:
-        for k in v:
-            if not 1 <= k <= PAPER_IMAGE_SIZE // 2:
-                raise ValueError(f"{k} is not a patch size in 1..{PAPER_IMAGE_SIZE // 2} (pixels of a 512-px image)")
+def _section_model(section: str) -> type[Strict]:
+    """The YAML section of a stage's design axes (``pretraining:`` or ``finetuning:``), from the
+    axes declared in :mod:`study.axes`: a list of values per axis (a range for a learning rate)."""
+    fields: dict[str, Any] = {}
+    for a in design_axes.of(section):
+        if a.continuous:
+            annotation = (Axis | None) if a.scale_default else Axis
+            default = None if a.scale_default else list(a.default)
+        else:
+            annotation, default = list[a.type], list(a.default)
+        fields[a.key] = (annotation, Field(default, description=a.description))
+
+    def _values(cls, v: Any, info: ValidationInfo) -> Any:
+        axis = design_axes.by_path()[f"{section}.{info.field_name}"]
+        for value in v if isinstance(v, list) and not axis.continuous else ():
+            problem = axis.problem(value)
+            if problem is not None:
+                raise ValueError(problem + (did_you_mean(value, axis.choices) if axis.choices else ""))
         return v
 
-    @field_validator("extent")
-    @classmethod
-    def _extents(cls, v: list[float]) -> list[float]:
-        if any(not (e > 0 and math.isfinite(e)) for e in v):
-            raise ValueError(f"{v} must be positive multiples of the training set")
-        return v
+    name = f"{section.capitalize()}Axes"
+    return create_model(name, __base__=Strict, __doc__=f"The {section} design axes (study.axes).",
+                        __validators__={"_values": field_validator("*")(classmethod(_values))}, **fields)
 
 
-class FinetuningAxes(Strict):
-    scope: list[str] = ["encoder"]
-    schedule: list[str] = ["at_once"]
-    lr: Axis | None = Field(None, description="null: the scale's finetune_lr (laptop 0.01, paper 1e-3)")
-    unfrozen_lr: Axis = Field([None], description="initial lr after unfreezing; null: same as lr")
-
-    @field_validator("scope")
-    @classmethod
-    def _scopes(cls, v: list[str]) -> list[str]:
-        return _members(v, tuple(s for s in SCOPES if s != "none"))
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedules(cls, v: list[str]) -> list[str]:
-        return _members(v, SCHEDULES)
+PretrainingAxes = _section_model("pretraining")
+FinetuningAxes = _section_model("finetuning")
 
 
 class Baseline(Strict):
@@ -283,25 +272,22 @@ class StudySpec(Strict):
                 problems.append(f"{name} is empty: list at least one value")
             if not isinstance(axis, list) and not 0 < bounds(axis)[0] < bounds(axis)[1] < 1:
                 problems.append(f"{name}: bounds must satisfy 0 < low < high < 1 for a learning rate")
-            if name.endswith("lr") and isinstance(axis, list):
-                for lr in axis:
-                    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < 1):
-                        problems.append(f"{name}: {lr} is not a learning rate in (0, 1)")
+            declared = design_axes.by_path().get(name.replace("baseline.", "finetuning."))
+            if declared is not None and declared.continuous and isinstance(axis, list):
+                problems += [f"{name}: {p}" for p in map(declared.problem, axis) if p is not None]
         if problems:
             raise ValueError("; ".join(dict.fromkeys(problems)))
         return self
 
     def axes(self) -> dict[str, Axis]:
-        """Every design axis by its dotted field name; an lr axis the spec leaves out is the scale's."""
+        """Every design axis by its dotted name (:mod:`study.axes`); an axis the spec leaves null
+        takes the scale's value (the learning rates)."""
         out: dict[str, Axis] = {}
-        if self.pretraining is not None:
-            out.update({f"pretraining.{k}": v for k, v in self.pretraining.model_dump().items()})
-            lr = self.pretraining.lr
-            out["pretraining.lr"] = [self.scale.pretrain_lr] if lr is None else lr
-        out.update({f"finetuning.{k}": v for k, v in self.finetuning.model_dump().items()})
-        lr = self.finetuning.lr
-        out["finetuning.lr"] = [self.scale.finetune_lr] if lr is None else lr
-        out["finetuning.unfrozen_lr"] = self.finetuning.unfrozen_lr
+        for section in ("pretraining", "finetuning"):
+            values = getattr(self, section)
+            for a in design_axes.of(section) if values is not None else ():
+                v = getattr(values, a.key)
+                out[a.path] = [getattr(self.scale, a.scale_default)] if v is None and a.scale_default else v
         if self.baseline.enabled and self.baseline.lr is not None:
             out["baseline.lr"] = self.baseline.lr
         return out
@@ -317,10 +303,3 @@ class StudySpec(Strict):
             return Path(self.storage).expanduser().resolve() / self.name
         except (RuntimeError, OSError) as exc:  # an unknown ~user, a symlink loop
             raise SpecError(f"storage: {self.storage}: {exc}") from None
-
-
-def _members(values: list[str], allowed: tuple[str, ...]) -> list[str]:
-    for v in values:
-        if v not in allowed:
-            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}{did_you_mean(v, allowed)}")
-    return values

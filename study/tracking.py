@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import pandas as pd
 
+from study import axes as design_axes
 from study import faults
 from study.errors import StorageError
 from study.plan import PretrainPoint, TrialPoint
@@ -43,40 +44,34 @@ VIEW_KEY = "study"
 # child run is a row folded under its parent, and no view MLflow lets a study set unfolds it, so
 # the runs table would open on one folded row.
 STUDY_RUN_TAG = "study.study_run_id"
-_SAMPLERS = {"poisson_disc": "poisson", "poisson_disc_spread": "poisson-spread"}
-_PLANS = {("encoder", "at_once"): "", ("encoder+decoder", "at_once"): "enc+dec",
-          ("encoder", "freeze_then_unfreeze"): "freeze", ("encoder+decoder", "freeze_then_unfreeze"): "enc+dec freeze"}
-# Trial parameter -> the spec axis it takes (the columns a study shows are the axes it varies).
-_COLUMNS = {"task": "pretraining.task", "patch_size": "pretraining.patch_size", "sampler": "pretraining.sampler",
-            "extent": "pretraining.extent", "pretrain_lr": "pretraining.lr", "scope": "finetuning.scope",
-            "schedule": "finetuning.schedule", "lr": "finetuning.lr", "unfrozen_lr": "finetuning.unfrozen_lr"}
-
-
 def dataset_label(dataset: str) -> str:
     """A data set as a name shows it: a folder by its last component."""
     return Path(dataset).name if "/" in dataset else dataset
 
 
 def pretraining_name(point: PretrainPoint) -> str:
-    """``restoration K32 poisson`` (``x2`` for twice the unlabeled data)."""
-    name = f"{point.task} K{point.patch_size} {_SAMPLERS.get(point.sampler, point.sampler)}"
-    return name + (f" x{point.extent:g}" if point.extent != 1 else "")
+    """``restoration K32 poisson`` (``x2`` for twice the unlabeled data): each axis's run label."""
+    return design_axes.run_name(point.values(), "pretraining")
 
 
-def trial_name(trial: TrialPoint, *, lr: bool = False) -> str:
+def trial_name(trial: TrialPoint, *, varied: Iterable[str] = ()) -> str:
     """A trial's run name, leading with its design: ``restoration K32 poisson | 5 % | mri``; the
-    transfer plan when not the encoder at once, the learning rate when the study varies it."""
+    transfer plan when not the encoder at once; a fine-tuning axis without a run label (the
+    learning rate: ``lr 0.01``) when the study varies it (``varied``: dotted axis names)."""
     design = "supervised" if trial.pretraining is None else pretraining_name(trial.pretraining)
-    plan = "" if trial.pretraining is None else _PLANS.get((trial.scope, trial.schedule), f"{trial.scope} {trial.schedule}")
+    plan = "" if trial.pretraining is None else design_axes.run_name(trial.values(), "finetuning")
     design += f" {plan}" if plan else ""
-    design += f" lr {trial.lr:g}" if lr else ""
+    for a in design_axes.of("finetuning"):
+        value = getattr(trial, a.key)
+        if a.run_label is None and a.path in set(varied) and value is not None:
+            design += f" {a.flat} {value:g}" if isinstance(value, float) else f" {a.flat} {value}"
     return f"{design} | {trial.label_fraction * 100:g} % | {dataset_label(trial.dataset)}"
 
 
 def view_state(varied: Iterable[str]) -> dict[str, Any]:
     """The runs table's columns: the design values the study varies, then test Dice and the
     validation loss (trials and pretrainings are rows of their own: :data:`STUDY_RUN_TAG`)."""
-    params = [k for k, axis in _COLUMNS.items() if axis in set(varied)]
+    params = [a.flat for a in design_axes.AXES if a.path in set(varied)]
     extra = [k for k in ("dataset", "label_fraction", "seed") if k in set(varied)]
     columns = [f"params.`{k}`" for k in (*params, *extra)] + ["metrics.`dice`", "metrics.`val_loss`"]
     return {"selectedColumns": columns}
@@ -120,13 +115,13 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
-        self.lr_varies = False  # set by show(): trial names then carry their learning rate
+        self.named_axes: tuple[str, ...] = ()  # set by show(): varied axes a trial's name then carries
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks, and so this tracker, into the study folder (tuner.pkl):
         # what it writes there must carry no credential. Nothing unpickles it to log again.
         return {"uri": redacted(self.uri), "store": self.store, "experiment_id": self.experiment_id,
-                "parent_id": self.parent_id, "lr_varies": self.lr_varies}
+                "parent_id": self.parent_id, "named_axes": self.named_axes}
 
     @_retry
     def _experiment(self, name: str) -> str:
@@ -160,7 +155,7 @@ class Tracker:
         """Set the study's view of its runs (:func:`view_state`, as MLflow's shared view) for the
         axes the study varies; returns where ``mlflow ui`` shows it (:func:`ui_link`)."""
         varied = list(varied)
-        self.lr_varies = "finetuning.lr" in varied
+        self.named_axes = tuple(varied)
         state = view_state(varied)
         self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
         return ui_link(self.experiment_id, redacted(self.uri) if self.uri.startswith(("http://", "https://")) else
@@ -270,7 +265,7 @@ class Tracker:
                     "study.strategy": trial.strategy, "study.dataset": trial.dataset}
             if trial.pretraining is not None:
                 tags["study.pretrain_key"] = trial.pretraining.key
-            run = self.client.create_run(self.experiment_id, run_name=trial_name(trial, lr=self.lr_varies), tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=trial_name(trial, varied=self.named_axes), tags=tags)
             run_id = run.info.run_id
             self._params(run_id, trial.params())
             self.store.save_run_id(trial.id, run_id)

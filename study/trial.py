@@ -26,6 +26,7 @@ from study.plan import PretrainPoint, TrialPoint
 from study.records import PretrainRecord, Status, TrialRecord
 from study.store import StudyStore
 from study.train import Diverged, finetune_and_test, load_checkpoint, pretrain_strategy, save_checkpoint
+from study.configs import finetune_config, pretrain_config, train_settings, unet_config
 
 Report = Callable[[dict], None]
 # What a retry cannot fix: the trial or pretraining fails once, with the reason.
@@ -66,9 +67,9 @@ def ensure_pretrained(store: StudyStore, point: PretrainPoint, *, data_path: str
 
 def _pretrain(store: StudyStore, point: PretrainPoint, *, data_path: str, device: str, report: Report) -> dict:
     dataset, scale = _dataset(data_path), point.scale
-    unet = scale.unet_config(in_channels=dataset.in_channels, out_channels=dataset.in_channels, inpainting=True)
+    unet = unet_config(scale, in_channels=dataset.in_channels, out_channels=dataset.in_channels, inpainting=True)
     made = pretrain_strategy(
-        dataset, config=point.config(), settings=scale.train_settings(stage="pretrain", device=device, seed=point.seed),
+        dataset, config=pretrain_config(point.scale, point.values()), settings=train_settings(scale, stage="pretrain", device=device, seed=point.seed),
         unet=unet, split_seed=point.split_seed, workdir=store.pretrain_work(point.key),
         on_epoch=lambda r: report({"stage": "pretrain", **r}),
     )
@@ -185,10 +186,10 @@ def _fine_tune_and_evaluate(store: StudyStore, trial: TrialPoint, *, data_path: 
     if trial.pretraining is not None:
         pre, pretrained = _pretrained_weights(store, trial.pretraining, data_path=data_path, device=device,
                                                report=report)
-    unet = scale.unet_config(in_channels=dataset.in_channels, out_channels=len(dataset.class_names))
+    unet = unet_config(scale, in_channels=dataset.in_channels, out_channels=len(dataset.class_names))
     tested = finetune_and_test(
-        dataset, trial.label_fraction, config=trial.finetune_config(),
-        settings=scale.train_settings(stage="finetune", device=device, seed=trial.seed), unet=unet,
+        dataset, trial.label_fraction, config=finetune_config(trial.scale, trial.values()),
+        settings=train_settings(scale, stage="finetune", device=device, seed=trial.seed), unet=unet,
         pretrained=pretrained, split_seed=trial.split_seed, workdir=store.trial_work(trial.id),
         on_epoch=lambda stage, r: report({"stage": stage, **r}),
         until_epoch=until_epoch, record_validation=pruned, nsd_tolerance_mm=nsd_tolerance_mm,

@@ -192,8 +192,8 @@ def grid_search(pending: list[str], seed: int, study_name: str):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {"trial": optuna.distributions.CategoricalDistribution(pending)}
-    sampler = optuna.samplers.GridSampler({"trial": pending}, seed=seed)
-    return OptunaSearch(space=space, sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min")
+    grid = optuna.samplers.GridSampler({"trial": pending}, seed=seed)
+    return OptunaSearch(space=space, sampler=grid, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min")
 
 
 def pruned_search(trials: list[TrialPoint], store: StudyStore, spec: StudySpec, on_stop=None):
@@ -211,13 +211,13 @@ def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed, algorithm = plan.spec.search.seed, plan.spec.search.algorithm
-    sampler = {
+    optuna_sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
     }[algorithm]()
     finished = [(p, r) for p, r in done if math.isfinite(r)]
     return OptunaSearch(
-        space=optuna_space(plan.spec), sampler=sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min",
+        space=optuna_space(plan.spec), sampler=optuna_sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min",
         points_to_evaluate=[p for p, _ in finished] or None, evaluated_rewards=[r for _, r in finished] or None,
     )

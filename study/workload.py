@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping
 
+from study import axes as design_axes
 from study.data import (
     BUILTIN_KINDS,
     PhantomSettings,
@@ -27,6 +28,7 @@ from study.data.padding import NetworkPadding
 from study.data.subsets import labeled_scans
 from study.plan import Plan
 from study.scale import Scale
+from study.configs import unet_config
 
 if TYPE_CHECKING:
     from study.model import UNetConfig
@@ -101,13 +103,13 @@ def runs(plan: Plan, shapes: Mapping[str, DataShape]) -> list[Run]:
     for point in plan.pretrainings().values():
         shape = shapes[point.dataset]
         ids = pretraining_scans(shape.split, point.extent, seed=point.split_seed, rounding=shape.rounding)
-        net = scale.unet_config(in_channels=shape.in_channels, out_channels=shape.in_channels, inpainting=True)
+        net = unet_config(scale, in_channels=shape.in_channels, out_channels=shape.in_channels, inpainting=True)
         out.append(_run(scale, shape, "pretrain", net, ids, scale.pretrain_max_epochs))
     for trial in plan.trials:
         shape = shapes[trial.dataset]
         ids = labeled_scans(shape.split, trial.label_fraction, seed=trial.split_seed, rounding=shape.rounding)
-        net = scale.unet_config(in_channels=shape.in_channels, out_channels=shape.classes)
-        stages = 2 if trial.schedule == "freeze_then_unfreeze" else 1
+        net = unet_config(scale, in_channels=shape.in_channels, out_channels=shape.classes)
+        stages = design_axes.stages(trial.values())
         out.append(_run(scale, shape, "finetune", net, ids, stages * scale.finetune_max_epochs))
     return out
 
@@ -115,16 +117,16 @@ def runs(plan: Plan, shapes: Mapping[str, DataShape]) -> list[Run]:
 def _candidates(plan: Plan, shapes: Mapping[str, DataShape]) -> list[Run]:
     spec, scale, out = plan.spec, plan.spec.scale, []
     seed = spec.split_seed
-    stages = 2 if "freeze_then_unfreeze" in spec.axes()["finetuning.schedule"] else 1
+    stages = design_axes.finetuning_stages(spec.axes())
     for name in spec.datasets:
         shape = shapes[name]
         for extent in spec.pretraining.extent if spec.pretraining is not None else []:
             ids = pretraining_scans(shape.split, extent, seed=seed, rounding=shape.rounding)
-            net = scale.unet_config(in_channels=shape.in_channels, out_channels=shape.in_channels, inpainting=True)
+            net = unet_config(scale, in_channels=shape.in_channels, out_channels=shape.in_channels, inpainting=True)
             out.append(_run(scale, shape, "pretrain", net, ids, scale.pretrain_max_epochs))
         for fraction in spec.label_fractions:
             ids = labeled_scans(shape.split, fraction, seed=seed, rounding=shape.rounding)
-            net = scale.unet_config(in_channels=shape.in_channels, out_channels=shape.classes)
+            net = unet_config(scale, in_channels=shape.in_channels, out_channels=shape.classes)
             out.append(_run(scale, shape, "finetune", net, ids, stages * scale.finetune_max_epochs))
     return out
 

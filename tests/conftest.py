@@ -143,6 +143,7 @@ XDIST_GROUPS = {
     "tests/run/test_replicates.py::test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial":
         "tiny_grid",
     "tests/report/test_report.py::": "report",
+    "tests/design/test_extra_axis.py::": "extra_axis",  # one study, read by each of its tests
 }
 
 

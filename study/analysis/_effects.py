@@ -34,16 +34,18 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from study import axes as design_axes
 from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
 from study.analysis._stats import bootstrap_counts, holm, percentile_ci
 from study.analysis._tables import case_dice, units
 from study.errors import DataError
 
-# The design axes a trial's record carries, as columns of the per-case table, in the order shown.
-AXES = ("task", "patch_size", "sampler", "extent", "scope", "schedule", "lr")
-AXIS_NAMES = {"task": "pretext task", "patch_size": "patch size K", "sampler": "sampler", "extent": "extent",
-              "scope": "transfer scope", "schedule": "schedule", "lr": "fine-tuning lr"}
+# The design axes whose effects are shown (study.axes), as columns of the per-case table, in the order
+# declared; an axis the baseline is trained at each value of (the lr) is compared at the same value.
+AXES = tuple(a.flat for a in design_axes.AXES if a.effect)
+AXIS_NAMES = {a.flat: a.title for a in design_axes.AXES}
+_TUNED = {a.flat for a in design_axes.AXES if a.baseline == design_axes.TUNED}
 EFFECT_COLUMNS = ["dataset", "axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive",
                   "mean_dice", "mean_dice_baseline", "baseline_at", "n_strategies", "missing", "fractions", "seeds",
                   "resampled", "incomplete"]
@@ -300,7 +302,7 @@ def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[s
         if base.empty or ranked.empty:
             continue
         per_trial = _trial_units(pooled, settings)
-        varied = [a for a in AXES if a != "lr" and _varies(ranked, a)]
+        varied = [a for a in AXES if a not in _TUNED and _varies(ranked, a)]
         missing: dict[str, dict[str, list[str]]] = {}
         for axis in varied:
             try:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from study import axes as design_axes
 from study.analysis._ranking import rank_dataset
 from study.analysis._settings import AnalysisSettings
 from study.analysis._tables import case_dice, normalise, select_trials, units
 
-LR_COLUMNS = ("lr", "unfrozen_lr")
+LR_COLUMNS = design_axes.unit_columns()  # the learning rates that tell units apart
 
 
-def configuration(strategy: str, lr: float | None, unfrozen_lr: float | None) -> str:
-    """A combination's label, ``<strategy> lr=<lr>[ unfrozen_lr=<lr>]``: what the transfer study
-    ranks and what pruning judges and stops."""
-    label = strategy if lr is None else f"{strategy} lr={lr:g}"
-    return label if unfrozen_lr is None else f"{label} unfrozen_lr={unfrozen_lr:g}"
+def configuration(strategy: str, *values: float | None) -> str:
+    """A combination's label, ``<strategy> lr=<lr>[ unfrozen_lr=<lr>]`` (values in the order of
+    :func:`study.axes.unit_columns`): what the transfer study ranks and what pruning judges and stops."""
+    return design_axes.unit_name(strategy, dict(zip(LR_COLUMNS, values)))
 
 
 def combination_labels(table: pd.DataFrame, baseline: str) -> pd.Series:

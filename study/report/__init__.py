@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from study import axes as design_axes
 from study.analysis import Analysis, AnalysisSettings, analyze
 from study.records import Status, TrialRecord
 from study.report import _figures as figures
@@ -35,8 +36,8 @@ RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low"
 SIGNED = {"median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high",
           "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_diff", "ci_low", "ci_high", "diff"}
 P_VALUES = {"p", "p_holm", "p_bh", "p_step"}
-COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "patch_size", "statistic",
-          "n_strategies", "missing"}
+COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "statistic",
+          "n_strategies", "missing", *(a.flat for a in design_axes.AXES if a.type is int)}
 SHARES = {"p_top_k", "positive", "importance", "null_mean", "null_high", "p_worse", "p_equivalent", "p_better"}
 
 
@@ -136,13 +137,14 @@ def _resolved(spec: dict) -> list[tuple[str, list]]:
     except Exception:  # noqa: BLE001 - a spec this version cannot read: shown as written
         return rows
     profile = full.scale.profile
-    resolved = {"pretraining.lr": full.scale.pretrain_lr, "finetuning.lr": full.scale.finetune_lr}
+    resolved = {a.path: getattr(full.scale, a.scale_default) for a in design_axes.AXES if a.scale_default}
+    null_means = {a.path: a.null_means for a in design_axes.AXES if a.null_means}
     out = []
     for name, levels in rows:
         if name in resolved and levels == [None]:
             levels = [f"{resolved[name]:g} (the {profile} profile's)"]
-        elif name == "finetuning.unfrozen_lr" and levels == [None]:
-            levels = ["the learning rate"]
+        elif name in null_means and levels == [None]:
+            levels = [null_means[name]]
         out.append((name, levels))
     return out
 

@@ -21,9 +21,10 @@ from typing import Sequence
 from pydantic import ValidationError
 
 from study._cli import ArgumentParser, run_main
-from study.constants import DEFAULT_SEED, PAD_MODES, SAMPLERS, SCHEDULES, SCOPES, TASKS
+from study import axes as design_axes
+from study.constants import DEFAULT_SEED, PAD_MODES
 from study.errors import DataError, SpecError
-from study.plan import PretrainPoint, TrialPoint, canonical_unfrozen_lr
+from study.plan import TrialPoint, point
 from study.scale import Scale
 from study.spec import Resources
 from study.store import PER_CASE, StudyStore
@@ -37,17 +38,8 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.train", doc=__doc__)
     p.add_argument("--data", default="mri", help="'mri' or 'ct' (built-in phantoms) or a data set folder")
     p.add_argument("--fraction", type=float, default=1.0, help="label fraction in (0, 1] (default 1.0)")
-    p.add_argument("--task", default="restoration", choices=("none", *TASKS), help="none: the supervised baseline")
-    p.add_argument("--patch-size", type=int, default=32, help="K in pixels of a 512-px image (8, 16, 32, 64)")
-    p.add_argument("--sampler", default="poisson_disc", choices=SAMPLERS)
-    p.add_argument("--extent", type=float, default=1.0, help="pretraining data, multiples of the training set")
-    p.add_argument("--pretrain-lr", type=float,
-                   help=f"initial pretraining learning rate (default: the scale's, laptop {laptop.pretrain_lr:g})")
-    p.add_argument("--scope", default="encoder", choices=[s for s in SCOPES if s != "none"], help="transfer scope")
-    p.add_argument("--schedule", default="at_once", choices=SCHEDULES)
-    p.add_argument("--lr", type=float,
-                   help=f"initial fine-tuning learning rate (default: the scale's, laptop {laptop.finetune_lr:g})")
-    p.add_argument("--unfrozen-lr", type=float, help="initial learning rate after unfreezing (default: --lr)")
+    for axis in design_axes.AXES:  # a flag per design axis: --task, --patch-size, ..., --lr
+        _axis_flag(p, axis, laptop)
     p.add_argument("--scale", default="laptop", choices=("laptop", "paper"),
                    help="the profile every setting below defaults to (docs/studies.md)")
     p.add_argument("--max-epochs", type=int, help=f"epoch budget of both stages (default: the scale's, laptop "
@@ -81,6 +73,18 @@ def parser() -> ArgumentParser:
     return p
 
 
+def _axis_flag(p: ArgumentParser, axis: design_axes.DesignAxis, laptop: Scale) -> None:
+    help, default = axis.cli_help or axis.description, axis.default[0]
+    choices = axis.choices
+    if axis.path == design_axes.BASELINE_CHOICE[0]:
+        choices = (design_axes.BASELINE_CHOICE[1], *choices)
+    if axis.scale_default:
+        help += f" (default: the scale's, laptop {getattr(laptop, axis.scale_default):g})"
+    elif axis.choices is None and default is not None:
+        help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+    p.add_argument(axis.flag, type=axis.type, default=default, choices=choices, help=help)
+
+
 def _scale(args) -> Scale:
     given = {"widths": args.widths, "groups": args.groups, "batch_size": args.batch_size,
              "pretrain_max_epochs": args.max_epochs, "finetune_max_epochs": args.max_epochs,
@@ -105,16 +109,11 @@ def own_trial(args) -> TrialPoint:
     if not 0 < args.fraction <= 1:
         raise SpecError(f"--fraction {args.fraction:g} is outside (0, 1]")
     scale = _scale(args)
-    seeds = {"seed": args.seed, "split_seed": args.split_seed}
-    lr = args.lr if args.lr is not None else scale.finetune_lr
-    if args.task == "none":
-        trial = TrialPoint(args.data, args.fraction, "none", "at_once", lr, None, None, scale, **seeds)
-    else:
-        pre = PretrainPoint(args.data, args.task, args.patch_size, args.sampler, args.extent,
-                            args.pretrain_lr if args.pretrain_lr is not None else scale.pretrain_lr, scale, **seeds)
-        trial = TrialPoint(args.data, args.fraction, args.scope, args.schedule, lr,
-                           canonical_unfrozen_lr(args.schedule, lr, args.unfrozen_lr), pre, scale, **seeds)
-    return trial
+    params = {a.path: getattr(args, a.flat) for a in design_axes.AXES}
+    params |= {a.path: getattr(scale, a.scale_default) for a in design_axes.AXES
+               if a.scale_default and params[a.path] is None}
+    return point(dataset=args.data, label_fraction=args.fraction, params=params, scale=scale, seed=args.seed,
+                 split_seed=args.split_seed)
 
 
 def _data_path(name: str, scale: Scale) -> str:

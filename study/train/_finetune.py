@@ -40,7 +40,8 @@ class FinetuneConfig:
     at every image size.
     """
 
-    plan: TransferPlan = field(default_factory=lambda: TransferPlan("none", "at_once"))
+    scope: str = "none"
+    schedule: str = "at_once"
     lr: float = 1e-3
     unfrozen_lr: float | None = None
     patience: int = 10
@@ -51,6 +52,10 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise SpecError(f"fine-tuning {name}={value!r} must be a learning rate in (0, 1)")
+
+    @property
+    def plan(self) -> TransferPlan:
+        return TransferPlan(self.scope, self.schedule)
 
 
 @dataclass

@@ -117,7 +117,8 @@ def test_load_study_joins_seeds_by_trial_id_and_uses_the_result_design(tmp_path:
     from study.plan import TrialPoint
     from study.spec import Scale
 
-    point = TrialPoint("mri", 0.05, "none", "at_once", 0.01, None, None, Scale(), seed=7)
+    point = TrialPoint(dataset="mri", label_fraction=0.05, scope="none", schedule="at_once", lr=0.01, unfrozen_lr=None,
+                       pretraining=None, scale=Scale(), seed=7)
     folder = write_study(tmp_path, strategies={"supervised": 0.0}, fractions=(0.25,), entries=[point.to_json()])
     trial_files(folder, point.id, "supervised", 0.05, {"case0": 0.5}, seed=None)
     trial_files(folder, "unseeded", "supervised", 0.05, {"case0": 0.5}, seed=None)

@@ -15,6 +15,7 @@ from study.spec_loading import validate
 from study.store import StudyStore
 from study.train import evaluate_segmentation
 from study.trial import run_trial
+from study.configs import train_settings, unet_config
 from tests.run.conftest import TINY_SCALE
 
 pytestmark = pytest.mark.slow
@@ -37,10 +38,10 @@ def test_a_finished_trial_keeps_its_fine_tuned_weights_and_drops_its_checkpoints
 
     state = torch.load(store.trial_weights_path(trial.id), map_location="cpu", weights_only=True)
     dataset = open_dataset(tiny_mri)
-    model = UNet(spec.scale.unet_config(in_channels=dataset.in_channels, out_channels=len(dataset.class_names)))
+    model = UNet(unet_config(spec.scale, in_channels=dataset.in_channels, out_channels=len(dataset.class_names)))
     model.load_state_dict(state)  # the weights alone: no optimiser state, no best-so-far copy
     assert set(state) == set(model.state_dict())
-    settings = spec.scale.train_settings(stage="finetune", device="cpu", seed=trial.seed)
+    settings = train_settings(spec.scale, stage="finetune", device="cpu", seed=trial.seed)
     table = evaluate_segmentation(model, dataset, dataset.split.test, settings)
     stored = store.read_per_case(trial.id)
     pd.testing.assert_series_equal(table["dice"].reset_index(drop=True), stored["dice"], check_exact=False, rtol=1e-6,

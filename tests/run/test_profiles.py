@@ -12,6 +12,7 @@ from study.errors import SpecError
 from study.plan import PretrainPoint, TrialPoint, make_plan
 from study.scale import Scale
 from study.spec_loading import load_spec, validate
+from study.configs import finetune_config, pretrain_config, unet_config
 from tests.conftest import run_cli
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -31,8 +32,8 @@ def test_paper_alone_brings_the_papers_learning_rates_budgets_and_early_stopping
     assert _lrs(spec) == {(1e-3, 1e-3), (1e-3, None)}  # pretrained trials and the baseline
     s = spec.scale
     assert (s.pretrain_max_epochs, s.finetune_max_epochs, s.steps_per_epoch) == (500, 500, None)
-    pre = s.pretrain_config(task="restoration", sampler="random", patch_size=32, extent=1.0, lr=1e-3)
-    tune = s.finetune_config(scope="encoder", schedule="at_once", lr=1e-3, unfrozen_lr=None)
+    pre = pretrain_config(s, {"task": "restoration", "sampler": "random", "patch_size": 32, "extent": 1.0, "lr": 1e-3})
+    tune = finetune_config(s, {"scope": "encoder", "schedule": "at_once", "lr": 1e-3, "unfrozen_lr": None})
     assert (pre.patience, pre.min_delta, pre.min_delta_mode) == (4, 1e-3, "relative")
     assert (tune.patience, tune.min_delta) == (10, 1e-3)
 
@@ -62,9 +63,11 @@ def test_a_scale_at_its_defaults_keeps_the_json_trial_ids_were_hashed_from() -> 
 def test_a_scale_and_the_ids_that_hash_it_survive_a_round_trip(fields: dict) -> None:
     scale = Scale.model_validate(fields)
     assert Scale.model_validate(json.loads(json.dumps(scale.model_dump(mode="json")))) == scale
-    point = PretrainPoint("mri", "restoration", 32, "random", 1.0, 1e-3, scale)
+    point = PretrainPoint(dataset="mri", task="restoration", patch_size=32, sampler="random", extent=1.0, lr=1e-3,
+                          scale=scale)
     assert PretrainPoint.from_json(json.loads(json.dumps(point.to_json()))).key == point.key
-    trial = TrialPoint("mri", 0.5, "encoder", "at_once", 1e-3, None, point, scale)
+    trial = TrialPoint(dataset="mri", label_fraction=0.5, scope="encoder", schedule="at_once", lr=1e-3, unfrozen_lr=None,
+                       pretraining=point, scale=scale)
     assert TrialPoint.from_json(json.loads(json.dumps(trial.to_json()))).id == trial.id
 
 
@@ -76,7 +79,8 @@ def test_a_new_setting_names_new_trials() -> None:
 
 def test_the_pretraining_stopping_rule_is_a_setting_with_the_authors_margin() -> None:
     authors = Scale.model_validate({"pretrain_min_delta_mode": "absolute"})
-    config = authors.pretrain_config(task="restoration", sampler="random", patch_size=32, extent=1.0, lr=1e-3)
+    config = pretrain_config(authors, {"task": "restoration", "sampler": "random", "patch_size": 32, "extent": 1.0,
+                                       "lr": 1e-3})
     assert (config.min_delta_mode, config.min_delta, config.patience) == ("absolute", 50.0, 4)
     with pytest.raises(SpecError, match=r"spec: scale: .*pretrain_min_delta=2 must lie in \[0, 1\) in relative mode"):
         validate({"name": "a", "scale": {"pretrain_min_delta": 2}})
@@ -84,11 +88,11 @@ def test_the_pretraining_stopping_rule_is_a_setting_with_the_authors_margin() ->
 
 def test_the_architecture_is_a_scale_setting() -> None:
     scale = Scale.model_validate({"architecture": "authors", "widths": [8, 16], "groups": 4})
-    inpainting = scale.unet_config(in_channels=1, out_channels=1, inpainting=True)
-    segmentation = scale.unet_config(in_channels=1, out_channels=4)
+    inpainting = unet_config(scale, in_channels=1, out_channels=1, inpainting=True)
+    segmentation = unet_config(scale, in_channels=1, out_channels=4)
     assert (inpainting.block, inpainting.up_kernel, inpainting.head_kernel) == ("conv_relu_norm", 3, 3)
     assert (segmentation.block, segmentation.up_kernel, segmentation.head_kernel) == ("conv_relu_norm", 3, 1)
-    default = Scale().unet_config(in_channels=1, out_channels=4)
+    default = unet_config(Scale(), in_channels=1, out_channels=4)
     assert (default.block, default.up_kernel, default.head_kernel, default.norm_running_stats) == (
         "conv_norm_relu", 2, 1, False)
     with pytest.raises(SpecError, match="scale.architecture"):

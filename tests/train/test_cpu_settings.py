@@ -15,6 +15,7 @@ from study.train import EarlyStopping, StepDecay, TrainSettings, fit
 from study.train._loop import ADAM_BETAS, ADAM_EPS
 from study.train._losses import soft_dice_loss
 from study.train._schedule import set_lr
+from study.configs import train_settings
 
 TINY = UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32), groups=4)
 EPOCHS = 3
@@ -133,5 +134,5 @@ def test_the_cpu_settings_are_in_trial_ids_only_when_set() -> None:
     for field in ("cpu_channels_last", "cpu_bf16"):
         changed = Scale.model_validate({"profile": "laptop", field: True})
         assert changed.hashed() == {**laptop.hashed(), field: True}
-        assert getattr(changed.train_settings(stage="finetune", device="cpu", seed=1), field) is True
-    assert not Scale().train_settings(stage="finetune", device="cpu", seed=1).cpu_bf16
+        assert getattr(train_settings(changed, stage="finetune", device="cpu", seed=1), field) is True
+    assert not train_settings(Scale(), stage="finetune", device="cpu", seed=1).cpu_bf16
