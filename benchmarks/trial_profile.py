@@ -179,7 +179,10 @@ def main() -> None:
     print(f"{'part':<70} {'wall s':>7} {'share':>6} {'CPU s':>7} {'share':>6} {'calls':>6}")
     for part, seconds in parts.items():
         nested = part == "test: prediction"  # inside "test: evaluation in all"
-        share = lambda v, total: "" if nested else f"{v / total:6.1%}"  # noqa: E731
+
+        def share(v: float, total: float, nested: bool = nested) -> str:
+            return "" if nested else f"{v / total:6.1%}"
+
         print(f"{part:<70} {seconds:7.2f} {share(seconds, trial_s):>6} {cpu_parts[part]:7.2f} "
               f"{share(cpu_parts[part], trial_cpu):>6} {CALLS.get(part, ''):>6}")
     print(f"{'the trial (run_trial)':<70} {trial_s:7.2f} {1:6.1%} {trial_cpu:7.2f} {1:6.1%}")

@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_values(path, volume, dataset.modality)
             x = network_input(volume, dataset.modality, dataset.preprocessing if hasattr(dataset, "preprocessing") else {})
             logits: list[np.ndarray] = []
-            masks = predict_image(model, lambda sl: x[sl], x.shape[0], settings, logits_out=logits)
+            masks = predict_image(model, lambda sl, x=x: x[sl], x.shape[0], settings, logits_out=logits)
             labels, overlaps[name] = label_map(masks, np.moveaxis(np.concatenate(logits), 1, 0), values)
             _write(scratch / path.name, _as_input_layout(labels, image, record["slice_axis"]), image)
             if args.masks:

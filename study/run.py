@@ -23,6 +23,7 @@ from study.constants import INCOMPLETE
 from study.data import (
     BUILTIN_KINDS,
     LATEST_PHANTOM_VERSION,
+    Dataset,
     PhantomSettings,
     check_contents,
     check_selections,
@@ -168,7 +169,10 @@ def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, paddin
         padding.append(_padding(spec, name, {(i.height, i.width) for i in dataset.scans.values()}))
         check_contents(dataset, store.content_record, pending=unrecorded)
         _check_selections(spec, name, dataset.split, default_rounding(dataset))
-        subjects = lambda ids: len({dataset.scans[i].subject_id for i in ids})
+
+        def subjects(ids: Sequence[str], dataset: Dataset = dataset) -> int:
+            return len({dataset.scans[i].subject_id for i in ids})
+
         units[name] = (subjects(dataset.split.test), subjects(dataset.split.val), "patient")
         dataset.close()
         out[name] = str(path)

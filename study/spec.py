@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
@@ -36,8 +36,8 @@ class Uniform(Strict):
     uniform: tuple[float, float]
 
 
-Distribution = Union[LogUniform, Uniform]
-Axis = Union[list[Any], LogUniform, Uniform]
+Distribution = LogUniform | Uniform
+Axis = list[Any] | LogUniform | Uniform
 
 
 def bounds(d: Distribution) -> tuple[float, float, bool]:

@@ -276,7 +276,10 @@ def format_ranking(analysis: Analysis) -> str:
                 for r in frame.itertuples()]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         left = {1, len(headers) - 1}
-        fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+        def fmt(cells: list[str], widths: list[int] = widths, left: set[int] = left) -> str:
+            return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
         lines += ["  " + fmt(headers), "  " + fmt(["-" * w for w in widths])]
         lines += ["  " + fmt(row).rstrip() for row in rows]
         lines.append("")

@@ -168,7 +168,9 @@ def _missing(trials: pd.DataFrame, unit: list[str]) -> dict[str, list[str]]:
 
 def _rows_table(rows: list[dict], trials: pd.DataFrame, missing: dict[str, list[str]], dataset: str, axis: str,
                 baseline_at: str) -> pd.DataFrame:
-    count = lambda column, level: len(set(trials[column][trials["_level"] == level]))
+    def count(column: str, level: str) -> int:
+        return len(set(trials[column][trials["_level"] == level]))
+
     order = {level: i for i, level in enumerate(_order([r["level"] for r in rows]))}
     rows = [{**r, "dataset": dataset, "axis": axis, "baseline_at": baseline_at,
              "n_trials": count("trial_id", r["level"]), "n_strategies": count("strategy", r["level"]),

@@ -74,7 +74,10 @@ def _k_interval(x: np.ndarray, y: np.ndarray, k: float, sse: float, confidence: 
     df = x.size - 3
     limit = sse * (1 + stats.f.ppf(confidence, 1, df) / df)
     inside = _profile(x, y, _K_GRID)[0] <= limit
-    above = lambda t: _profile(x, y, t)[0][0] - limit
+
+    def above(t: float) -> float:
+        return _profile(x, y, t)[0][0] - limit
+
     below_k, above_k = np.flatnonzero(inside & (_K_GRID <= k)), np.flatnonzero(inside & (_K_GRID >= k))
     first = int(below_k.min()) if below_k.size else int(np.searchsorted(_K_GRID, k))
     last = int(above_k.max()) if above_k.size else int(np.searchsorted(_K_GRID, k)) - 1

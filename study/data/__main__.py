@@ -96,7 +96,7 @@ def _parser() -> ArgumentParser:
 
 def _windows(text: str) -> tuple[tuple[float, float], ...]:
     try:
-        return tuple((float(w), float(l)) for w, l in (p.split("/") for p in text.split(",")))
+        return tuple((float(width), float(level)) for width, level in (p.split("/") for p in text.split(",")))
     except ValueError:
         raise SpecError(f"--ct-windows {text!r} must look like 400/50,1800/400,500/50") from None
 

@@ -79,7 +79,7 @@ class PhantomSettings:
             raise SpecError(f"phantom n_unlabeled={self.n_unlabeled} must be >= 0")
 
     @classmethod
-    def default(cls, kind: PhantomKind, version: int = LATEST_PHANTOM_VERSION, **overrides: int) -> "PhantomSettings":
+    def default(cls, kind: PhantomKind, version: int = LATEST_PHANTOM_VERSION, **overrides: int) -> PhantomSettings:
         """The built-in ``kind`` data set of ``version`` (default the latest), with ``overrides``."""
         if kind not in BUILTIN_KINDS:
             raise SpecError(f"phantom kind {kind!r} must be one of {', '.join(BUILTIN_KINDS)}")
@@ -133,7 +133,7 @@ def make_phantom_dataset(settings: PhantomSettings, out: Path) -> Path:
         in_channels=1 if mri else len(DEFAULT_CT_WINDOWS),
         preprocessing={**preprocessing, "phantom": dataclasses.asdict(settings)},
     ) as writer:
-        for index, (role, scan_id) in enumerate((role, s) for role in _ROLES for s in getattr(split, role)):
+        for index, (role, scan_id) in enumerate((part, s) for part in _ROLES for s in getattr(split, part)):
             rng = _subject_rng(settings, index)
             labels = None
             if mri:

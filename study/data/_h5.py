@@ -286,7 +286,7 @@ class DatasetWriter:
     def abort(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from study.constants import DEFAULT_NSD_TOLERANCE_MM, nsd_tolerances
+from study.constants import nsd_tolerances
 from study.errors import SpecError
 from study.metrics._dice import as_masks
 

@@ -14,7 +14,7 @@ import numbers
 import time
 from pathlib import Path
 from string import Template
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -190,7 +190,10 @@ def _effects(analysis: Analysis, folder: Path) -> str:
     title = "Design-axis effects"
     if analysis.effects.empty:
         return _missing(title, "the study varies no design axis across its pretrained strategies.")
-    mark = lambda r: "helps" if r.ci_low > 0 else "hurts" if r.ci_high < 0 else ""
+
+    def mark(r: Any) -> str:
+        return "helps" if r.ci_low > 0 else "hurts" if r.ci_high < 0 else ""
+
     body = _image(figures.effects_figure(analysis.effects, analysis.importance), folder, "fig_effects", title)
     for ds, part in analysis.effects.groupby("dataset", sort=True):
         attrs = f'class="effects" data-dataset="{html.escape(str(ds), quote=True)}"'
@@ -224,7 +227,10 @@ def _drill_down(analysis: Analysis, shown: int = 5) -> str:
     for ds, part in analysis.chosen_cases.groupby("dataset", sort=True):
         part = part.sort_values("diff", ascending=False)
         strategy = str(part["strategy"].iloc[0])
-        attrs = lambda kind: f'class="cases {kind}" data-dataset="{html.escape(str(ds), quote=True)}"'
+
+        def attrs(kind: str, ds: object = ds) -> str:
+            return f'class="cases {kind}" data-dataset="{html.escape(str(ds), quote=True)}"'
+
         columns = ["unit", "dice", "dice_baseline", "diff", "cells"]
         body += (f"<h3>{html.escape(str(ds))}: {html.escape(strategy)}</h3>"
                  f"<p>Helps most ({len(part)} units in all, {int((part['diff'] > 0).sum())} better than the baseline):</p>"
@@ -261,7 +267,10 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
     uri = state.get("tracking_uri", "")
     run = state.get("parent_run_id", "")
     link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
-    bad = lambda group: ' class="failed"' if group else ""  # red only when there are some
+
+    def bad(group: list) -> str:
+        return ' class="failed"' if group else ""  # red only when there are some
+
     counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
               f'<span>stopped early: <b>{sum(r.stopped for r in results)}</b></span>'
               f'<span{bad(failed)}>failed: <b>{len(failed)}</b></span><span{bad(errored)}>errored: <b>{len(errored)}</b></span>'
@@ -353,7 +362,10 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
     analysis = analyze(table, settings)
     l2 = figures.inpainting_table(store, state)
     ranking = analysis.ranking
-    beats = lambda r: "beats" if r.beats_baseline else ""
+
+    def beats(r: Any) -> str:
+        return "beats" if r.beats_baseline else ""
+
     body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"',
                                                           RANKING_SHOWN, row_class=beats)
                    for ds, part in ranking.groupby("dataset", sort=True))

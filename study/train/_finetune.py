@@ -9,7 +9,7 @@ learning rate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -87,7 +87,7 @@ def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSetti
             logits = network_forward(model, settings.to_device(batch["image"]), settings)
             losses.append(float(soft_dice_loss(logits, settings.to_device(batch["mask"]))))
             weights.append(batch["image"].shape[0])
-        return sum(l * w for l, w in zip(losses, weights)) / sum(weights)
+        return sum(loss * weight for loss, weight in zip(losses, weights)) / sum(weights)
 
     return val_loss
 

@@ -81,7 +81,7 @@ def test_broken_skmtea_is_reported_by_file(tmp_path: Path, damage: str, message:
         scan.write_bytes(scan.read_bytes()[:200])
     elif damage == "no_metadata_row":
         lines = (root / "all_metadata.csv").read_text().splitlines()
-        (root / "all_metadata.csv").write_text("\n".join(l for l in lines if "MTR_900" not in l) + "\n")
+        (root / "all_metadata.csv").write_text("\n".join(line for line in lines if "MTR_900" not in line) + "\n")
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         open_dataset(root)
 
