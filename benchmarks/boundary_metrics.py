@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from study.data import PhantomSettings, builtin_dataset, open_dataset
+from study.design.scale import Scale
+from study.execution.configs import train_settings, unet_config
 from study.metrics import boundary_rows
 from study.model import UNet
-from study.scale import Scale
 from study.train import evaluate_segmentation
-from study.configs import train_settings, unet_config
 
 
 def _evaluation(kind: str, repeats: int) -> dict:
@@ -56,16 +56,23 @@ def _evaluation(kind: str, repeats: int) -> dict:
     for case, true in zip(cases, masks):
         boundary_rows(np.roll(true, 1, axis=-1), true, dataset.class_names, dataset.scans[case].spacing_mm)
     shifted = time.process_time() - start
-    return {"dataset": dataset.name, "cases": len(cases), "shape": list(dataset.read_image(cases[0]).shape),
-            "eval_s_without": round(without, 3), "eval_s_with": round(with_, 3),
-            "added_s": round(with_ - without, 3), "added_pct": round(100 * (with_ - without) / without, 1),
-            "added_ms_per_case": round(1000 * (with_ - without) / len(cases), 2),
-            "eval_cpu_s_without": round(cpu_without, 3), "eval_cpu_s_with": round(cpu_with, 3),
-            "added_cpu_pct": round(100 * (cpu_with - cpu_without) / cpu_without, 1),
-            "added_cpu_ms_per_case": round(1000 * (cpu_with - cpu_without) / len(cases), 2),
-            "boundary_only_ms_per_case_near_correct": round(1000 * shifted / len(cases), 2),
-            "nsd_mean": round(float(table["nsd"].mean()), 4), "runs": {str(k): [round(t, 3) for t in v]
-                                                                      for k, v in times.items()}}
+    return {
+        "dataset": dataset.name,
+        "cases": len(cases),
+        "shape": list(dataset.read_image(cases[0]).shape),
+        "eval_s_without": round(without, 3),
+        "eval_s_with": round(with_, 3),
+        "added_s": round(with_ - without, 3),
+        "added_pct": round(100 * (with_ - without) / without, 1),
+        "added_ms_per_case": round(1000 * (with_ - without) / len(cases), 2),
+        "eval_cpu_s_without": round(cpu_without, 3),
+        "eval_cpu_s_with": round(cpu_with, 3),
+        "added_cpu_pct": round(100 * (cpu_with - cpu_without) / cpu_without, 1),
+        "added_cpu_ms_per_case": round(1000 * (cpu_with - cpu_without) / len(cases), 2),
+        "boundary_only_ms_per_case_near_correct": round(1000 * shifted / len(cases), 2),
+        "nsd_mean": round(float(table["nsd"].mean()), 4),
+        "runs": {str(k): [round(t, 3) for t in v] for k, v in times.items()},
+    }
 
 
 def _paper_volume() -> dict:
@@ -79,12 +86,18 @@ def _paper_volume() -> dict:
         true[k] = (r > 25 + 5 * k) & (r < 27.5 + 5 * k)  # 2.5 mm thick
     pred = np.roll(true, (1, 2), axis=(1, 3))
     start, cpu_start = time.perf_counter(), time.process_time()
-    rows = boundary_rows(pred, true, ["femoral_cartilage", "tibial_cartilage", "patellar_cartilage", "meniscus"],
-                         spacing)
+    rows = boundary_rows(
+        pred, true, ["femoral_cartilage", "tibial_cartilage", "patellar_cartilage", "meniscus"], spacing
+    )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"shape": list(shape), "voxels_per_class": [int(t.sum()) for t in true], "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu, 2),
-            "nsd": [round(r["nsd"], 3) for r in rows], "hd95_mm": [round(r["hd95"], 3) for r in rows]}
+    return {
+        "shape": list(shape),
+        "voxels_per_class": [int(t.sum()) for t in true],
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "nsd": [round(r["nsd"], 3) for r in rows],
+        "hd95_mm": [round(r["hd95"], 3) for r in rows],
+    }
 
 
 def main() -> None:
@@ -93,19 +106,27 @@ def main() -> None:
     parser.add_argument("--paper", action="store_true", help="also one synthetic paper-size knee volume")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a study trial's one thread
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-           "torch": torch.__version__, "threads": 1,
-           "phantoms": [_evaluation(kind, args.repeats) for kind in ("mri", "ct")]}
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": 1,
+        "phantoms": [_evaluation(kind, args.repeats) for kind in ("mri", "ct")],
+    }
     for part in out["phantoms"]:
-        print(f"{part['dataset']}: {part['cases']} test cases {part['shape']}: evaluation {part['eval_s_without']} s "
-              f"without NSD/HD95, {part['eval_s_with']} s with (+{part['added_s']} s, +{part['added_pct']} %); CPU "
-              f"{part['eval_cpu_s_without']} s -> {part['eval_cpu_s_with']} s (+{part['added_cpu_pct']} %, "
-              f"{part['added_cpu_ms_per_case']} ms per case; near-correct masks "
-              f"{part['boundary_only_ms_per_case_near_correct']} ms CPU per case)")
+        print(
+            f"{part['dataset']}: {part['cases']} test cases {part['shape']}: evaluation {part['eval_s_without']} s "
+            f"without NSD/HD95, {part['eval_s_with']} s with (+{part['added_s']} s, +{part['added_pct']} %); CPU "
+            f"{part['eval_cpu_s_without']} s -> {part['eval_cpu_s_with']} s (+{part['added_cpu_pct']} %, "
+            f"{part['added_cpu_ms_per_case']} ms per case; near-correct masks "
+            f"{part['boundary_only_ms_per_case_near_correct']} ms CPU per case)"
+        )
     if args.paper:
         out["paper_volume"] = _paper_volume()
-        print(f"paper-size volume {out['paper_volume']['shape']}: NSD and HD95 of 4 classes in "
-              f"{out['paper_volume']['seconds']} s ({out['paper_volume']['cpu_seconds']} s CPU)")
+        print(
+            f"paper-size volume {out['paper_volume']['shape']}: NSD and HD95 of 4 classes in "
+            f"{out['paper_volume']['seconds']} s ({out['paper_volume']['cpu_seconds']} s CPU)"
+        )
     print(json.dumps(out))
 
 

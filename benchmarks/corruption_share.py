@@ -56,8 +56,10 @@ def main() -> None:
             banks[task].corrupt(x, generator)
             times.append(time.perf_counter() - start)
         corrupt_s[task] = statistics.median(times)
-        print(f"{task}: bank build {build_s[task]:.3f} s (once per run), corrupt "
-              f"{1e3 * corrupt_s[task]:.1f} ms per batch of {BATCH} (median of {args.corrupt_calls})")
+        print(
+            f"{task}: bank build {build_s[task]:.3f} s (once per run), corrupt "
+            f"{1e3 * corrupt_s[task]:.1f} ms per batch of {BATCH} (median of {args.corrupt_calls})"
+        )
 
     model = UNet(UNetConfig(in_channels=1, out_channels=1, widths=(32, 64, 128, 256, 512)))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.99, 0.995), eps=1e-8)
@@ -77,22 +79,37 @@ def main() -> None:
 
     share = {task: corrupt_s[task] / (corrupt_s[task] + step) for task in corrupt_s}
     for task, value in share.items():
-        print(f"{task}: corruption is {100 * value:.3f} % of a training step ({1e3 * corrupt_s[task]:.1f} ms "
-              f"of {step:.1f} s + corruption)")
-    print(json.dumps({
-        "benchmark": "corruption_share",
-        "image": [SIZE, SIZE], "batch": BATCH, "channels": 1, "patch_size": K, "sampler": "poisson_disc",
-        "model": "study.model.UNet widths (32, 64, 128, 256, 512)", "device": "cpu",
-        "train_step_s": round(step, 2), "timed_steps": args.steps,
-        "corrupt_ms": {task: round(1e3 * s, 2) for task, s in corrupt_s.items()},
-        "bank_build_s": {task: round(s, 3) for task, s in build_s.items()},
-        "corruption_share_percent": {task: round(100 * s, 4) for task, s in share.items()},
-        "goal_percent": 5, "goal_met": all(s < 0.05 for s in share.values()),
-        "bank_mb": {task: round(b.nbytes / 1e6, 1) for task, b in banks.items()},
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__, "torch": torch.__version__,
-    }))
+        print(
+            f"{task}: corruption is {100 * value:.3f} % of a training step ({1e3 * corrupt_s[task]:.1f} ms "
+            f"of {step:.1f} s + corruption)"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "corruption_share",
+                "image": [SIZE, SIZE],
+                "batch": BATCH,
+                "channels": 1,
+                "patch_size": K,
+                "sampler": "poisson_disc",
+                "model": "study.model.UNet widths (32, 64, 128, 256, 512)",
+                "device": "cpu",
+                "train_step_s": round(step, 2),
+                "timed_steps": args.steps,
+                "corrupt_ms": {task: round(1e3 * s, 2) for task, s in corrupt_s.items()},
+                "bank_build_s": {task: round(s, 3) for task, s in build_s.items()},
+                "corruption_share_percent": {task: round(100 * s, 4) for task, s in share.items()},
+                "goal_percent": 5,
+                "goal_met": all(s < 0.05 for s in share.values()),
+                "bank_mb": {task: round(b.nbytes / 1e6, 1) for task, b in banks.items()},
+                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                "torch_threads": torch.get_num_threads(),
+                "numpy": np.__version__,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,14 +34,14 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from study.constants import LAPTOP_GROUPS, LAPTOP_WIDTHS
 from study.model import UNet, UNetConfig
-from study.train._losses import soft_dice_loss
 from study.train._loop import ADAM_BETAS, ADAM_EPS
+from study.train._losses import soft_dice_loss
 
 BATCH, SIZE, CLASSES = 9, 64, 4
 CONFIG = UNetConfig(in_channels=1, out_channels=CLASSES, widths=LAPTOP_WIDTHS, groups=LAPTOP_GROUPS)
@@ -62,8 +62,15 @@ def onednn(enabled: bool = True, conv_precision: str = "none"):
         torch.backends.mkldnn.enabled, torch.backends.mkldnn.conv.fp32_precision = before
 
 
-def make_step(*, channels_last: bool = False, bf16: bool = False, compile: bool = False,
-              mkldnn: bool = True, conv_precision: str = "none", foreach: bool | None = None) -> Callable[[], float]:
+def make_step(
+    *,
+    channels_last: bool = False,
+    bf16: bool = False,
+    compile: bool = False,
+    mkldnn: bool = True,
+    conv_precision: str = "none",
+    foreach: bool | None = None,
+) -> Callable[[], float]:
     """One variant's training step, on its own seeded network; returns the loss."""
     model = UNet(CONFIG, seed=1)
     x, y = batch()
@@ -105,7 +112,7 @@ def alternate(runs: dict[str, Callable[[], object]], rounds: int, repeat: int) -
     names = list(runs)
     seconds: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(repeat):
                 runs[name]()
@@ -120,8 +127,12 @@ def summary(seconds: dict[str, dict[str, list[float]]], reference: str) -> dict[
         out[name] = {}
         for clock, s in clocks.items():
             ratios = [a / b for a, b in zip(s, seconds[reference][clock])]
-            out[name] |= {f"{clock}_ms": statistics.median(s) * 1e3, f"{clock}_ratio": statistics.median(ratios),
-                          f"{clock}_ratio_min": min(ratios), f"{clock}_ratio_max": max(ratios)}
+            out[name] |= {
+                f"{clock}_ms": statistics.median(s) * 1e3,
+                f"{clock}_ratio": statistics.median(ratios),
+                f"{clock}_ratio_min": min(ratios),
+                f"{clock}_ratio_max": max(ratios),
+            }
     return out
 
 
@@ -153,11 +164,15 @@ def validation(args) -> tuple[dict, dict[str, bool]]:
     def forward(size: int, mode) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             with mode():
-                return torch.cat([model(x[i:i + size]) for i in range(0, len(x), size)])
+                return torch.cat([model(x[i : i + size]) for i in range(0, len(x), size)])
+
         return run
 
-    runs = {"batch 9, no_grad": forward(9, torch.no_grad), "batch 9, inference_mode": forward(9, torch.inference_mode),
-            **{f"batch {b}, inference_mode": forward(b, torch.inference_mode) for b in (16, 32, 64)}}
+    runs = {
+        "batch 9, no_grad": forward(9, torch.no_grad),
+        "batch 9, inference_mode": forward(9, torch.inference_mode),
+        **{f"batch {b}, inference_mode": forward(b, torch.inference_mode) for b in (16, 32, 64)},
+    }
     reference = runs["batch 9, no_grad"]()
     same = {name: torch.equal(run(), reference) for name, run in runs.items()}
     return summary(alternate(runs, args.rounds, 1), "batch 9, no_grad"), same
@@ -202,7 +217,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5, help="steps of each variant per round")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave the torch.compile variants out")
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="leave the torch.compile variants out"
+    )
     parser.add_argument("--concurrency", action="store_true", help="also two trials at once against one at two threads")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -214,31 +231,51 @@ def main() -> None:
     rates = concurrency(args) if args.concurrency else {}
     load_after = os.getloadavg()
 
-    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {args.rounds} rounds of {args.steps} steps")
-    print(f"{'training step (batch 9, 64 px, 1 thread)':<34} {'CPU ms':>7} {'ratio':>6} {'(min-max)':>11} "
-          f"{'wall ms':>8} {'ratio':>6}")
+    print(
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {args.rounds} rounds "
+        f"of {args.steps} steps"
+    )
+    print(
+        f"{'training step (batch 9, 64 px, 1 thread)':<34} {'CPU ms':>7} {'ratio':>6} {'(min-max)':>11} "
+        f"{'wall ms':>8} {'ratio':>6}"
+    )
     for name, s in step.items():
-        print(f"{name:<34} {s['cpu_ms']:7.1f} {s['cpu_ratio']:6.3f} ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) "
-              f"{s['wall_ms']:8.1f} {s['wall_ratio']:6.3f}")
+        print(
+            f"{name:<34} {s['cpu_ms']:7.1f} {s['cpu_ratio']:6.3f} ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) "
+            f"{s['wall_ms']:8.1f} {s['wall_ratio']:6.3f}"
+        )
     for name, s in compile_s.items():
         print(f"{name}: first step (compiling forward and backward) {s:.1f} s")
-    print(f"{'validation forward, 64 slices':<34} {'CPU ms':>7} {'ratio':>6} {'(min-max)':>11} {'wall ms':>8} "
-          f"{'ratio':>6}  logits as batch 9's")
+    print(
+        f"{'validation forward, 64 slices':<34} {'CPU ms':>7} {'ratio':>6} {'(min-max)':>11} {'wall ms':>8} "
+        f"{'ratio':>6}  logits as batch 9's"
+    )
     for name, s in val.items():
-        print(f"{name:<34} {s['cpu_ms']:7.1f} {s['cpu_ratio']:6.3f} ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) "
-              f"{s['wall_ms']:8.1f} {s['wall_ratio']:6.3f}  {'bit-identical' if same[name] else 'differ'}")
+        print(
+            f"{name:<34} {s['cpu_ms']:7.1f} {s['cpu_ratio']:6.3f} ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) "
+            f"{s['wall_ms']:8.1f} {s['wall_ratio']:6.3f}  {'bit-identical' if same[name] else 'differ'}"
+        )
     for name, r in rates.items():
         print(f"{name:<44} {r:7.2f} steps/s of the machine")
-    print(json.dumps({
-        "benchmark": "cpu_step", "rounds": args.rounds, "steps": args.steps,
-        "step": {k: {m: round(v, 4) for m, v in s.items()} for k, s in step.items()},
-        "compile_s": {k: round(v, 2) for k, v in compile_s.items()},
-        "validation": {k: {**{m: round(v, 4) for m, v in s.items()}, "bit_identical": same[k]} for k, s in val.items()},
-        "steps_per_s": {k: round(v, 3) for k, v in rates.items()},
-        "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "cpu_step",
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "step": {k: {m: round(v, 4) for m, v in s.items()} for k, s in step.items()},
+                "compile_s": {k: round(v, 2) for k, v in compile_s.items()},
+                "validation": {
+                    k: {**{m: round(v, 4) for m, v in s.items()}, "bit_identical": same[k]} for k, s in val.items()
+                },
+                "steps_per_s": {k: round(v, 3) for k, v in rates.items()},
+                "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                "torch": torch.__version__,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

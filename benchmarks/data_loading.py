@@ -54,8 +54,13 @@ def batches(root: Path, source: str, with_masks: bool):
     """The batches a trial's loop iterates, and the seconds it took to make them (the cache's fill)."""
     dataset = open_dataset(root)
     start = time.perf_counter()
-    made = train_batches(dataset, dataset.split.train, TrainSettings(batch_size=BATCH, **SOURCES[source]),
-                         torch.Generator().manual_seed(0), with_masks=with_masks)
+    made = train_batches(
+        dataset,
+        dataset.split.train,
+        TrainSettings(batch_size=BATCH, **SOURCES[source]),
+        torch.Generator().manual_seed(0),
+        with_masks=with_masks,
+    )
     assert made.source == ("host" if source == "cached" else "lazy"), made.source
     return made, time.perf_counter() - start
 
@@ -125,28 +130,43 @@ def main() -> None:
         n_train = sum(dataset.scans[s].n_slices for s in dataset.split.train)
         dataset.close()
     gb = n_train * SIZE * SIZE * 4 / 2**30
-    print(f"data set: {n_train} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}; "
-          f"{args.rounds} rounds of {args.passes} epochs each, median; {psutil.cpu_count()} CPUs, load average "
-          f"{psutil.getloadavg()[0]:.1f}")
+    print(
+        f"data set: {n_train} training slices at {SIZE}x{SIZE} ({gb:.2f} GiB of images), batch {BATCH}; "
+        f"{args.rounds} rounds of {args.passes} epochs each, median; {psutil.cpu_count()} CPUs, load average "
+        f"{psutil.getloadavg()[0]:.1f}"
+    )
     print(f"{'slices/s to the loop':28s} {'images only':>12s} {'images + masks':>15s}")
     for source in sources:
-        print(f"{source:28s} {rates[f'{source}_slices_per_s']:12.1f} {rates[f'{source}_with_masks_slices_per_s']:15.1f}")
+        print(
+            f"{source:28s} {rates[f'{source}_slices_per_s']:12.1f} {rates[f'{source}_with_masks_slices_per_s']:15.1f}"
+        )
     if "cached" in sources:
-        print(f"cache fill (read once per trial): {rates['cache_fill_s']:.2f} s images only, "
-              f"{rates['cache_fill_with_masks_s']:.2f} s with masks")
+        print(
+            f"cache fill (read once per trial): {rates['cache_fill_s']:.2f} s images only, "
+            f"{rates['cache_fill_with_masks_s']:.2f} s with masks"
+        )
     for key, mb in memory.items():
         print(f"{key:24s} {mb:8.0f} MB resident in total")
     result = {
-        "slices": n_train, "size": SIZE, "batch": BATCH, "rounds": args.rounds, "passes": args.passes,
+        "slices": n_train,
+        "size": SIZE,
+        "batch": BATCH,
+        "rounds": args.rounds,
+        "passes": args.passes,
         **{k: round(v, 2 if k.endswith("_s") and "per" not in k else 1) for k, v in rates.items()},
-        **{f"{a}_over_{b}{form}": round(rates[f"{a}{form}_slices_per_s"] / rates[f"{b}{form}_slices_per_s"], 2)
-           for a, b in (("cached", "h5"), ("cached", "h5_2_workers")) for form in ("", "_with_masks")
-           if a in sources and b in sources},
+        **{
+            f"{a}_over_{b}{form}": round(rates[f"{a}{form}_slices_per_s"] / rates[f"{b}{form}_slices_per_s"], 2)
+            for a, b in (("cached", "h5"), ("cached", "h5_2_workers"))
+            for form in ("", "_with_masks")
+            if a in sources and b in sources
+        },
         "load_average_1min": round(psutil.getloadavg()[0], 1),
         **{k: round(v, 1) for k, v in memory.items()},
         # Memory a reader adds over an idle process that imported the same libraries.
-        **{f"{kind}_data_mb_per_reader": round((memory[f"{kind}_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1)
-           for kind in kinds[1:]},
+        **{
+            f"{kind}_data_mb_per_reader": round((memory[f"{kind}_2_readers_mb"] - memory["idle_2_readers_mb"]) / 2, 1)
+            for kind in kinds[1:]
+        },
     }
     print(json.dumps(result))
 

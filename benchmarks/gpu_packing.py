@@ -39,13 +39,23 @@ BATCH = 9
 
 def spec(name: str, per_gpu: int, epochs: int, steps: int, storage: Path) -> dict:
     return {
-        "name": name, "datasets": ["ct"],
-        "scale": {"profile": "paper", "finetune_max_epochs": epochs, "steps_per_epoch": steps,
-                  "finetune_patience": epochs + 1, "batch_size": BATCH},
-        "pretraining": None, "baseline": True, "label_fractions": [1.0], "seeds": [1, 2, 3, 4],
+        "name": name,
+        "datasets": ["ct"],
+        "scale": {
+            "profile": "paper",
+            "finetune_max_epochs": epochs,
+            "steps_per_epoch": steps,
+            "finetune_patience": epochs + 1,
+            "batch_size": BATCH,
+        },
+        "pretraining": None,
+        "baseline": True,
+        "label_fractions": [1.0],
+        "seeds": [1, 2, 3, 4],
         "search": {"algorithm": "grid"},
         "resources": {"cpus_per_trial": 2, "gpus_per_trial": 1 / per_gpu, "max_concurrent_trials": per_gpu},
-        "storage": str(storage), "tracking_uri": f"sqlite:///{storage / 'mlflow.db'}",
+        "storage": str(storage),
+        "tracking_uri": f"sqlite:///{storage / 'mlflow.db'}",
     }
 
 
@@ -53,8 +63,11 @@ def trial_rates(study: Path, steps: int) -> list[float]:
     """Training images a second of each trial, between its first and its last fine-tuning epoch."""
     rates = []
     for results in (study / "tune").glob("**/result.json"):
-        epochs = [r for r in map(json.loads, results.read_text().splitlines())
-                  if r.get("stage") == "finetune" and "epoch" in r]
+        epochs = [
+            r
+            for r in map(json.loads, results.read_text().splitlines())
+            if r.get("stage") == "finetune" and "epoch" in r
+        ]
         if len(epochs) < 2:
             continue
         first, last = epochs[0], epochs[-1]
@@ -94,26 +107,44 @@ def main() -> None:
             space = storage / f"packing{n}.yaml"
             space.write_text(yaml.safe_dump(spec(f"packing{n}", n, args.epochs, args.steps, storage)))
             start = time.perf_counter()
-            run = subprocess.run([sys.executable, "-m", "study.run", str(space)], cwd=REPO, capture_output=True,
-                                 text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            run = subprocess.run(
+                [sys.executable, "-m", "study.run", str(space)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
             walls[n] = time.perf_counter() - start
             rates = trial_rates(storage / f"packing{n}", args.steps)
             runs[n] = {"rc": run.returncode, "trials_timed": len(rates)}
             if run.returncode != 0 or not rates:
-                print(f"{n} at once: the study failed (exit {run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+                print(
+                    f"{n} at once: the study failed (exit "
+                    f"{run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+                )
                 continue
             medians[n] = statistics.median(rates)
             totals[n] = n * medians[n]
-            print(f"{n} trial(s) at once: {medians[n]:7.1f} img/s per trial (median of {len(rates)}), "
-                  f"total {totals[n]:7.1f} img/s; the runner's wall time {walls[n]:.0f} s")
+            print(
+                f"{n} trial(s) at once: {medians[n]:7.1f} img/s per trial (median of {len(rates)}), "
+                f"total {totals[n]:7.1f} img/s; the runner's wall time {walls[n]:.0f} s"
+            )
     ratio = totals[4] / totals[1] if 1 in totals and 4 in totals else None
     if ratio is not None:
         print(f"4 packed / 1 alone: {ratio:.2f}x total img/s (goal >= 1.5x)")
-    finish({"skipped": False, "device": torch.cuda.get_device_name(), "epochs": args.epochs, "steps": args.steps,
+    finish(
+        {
+            "skipped": False,
+            "device": torch.cuda.get_device_name(),
+            "epochs": args.epochs,
+            "steps": args.steps,
             "per_trial_img_s": {str(k): round(v, 1) for k, v in medians.items()},
             "total_img_s": {str(k): round(v, 1) for k, v in totals.items()},
-            "wall_s": {str(k): round(v, 1) for k, v in walls.items()}, "runs": {str(k): v for k, v in runs.items()},
-            "ratio_4_over_1": None if ratio is None else round(ratio, 3)})
+            "wall_s": {str(k): round(v, 1) for k, v in walls.items()},
+            "runs": {str(k): v for k, v in runs.items()},
+            "ratio_4_over_1": None if ratio is None else round(ratio, 3),
+        }
+    )
 
 
 if __name__ == "__main__":

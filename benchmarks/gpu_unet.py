@@ -11,11 +11,11 @@ Sec. 2.3). One step is forward, backward and an Adam step. Variants:
 FLOPs per image: the forward pass counted from the config (``study.model.unet_macs``, checked
 against ``torch.utils.flop_counter``), and a training step counted by ``FlopCounterMode`` on the
 device. The fraction of peak uses the vendor's dense bf16 matrix rate for the device name (H100 SXM
-and H200 about 989 TFLOP/s, ``study.gpu``) and, beside it, the rate of a large bf16 matrix product
+and H200 about 989 TFLOP/s, ``study.preflight.gpu``) and, beside it, the rate of a large bf16 matrix product
 measured here, the ceiling this machine actually offers (the goal: one trial at >= 35 % of it).
 Each variant's peak memory is printed beside the platform's estimate of a step
 (``study.model.training_memory``, what the packing check counts), so the estimate can be judged.
-The bf16_cl step time is what ``study.gpu.MEASURED_STEP_MS`` wants for this device.
+The bf16_cl step time is what ``study.preflight.gpu.MEASURED_STEP_MS`` wants for this device.
 
     python benchmarks/gpu_unet.py [--steps 20] [--variants fp32,bf16_cl,bf16_cl_compile]
 
@@ -28,17 +28,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study.gpu import peak_tflops  # noqa: E402
 from study.model import UNet, UNetConfig, training_memory, unet_macs  # noqa: E402
 from study.model._memory import CUDA_BF16, FP32  # noqa: E402
+from study.preflight.gpu import peak_tflops  # noqa: E402
 
 CONFIG = UNetConfig(in_channels=1, out_channels=4, widths=(32, 64, 128, 256, 512), groups=16)
 VARIANTS = ("fp32", "bf16_cl", "bf16_cl_compile")
@@ -59,8 +59,9 @@ def measured_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor,
-               bf16: bool) -> Callable[[], None]:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor, bf16: bool
+) -> Callable[[], None]:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -152,8 +153,10 @@ def main() -> None:
     train_flops = counted_train_flops_per_image(args.size)
     matmul = measured_matmul_tflops()
     print(f"{device}, torch {torch.__version__}, cuDNN TF32 allowed: {torch.backends.cudnn.allow_tf32}")
-    print(f"forward {forward_flops / 1e9:.1f} GFLOP/image, training step {train_flops / 1e9:.1f} GFLOP/image; "
-          f"bf16 peak {peak} TFLOP/s (datasheet), {matmul:.0f} TFLOP/s measured on 8192^3 matmul")
+    print(
+        f"forward {forward_flops / 1e9:.1f} GFLOP/image, training step {train_flops / 1e9:.1f} GFLOP/image; "
+        f"bf16 peak {peak} TFLOP/s (datasheet), {matmul:.0f} TFLOP/s measured on 8192^3 matmul"
+    )
 
     variants: dict[str, dict[str, float | str]] = {}
     for name in args.variants.split(","):
@@ -164,36 +167,42 @@ def main() -> None:
             print(f"{name}: failed: {variants[name]['error']}")
             continue
         tflops = train_flops * float(result["img_s"]) / 1e12
-        estimate = training_memory(CONFIG, args.batch, args.size, args.size, CUDA_BF16 if name.startswith("bf16") else FP32)
+        estimate = training_memory(
+            CONFIG, args.batch, args.size, args.size, CUDA_BF16 if name.startswith("bf16") else FP32
+        )
         result["estimated_mem_gib"] = round(estimate.total / 2**30, 2)
         result["tflops"] = round(tflops, 1)
         result["frac_bf16_peak"] = round(tflops / peak, 4) if peak else None  # type: ignore[assignment]
         result["frac_measured_matmul"] = round(tflops / matmul, 4)
         variants[name] = result
-        print(f"{name:16s} {result['img_s']:8.1f} img/s  {result['step_ms']:7.2f} ms/step  {tflops:6.1f} TFLOP/s  "
-              f"{result['frac_bf16_peak']} of peak, {result['frac_measured_matmul']} of the measured matmul rate  "
-              f"{result['max_mem_gib']} GiB peak (estimated {result['estimated_mem_gib']})")
+        print(
+            f"{name:16s} {result['img_s']:8.1f} img/s  {result['step_ms']:7.2f} ms/step  {tflops:6.1f} TFLOP/s  "
+            f"{result['frac_bf16_peak']} of peak, {result['frac_measured_matmul']} of the measured matmul rate  "
+            f"{result['max_mem_gib']} GiB peak (estimated {result['estimated_mem_gib']})"
+        )
         torch.cuda.empty_cache()
 
     rel_err = bf16_relative_error(256)
     print(f"bf16 autocast + channels_last vs fp32 forward: relative error {rel_err:.2e}")
     if "step_ms" in variants.get("bf16_cl", {}) and (args.batch, args.size) == (9, 512):
-        print(f"for study/gpu.py MEASURED_STEP_MS: {device!r}: {variants['bf16_cl']['step_ms']}")
-    line = json.dumps({
-        "benchmark": "gpu_unet",
-        "skipped": False,
-        "device": device,
-        "torch": torch.__version__,
-        "batch": args.batch,
-        "size": args.size,
-        "forward_gflop_per_image": round(forward_flops / 1e9, 2),
-        "train_gflop_per_image": round(train_flops / 1e9, 2),
-        "bf16_peak_tflops": peak,
-        "matmul_bf16_tflops_measured": round(matmul, 1),
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "bf16_rel_err": round(rel_err, 5),
-        "variants": variants,
-    })
+        print(f"for study/preflight/gpu.py MEASURED_STEP_MS: {device!r}: {variants['bf16_cl']['step_ms']}")
+    line = json.dumps(
+        {
+            "benchmark": "gpu_unet",
+            "skipped": False,
+            "device": device,
+            "torch": torch.__version__,
+            "batch": args.batch,
+            "size": args.size,
+            "forward_gflop_per_image": round(forward_flops / 1e9, 2),
+            "train_gflop_per_image": round(train_flops / 1e9, 2),
+            "bf16_peak_tflops": peak,
+            "matmul_bf16_tflops_measured": round(matmul, 1),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "bf16_rel_err": round(rel_err, 5),
+            "variants": variants,
+        }
+    )
     print(line)
     if args.json_out:
         args.json_out.write_text(line + "\n")

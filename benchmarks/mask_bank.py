@@ -123,35 +123,57 @@ def main() -> None:
     nn_vec, nn_py = mean_nearest_distance(vectorised), mean_nearest_distance(python_masks)
     print(f"bank build (sampling + index rows): best {bank_best:.3f} s, median {bank_med:.3f} s")
     print(f"vectorised sampling alone: best {sampling_best:.3f} s, median {sampling_med:.3f} s")
-    print(f"pure-Python Bridson, {N_MASKS} masks: best {python_best:.2f} s, median {python_med:.2f} s "
-          f"({1e3 * python_best / N_MASKS:.1f} ms/mask)")
-    print(f"speedup (best rounds): bank {speedup:.1f}x, sampling {python_best / sampling_best:.1f}x; "
-          f"medians: bank {python_med / bank_med:.1f}x (goal >= 20x)")
-    print(f"same rule: mean nearest-neighbour corner distance {nn_vec:.2f} px (vectorised) vs "
-          f"{nn_py:.2f} px (pure Python), minimum allowed {K * math.sqrt(2):.2f} px")
-    print(f"bank memory: {bank.nbytes / 1e6:.1f} MB ({bank.n_masks} masks of int32 pixel indices; "
-          "rotations are computed)")
-    print(json.dumps({
-        "benchmark": "mask_bank",
-        "image": [SIZE, SIZE], "patch_size": K, "n_masks": N_MASKS,
-        "patches_per_mask": SIZE * SIZE // (4 * K * K),
-        "task": "restoration", "sampler": "poisson_disc (reference, one seed, stop at N)",
-        "bank_build_s": round(bank_best, 4), "vectorised_sampling_s": round(sampling_best, 4),
-        "pure_python_s": round(python_best, 3),
-        "pure_python_extrapolated_from_masks": None if args.python_masks == N_MASKS else args.python_masks,
-        "speedup_bank_vs_pure_python": round(speedup, 1),
-        "speedup_sampling_vs_pure_python": round(python_best / sampling_best, 1),
-        "median_s": {
-            "bank": round(bank_med, 4), "sampling": round(sampling_med, 4), "pure_python": round(python_med, 3)
-        },
-        "speedup_bank_medians": round(python_med / bank_med, 1), "timing": "best of rounds",
-        "goal_speedup": 20, "goal_met": speedup >= 20,
-        "mean_nn_distance_px": {"vectorised": round(nn_vec, 3), "pure_python": round(nn_py, 3)},
-        "bank_mb": round(bank.nbytes / 1e6, 1), "rounds": args.rounds,
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or 'cpu'}",
-        "numpy": np.__version__, "torch": torch.__version__, "python": platform.python_version(),
-    }))
+    print(
+        f"pure-Python Bridson, {N_MASKS} masks: best {python_best:.2f} s, median {python_med:.2f} s "
+        f"({1e3 * python_best / N_MASKS:.1f} ms/mask)"
+    )
+    print(
+        f"speedup (best rounds): bank {speedup:.1f}x, sampling {python_best / sampling_best:.1f}x; "
+        f"medians: bank {python_med / bank_med:.1f}x (goal >= 20x)"
+    )
+    print(
+        f"same rule: mean nearest-neighbour corner distance {nn_vec:.2f} px (vectorised) vs "
+        f"{nn_py:.2f} px (pure Python), minimum allowed {K * math.sqrt(2):.2f} px"
+    )
+    print(
+        f"bank memory: {bank.nbytes / 1e6:.1f} MB ({bank.n_masks} masks of int32 pixel indices; rotations are computed)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "mask_bank",
+                "image": [SIZE, SIZE],
+                "patch_size": K,
+                "n_masks": N_MASKS,
+                "patches_per_mask": SIZE * SIZE // (4 * K * K),
+                "task": "restoration",
+                "sampler": "poisson_disc (reference, one seed, stop at N)",
+                "bank_build_s": round(bank_best, 4),
+                "vectorised_sampling_s": round(sampling_best, 4),
+                "pure_python_s": round(python_best, 3),
+                "pure_python_extrapolated_from_masks": None if args.python_masks == N_MASKS else args.python_masks,
+                "speedup_bank_vs_pure_python": round(speedup, 1),
+                "speedup_sampling_vs_pure_python": round(python_best / sampling_best, 1),
+                "median_s": {
+                    "bank": round(bank_med, 4),
+                    "sampling": round(sampling_med, 4),
+                    "pure_python": round(python_med, 3),
+                },
+                "speedup_bank_medians": round(python_med / bank_med, 1),
+                "timing": "best of rounds",
+                "goal_speedup": 20,
+                "goal_met": speedup >= 20,
+                "mean_nn_distance_px": {"vectorised": round(nn_vec, 3), "pure_python": round(nn_py, 3)},
+                "bank_mb": round(bank.nbytes / 1e6, 1),
+                "rounds": args.rounds,
+                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or 'cpu'}",
+                "numpy": np.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 def run_study(space: Path, folder: Path, extra: list[str]) -> float:
     sets = [f"storage={folder / 'studies'}", f"tracking_uri=sqlite:///{folder / 'mlflow.db'}", *extra]
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "study.run", str(space), *(a for s in sets for a in ("--set", s))],
-                          cwd=folder, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "study.run", str(space), *(a for s in sets for a in ("--set", s))],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.time() - started
     tail = "\n".join(done.stdout.splitlines()[-12:])
     print(f"--- {folder.name}: exit {done.returncode}, {seconds / 60:.1f} min\n{tail}", flush=True)
@@ -46,10 +50,11 @@ def summary(study: Path) -> tuple[dict, dict, dict[str, float], float]:
     seconds of every ended trial)."""
     import pandas as pd
 
-    from study.store import StudyStore
+    from study.folder.store import StudyStore
 
-    done = subprocess.run([sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"], capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.exit(done.stderr)
     answer = json.loads((study / "analysis" / "summary.json").read_text())
@@ -67,7 +72,9 @@ def main() -> None:
     p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "pretext.yaml")
     p.add_argument("--out", type=Path, help="keep both study folders here (default: a temporary folder)")
     p.add_argument("--set", dest="extra", action="append", default=[], help="an override for both runs")
-    p.add_argument("--summarize", type=Path, metavar="DIR", help="only summarise the two runs an earlier --out DIR kept")
+    p.add_argument(
+        "--summarize", type=Path, metavar="DIR", help="only summarise the two runs an earlier --out DIR kept"
+    )
     args = p.parse_args()
     root = args.summarize or args.out or Path(tempfile.mkdtemp(prefix="pruning-bench-"))
     full, pruned = root / "full", root / "pruned"
@@ -78,7 +85,9 @@ def main() -> None:
         for folder in (full, pruned):
             folder.mkdir(parents=True, exist_ok=True)
         full_s = run_study(args.space.resolve(), full, [*args.extra, "pruning.enabled=false"])
-        shutil.copytree(full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True)
+        shutil.copytree(
+            full / "studies" / name / "pretrain", pruned / "studies" / name / "pretrain", dirs_exist_ok=True
+        )
         pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
         (root / "wall.json").write_text(json.dumps({"full": full_s, "pruned": pruned_s}))
 
@@ -91,31 +100,50 @@ def main() -> None:
         pruned_beats = set(pruned_answer["datasets"].get(ds, {}).get("beats_baseline", []))
         top_full = list(ranking["strategy"][:3])
         top_pruned = list(pruned_ranks[ds]["strategy"][:3]) if ds in pruned_ranks else []
-        best = {run: {f: v["best_set"] for f, v in answer["datasets"].get(ds, {}).get("by_fraction", {}).items()}
-                for run, answer in (("full", full_answer), ("pruned", pruned_answer))}
-        per_dataset[ds] = {"top3_full": top_full, "top3_pruned": top_pruned,
-                           "best_set_full": best["full"], "best_set_pruned": best["pruned"],
-                           "same_best_set": best["full"] == best["pruned"],
-                           "top3_overlap": len(set(top_full) & set(top_pruned)),
-                           "same_beats_baseline": full_beats == pruned_beats,
-                           "beats_full": sorted(full_answer["datasets"][ds]["beats_baseline"]),
-                           "beats_pruned": sorted(pruned_beats),
-                           "ranked_full": len(ranking), "ranked_pruned": len(survivors),
-                           "compute_ratio": round(pruned_images.get(ds, 0) / full_images[ds], 3) if full_images.get(ds) else None}
-        print(f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
-              f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}; best set per fraction: "
-              f"full {best['full']}, pruned {best['pruned']}")
+        best = {
+            run: {f: v["best_set"] for f, v in answer["datasets"].get(ds, {}).get("by_fraction", {}).items()}
+            for run, answer in (("full", full_answer), ("pruned", pruned_answer))
+        }
+        per_dataset[ds] = {
+            "top3_full": top_full,
+            "top3_pruned": top_pruned,
+            "best_set_full": best["full"],
+            "best_set_pruned": best["pruned"],
+            "same_best_set": best["full"] == best["pruned"],
+            "top3_overlap": len(set(top_full) & set(top_pruned)),
+            "same_beats_baseline": full_beats == pruned_beats,
+            "beats_full": sorted(full_answer["datasets"][ds]["beats_baseline"]),
+            "beats_pruned": sorted(pruned_beats),
+            "ranked_full": len(ranking),
+            "ranked_pruned": len(survivors),
+            "compute_ratio": round(pruned_images.get(ds, 0) / full_images[ds], 3) if full_images.get(ds) else None,
+        }
+        print(
+            f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
+            f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}; best set per fraction: "
+            f"full {best['full']}, pruned {best['pruned']}"
+        )
     stopped = pruned_answer["left_out"].get("stopped", 0)
     full_images, pruned_images = sum(full_images.values()), sum(pruned_images.values())
-    print(f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
-          f"fine-tuning trial time: full {full_trial_s / 60:.1f} min, pruned {pruned_trial_s / 60:.1f} min; "
-          f"wall: full {full_s / 60:.1f} min, pruned {pruned_s / 60:.1f} min (its pretrainings copied from the full run)")
-    print(json.dumps({"compute_ratio": round(pruned_images / full_images, 3) if full_images else None,
-                      "wall_ratio": round(pruned_s / full_s, 3),
-                      "trial_time_ratio": round(pruned_trial_s / full_trial_s, 3) if full_trial_s else None,
-                      "stopped_trials": stopped,
-                      "full_minutes": round(full_s / 60, 2), "pruned_minutes": round(pruned_s / 60, 2),
-                      "datasets": per_dataset, "folder": str(root)}))
+    print(
+        f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
+        f"fine-tuning trial time: full {full_trial_s / 60:.1f} min, pruned {pruned_trial_s / 60:.1f} min; "
+        f"wall: full {full_s / 60:.1f} min, pruned {pruned_s / 60:.1f} min (its pretrainings copied from the full run)"
+    )
+    print(
+        json.dumps(
+            {
+                "compute_ratio": round(pruned_images / full_images, 3) if full_images else None,
+                "wall_ratio": round(pruned_s / full_s, 3),
+                "trial_time_ratio": round(pruned_trial_s / full_trial_s, 3) if full_trial_s else None,
+                "stopped_trials": stopped,
+                "full_minutes": round(full_s / 60, 2),
+                "pruned_minutes": round(pruned_s / 60, 2),
+                "datasets": per_dataset,
+                "folder": str(root),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 The trial is the one issue 24 timed: restoration K32 (Poisson-disc) pretrained on the MRI phantom,
 its encoder fine-tuned at 5 % of the labels, 18 epochs of 12 batches of 9 slices at 64 x 64, one
-thread: ``study.trial.run_trial``, the code a study's worker runs, without Ray or MLflow. Its
+thread: ``study.execution.trial.run_trial``, the code a study's worker runs, without Ray or MLflow. Its
 pretraining is made first (once, timed apart: a study shares it among the trials that transfer it).
 
 Each part is timed by wrapping the function that does it, in this process only:
 
-* start-up: importing the trial code (a fresh interpreter, ``python -c 'import study.trial'``), and
+* start-up: importing the trial code (a fresh interpreter, ``python -c 'import study.execution.trial'``), and
   opening the data set;
 * the training step: forward and loss, ``backward``, ``optimizer.step``, and reading the batch
   (the lazy h5 read, or the cache);
@@ -37,17 +37,17 @@ from pathlib import Path
 import torch
 import yaml
 
+import study.execution.trial as trial_module
 import study.train._data as data_module
 import study.train._evaluate as evaluate_module
 import study.train._finetune as finetune_module
 import study.train._loop as loop_module
 import study.train._pipeline as pipeline_module
-import study.trial as trial_module
 from study.constants import DEFAULT_SEED
 from study.data import PhantomSettings, builtin_dataset
-from study.plan import PretrainPoint, TrialPoint
-from study.scale import Scale
-from study.store import StudyStore
+from study.design.plan import PretrainPoint, TrialPoint
+from study.design.scale import Scale
+from study.folder.store import StudyStore
 
 SECONDS: dict[str, float] = defaultdict(float)
 CPU_SECONDS: dict[str, float] = defaultdict(float)  # this process's CPU time: what the part cost, load or not
@@ -118,22 +118,40 @@ def instrument() -> None:
 
 def import_seconds() -> float:
     """A fresh interpreter importing the trial code, minus one that imports nothing."""
+
     def run(code: str) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True)
         return time.perf_counter() - start
 
     bare = min(run("pass") for _ in range(2))
-    return min(run("import study.trial") for _ in range(2)) - bare
+    return min(run("import study.execution.trial") for _ in range(2)) - bare
 
 
 def trial_point(scale: Scale, dataset: str, fraction: float) -> TrialPoint:
     # the seeds of python -m study.train and of a one-seed study, so the trial id is theirs
     seeds = {"seed": DEFAULT_SEED, "split_seed": 0}
-    pre = PretrainPoint(dataset=dataset, task="restoration", patch_size=32, sampler="poisson_disc", extent=1.0,
-                        lr=scale.pretrain_lr, scale=scale, **seeds)
-    return TrialPoint(dataset=dataset, label_fraction=fraction, scope="encoder", schedule="at_once",
-                      lr=scale.finetune_lr, unfrozen_lr=None, pretraining=pre, scale=scale, **seeds)
+    pre = PretrainPoint(
+        dataset=dataset,
+        task="restoration",
+        patch_size=32,
+        sampler="poisson_disc",
+        extent=1.0,
+        lr=scale.pretrain_lr,
+        scale=scale,
+        **seeds,
+    )
+    return TrialPoint(
+        dataset=dataset,
+        label_fraction=fraction,
+        scope="encoder",
+        schedule="at_once",
+        lr=scale.finetune_lr,
+        unfrozen_lr=None,
+        pretraining=pre,
+        scale=scale,
+        **seeds,
+    )
 
 
 def main() -> None:
@@ -141,8 +159,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study's cpus_per_trial)")
     parser.add_argument("--data", default="mri", choices=("mri", "ct"))
     parser.add_argument("--fraction", type=float, default=0.05)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a laptop scale field, as a study's --set scale.FIELD=VALUE")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a laptop scale field, as a study's --set scale.FIELD=VALUE",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fields = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -172,10 +195,14 @@ def main() -> None:
     cpu_parts = {**CPU_SECONDS, rest: trial_cpu - inside(CPU_SECONDS)}
 
     load = os.getloadavg()
-    print(f"trial {trial.id}: {trial.strategy} on {args.data} at {args.fraction:g}, {steps} steps, "
-          f"{args.threads} thread(s), dice {record.dice:.6f}; load average {load[0]:.2f}")
-    print(f"start-up: imports {imports:.2f} s (fresh interpreter), data set opened in {open_s:.3f} s; "
-          f"its pretraining (shared): {pretrain_s:.1f} s")
+    print(
+        f"trial {trial.id}: {trial.strategy} on {args.data} at {args.fraction:g}, {steps} steps, "
+        f"{args.threads} thread(s), dice {record.dice:.6f}; load average {load[0]:.2f}"
+    )
+    print(
+        f"start-up: imports {imports:.2f} s (fresh interpreter), data set opened in {open_s:.3f} s; "
+        f"its pretraining (shared): {pretrain_s:.1f} s"
+    )
     print(f"{'part':<70} {'wall s':>7} {'share':>6} {'CPU s':>7} {'share':>6} {'calls':>6}")
     for part, seconds in parts.items():
         nested = part == "test: prediction"  # inside "test: evaluation in all"
@@ -183,21 +210,41 @@ def main() -> None:
         def share(v: float, total: float, nested: bool = nested) -> str:
             return "" if nested else f"{v / total:6.1%}"
 
-        print(f"{part:<70} {seconds:7.2f} {share(seconds, trial_s):>6} {cpu_parts[part]:7.2f} "
-              f"{share(cpu_parts[part], trial_cpu):>6} {CALLS.get(part, ''):>6}")
+        print(
+            f"{part:<70} {seconds:7.2f} {share(seconds, trial_s):>6} {cpu_parts[part]:7.2f} "
+            f"{share(cpu_parts[part], trial_cpu):>6} {CALLS.get(part, ''):>6}"
+        )
     print(f"{'the trial (run_trial)':<70} {trial_s:7.2f} {1:6.1%} {trial_cpu:7.2f} {1:6.1%}")
-    print(f"training step: {step_s / steps * 1e3:.1f} ms wall, {step_cpu / steps * 1e3:.1f} ms CPU ({steps} steps, "
-          f"{step_s / trial_s:.1%} of the trial's wall time, {step_cpu / trial_cpu:.1%} of its CPU time)")
-    print(json.dumps({
-        "benchmark": "trial_profile", "trial_id": trial.id, "data": args.data, "fraction": args.fraction,
-        "threads": args.threads, "scale": fields, "steps": steps, "dice": record.dice,
-        "trial_s": round(trial_s, 3), "trial_cpu_s": round(trial_cpu, 3), "step_ms": round(step_s / steps * 1e3, 2),
-        "step_cpu_ms": round(step_cpu / steps * 1e3, 2), "pretrain_s": round(pretrain_s, 2),
-        "import_s": round(imports, 3), "open_s": round(open_s, 3), "parts_s": {k: round(v, 3) for k, v in parts.items()},
-        "parts_cpu_s": {k: round(v, 3) for k, v in cpu_parts.items()},
-        "load_average": [round(x, 2) for x in load], "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "torch": torch.__version__,
-    }))
+    print(
+        f"training step: {step_s / steps * 1e3:.1f} ms wall, {step_cpu / steps * 1e3:.1f} ms CPU ({steps} steps, "
+        f"{step_s / trial_s:.1%} of the trial's wall time, {step_cpu / trial_cpu:.1%} of its CPU time)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "trial_profile",
+                "trial_id": trial.id,
+                "data": args.data,
+                "fraction": args.fraction,
+                "threads": args.threads,
+                "scale": fields,
+                "steps": steps,
+                "dice": record.dice,
+                "trial_s": round(trial_s, 3),
+                "trial_cpu_s": round(trial_cpu, 3),
+                "step_ms": round(step_s / steps * 1e3, 2),
+                "step_cpu_ms": round(step_cpu / steps * 1e3, 2),
+                "pretrain_s": round(pretrain_s, 2),
+                "import_s": round(imports, 3),
+                "open_s": round(open_s, 3),
+                "parts_s": {k: round(v, 3) for k, v in parts.items()},
+                "parts_cpu_s": {k: round(v, 3) for k, v in cpu_parts.items()},
+                "load_average": [round(x, 2) for x in load],
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

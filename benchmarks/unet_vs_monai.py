@@ -97,8 +97,10 @@ def compare(size: int, batch: int, rounds: int, steps: int, channels_last: bool)
     for name, model in models.items():
         model.to(memory_format=fmt).train()
         gflop = flops_of(model, x[:1]) / 1e9
-        print(f"  {name:8s} params {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M, "
-              f"forward {gflop:.2f} GFLOP/image")
+        print(
+            f"  {name:8s} params {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M, "
+            f"forward {gflop:.2f} GFLOP/image"
+        )
         steps_by_name[name] = make_step(model, x, target)
         steps_by_name[name]()  # warm-up: allocator, oneDNN primitive caches
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -108,8 +110,10 @@ def compare(size: int, batch: int, rounds: int, steps: int, channels_last: bool)
         for name in order if r % 2 == 0 else order[::-1]:
             times[name].append(time_steps(steps_by_name[name], steps) / steps)
         ratios.append(times["monai"][-1] / times["project"][-1])  # project speed / monai speed
-        print(f"  round {r}: project {batch / times['project'][-1]:.2f} img/s, "
-              f"monai {batch / times['monai'][-1]:.2f} img/s, ratio {ratios[-1]:.3f}")
+        print(
+            f"  round {r}: project {batch / times['project'][-1]:.2f} img/s, "
+            f"monai {batch / times['monai'][-1]:.2f} img/s, ratio {ratios[-1]:.3f}"
+        )
     best = {name: min(t) for name, t in times.items()}
     return {
         "project_img_s": round(batch / best["project"], 3),
@@ -132,7 +136,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="training steps per model per round")
     parser.add_argument("--channels-last", action="store_true", help="both models and inputs in NHWC")
     parser.add_argument(
-        "--clock", choices=sorted(CLOCKS), default="wall",
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
         help="wall: elapsed time; cpu: this process's CPU time, robust to other jobs on a busy machine "
         "when --threads 1 (with more threads it also counts OpenMP spin-waiting)",
     )

@@ -7,7 +7,8 @@ import errno
 import re
 import sys
 import textwrap
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from study.errors import StudyError
 
@@ -54,8 +55,11 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         # A full disk is the user's to fix, and nothing finished is lost: say so in one line.
-        print(f"error: {exc.filename or 'storage'}: {exc.strerror}; free space, then run the same command "
-              "again to resume", file=sys.stderr)
+        print(
+            f"error: {exc.filename or 'storage'}: {exc.strerror}; free space, then run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

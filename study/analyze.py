@@ -17,20 +17,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
-from study import axes as design_axes
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
 from study.analysis import PAIRINGS, Analysis, AnalysisSettings, analyze, format_ranking
 from study.analysis._settings import AGGREGATES, CORRECTIONS, METRICS
+from study.design import axes as design_axes
 from study.errors import DataError, SpecError
-from study.records import TrialRecord
-from study.store import StudyStore
+from study.folder.records import TrialRecord
+from study.folder.store import StudyStore
 
 # Design columns copied from the trial's record onto every row of the trial's per-case table; the table's
 # own "dataset" is the data set's name (e.g. phantom-mri), the study's is the spec's key (mri).
@@ -39,27 +39,55 @@ DESIGN = ("dataset", "label_fraction", "strategy", *(a.flat for a in design_axes
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.analyze", doc=__doc__)
-    p.add_argument("study", help="a study folder, a study's spec file (found in the spec's storage), or a study "
-                   "name under --storage")
+    p.add_argument(
+        "study",
+        help="a study folder, a study's spec file (found in the spec's storage), or a study name under --storage",
+    )
     p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--fractions", help="label fractions to pool, e.g. 0.05,0.25 (default: 50/25/10/5 %% present)")
-    p.add_argument("--top-k", type=int, help="P(top-k) describes how often each strategy ranks in the top k under "
-                   "resampling (default: the spec's, 3)")
-    p.add_argument("--metric", choices=tuple(METRICS), default="dice",
-                   help="the per-case metric ranked: dice (default), nsd (normalised surface distance at each class's "
-                   "tolerance) or hd95 (mm, lower is better: ranked by its reduction against the baseline); the same "
-                   "pairing, corrections and verdict")
-    p.add_argument("--rope", type=float, help="region of practical equivalence in the metric's unit: P(better / "
-                   "within +-rope / worse) beside every p (default: the spec's, 0.01 Dice or NSD, 1 mm HD95)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        help="P(top-k) describes how often each strategy ranks in the top k under resampling (default: the spec's, 3)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=tuple(METRICS),
+        default="dice",
+        help="the per-case metric ranked: dice (default), nsd (normalised surface distance at each class's "
+        "tolerance) or hd95 (mm, lower is better: ranked by its reduction against the baseline); the same "
+        "pairing, corrections and verdict",
+    )
+    p.add_argument(
+        "--rope",
+        type=float,
+        help="region of practical equivalence in the metric's unit: P(better / "
+        "within +-rope / worse) beside every p (default: the spec's, 0.01 Dice or NSD, 1 mm HD95)",
+    )
     p.add_argument("--baseline", default="supervised", help="the strategy every other is tested against")
-    p.add_argument("--pairing", choices=PAIRINGS, help="per_case: one pair per case, averaged over fractions and seeds; "
-                   "pooled: the paper's pairs per case and fraction (default: the spec's analysis.pairing, per_case)")
-    p.add_argument("--correction", choices=CORRECTIONS, default="holm",
-                   help="the correction a strategy must pass to beat the baseline (default holm)")
-    p.add_argument("--include-stale", action="store_true",
-                   help="also analyse (and list) finished trials from earlier plans of the study")
-    p.add_argument("--aggregate", default="auto", choices=AGGREGATES,
-                   help="unit of the pairs: auto (patients when test cases are slices of fewer patients), case or patient")
+    p.add_argument(
+        "--pairing",
+        choices=PAIRINGS,
+        help="per_case: one pair per case, averaged over fractions and seeds; "
+        "pooled: the paper's pairs per case and fraction (default: the spec's analysis.pairing, per_case)",
+    )
+    p.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default="holm",
+        help="the correction a strategy must pass to beat the baseline (default holm)",
+    )
+    p.add_argument(
+        "--include-stale",
+        action="store_true",
+        help="also analyse (and list) finished trials from earlier plans of the study",
+    )
+    p.add_argument(
+        "--aggregate",
+        default="auto",
+        choices=AGGREGATES,
+        help="unit of the pairs: auto (patients when test cases are slices of fewer patients), case or patient",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--out", type=Path, help="output folder (default <study>/analysis)")
@@ -73,7 +101,7 @@ def find_study(name: str, storage: str | Path | None = None) -> StudyStore:
     :class:`DataError` naming every place looked when none holds a study."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        from study.spec_loading import load_spec
+        from study.design.spec_loading import load_spec
 
         folders = [load_spec(path).storage_dir()]
     else:
@@ -84,9 +112,11 @@ def find_study(name: str, storage: str | Path | None = None) -> StudyStore:
     looked = " nor ".join(str(f) for f in folders)
     root = Path(storage or "studies")
     known = sorted(p.name for p in root.iterdir() if StudyStore(p).exists()) if root.is_dir() else []
-    raise DataError(f"study {name!r} not found: {'neither ' if len(folders) > 1 else ''}{looked} holds a study's plan"
-                    + did_you_mean(path.name, known)
-                    + ("" if storage else " (a study elsewhere: --storage DIR, or give its spec file)"))
+    raise DataError(
+        f"study {name!r} not found: {'neither ' if len(folders) > 1 else ''}{looked} holds a study's plan"
+        + did_you_mean(path.name, known)
+        + ("" if storage else " (a study elsewhere: --storage DIR, or give its spec file)")
+    )
 
 
 @dataclass
@@ -103,9 +133,9 @@ class LoadedStudy:
 
 
 def _plan_seeds(state: dict) -> dict[str, int]:
-    """Trial id -> seed of the plan's entries (ids as ``study.plan`` computes them), for records
+    """Trial id -> seed of the plan's entries (ids as ``study.design.plan`` computes them), for records
     written before records carried their own seed."""
-    from study.plan import TrialPoint
+    from study.design.plan import TrialPoint
 
     out = {}
     for entry in state.get("trials") or []:
@@ -163,7 +193,9 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         try:
             table = store.read_per_case(trial_id)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DataError(f"{store.per_case_path(trial_id)}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+            raise DataError(
+                f"{store.per_case_path(trial_id)}: cannot be read ({exc.__class__.__name__}: {exc})"
+            ) from None
         missing = [c for c in ("case_id", "class", "dice") if c not in table]
         if missing:
             raise DataError(f"{store.per_case_path(trial_id)} lacks column(s) {', '.join(missing)}")
@@ -176,8 +208,10 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
     kept = [p for p, key in zip(parts, keys) if key not in out]
     dropped, parts = len(parts) - len(kept), kept
     if not parts:
-        raise DataError(f"study {state.get('name', store.root.name)!r} has no finished trial of its current plan yet "
-                        f"({pending} without a result, {len(failed)} failed, {len(stale)} from an earlier plan)")
+        raise DataError(
+            f"study {state.get('name', store.root.name)!r} has no finished trial of its current plan yet "
+            f"({pending} without a result, {len(failed)} failed, {len(stale)} from an earlier plan)"
+        )
     notes, left_out = [], {}
     if pending:
         notes.append(f"{pending} trial(s) have no result yet and are not analysed")
@@ -186,8 +220,9 @@ def load_study(store: StudyStore | Path, include_stale: bool = False) -> LoadedS
         notes.append(f"{len(failed)} trial(s) failed and are not analysed: {', '.join(failed[:5])}")
         left_out["failed"] = len(failed)
     if stale and not include_stale:
-        notes.append(f"{len(stale)} trial(s) from an earlier plan of this study are left out "
-                     f"(--include-stale analyses them too)")
+        notes.append(
+            f"{len(stale)} trial(s) from an earlier plan of this study are left out (--include-stale analyses them too)"
+        )
         left_out["stale"] = len(stale)
     if stopped:
         notes += stopped_notes(stopped)
@@ -242,17 +277,21 @@ def log_to_mlflow(state: dict, paths: list[Path], artifact_path: str = "analysis
     return None
 
 
-def spec_settings(state: dict, *, pairing: str | None, top_k: int | None, rope: float | None = None,
-                  metric: str = "dice") -> dict:
+def spec_settings(
+    state: dict, *, pairing: str | None, top_k: int | None, rope: float | None = None, metric: str = "dice"
+) -> dict:
     """Pairing, top k and rope as given on the command line, else as the spec's ``analysis`` section
     says (for HD95 the rope is ``rope_mm``, 1 mm), and the metric ranked."""
     spec = (state.get("spec") or {}).get("analysis") or {}
     defaults = AnalysisSettings()
     if rope is None:
         rope = spec.get("rope_mm", 1.0) if metric == "hd95" else spec.get("rope", defaults.rope)
-    return {"pairing": pairing or spec.get("pairing", defaults.pairing),
-            "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k),
-            "rope": rope, "metric": metric}
+    return {
+        "pairing": pairing or spec.get("pairing", defaults.pairing),
+        "top_k": top_k if top_k is not None else spec.get("top_k", defaults.top_k),
+        "rope": rope,
+        "metric": metric,
+    }
 
 
 def _fractions(text: str | None) -> tuple[float, ...] | None:
@@ -269,10 +308,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = find_study(args.study, args.storage)
     loaded = load_study(store, include_stale=args.include_stale)
     state = loaded.state
-    settings = AnalysisSettings(fractions=_fractions(args.fractions), baseline=args.baseline,
-                                aggregate=args.aggregate, n_boot=args.n_boot, seed=args.seed,
-                                correction=args.correction, **spec_settings(state, pairing=args.pairing, top_k=args.top_k,
-                                                             rope=args.rope, metric=args.metric))
+    settings = AnalysisSettings(
+        fractions=_fractions(args.fractions),
+        baseline=args.baseline,
+        aggregate=args.aggregate,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        correction=args.correction,
+        **spec_settings(state, pairing=args.pairing, top_k=args.top_k, rope=args.rope, metric=args.metric),
+    )
     analysis = analyze(loaded.table, settings)
     analysis.notes[:0] = loaded.notes
     analysis.trials_left_out.update(loaded.left_out)

@@ -67,7 +67,12 @@ def nsd_tolerances(given: dict | None) -> dict[str, float]:
     a value that is not a finite distance >= 0 mm."""
     out = dict(DEFAULT_NSD_TOLERANCE_MM)
     for name, value in (given or {}).items():
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and 0 <= value < float("inf")
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value == value
+            and 0 <= value < float("inf")
+        )
         if not ok:
             raise ValueError(f"nsd_tolerance_mm.{name}={value!r} must be a distance in mm >= 0")
         out[str(name)] = float(value)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 FAULT_ENV = "SSL_STUDY_FAULT"
 _writes = 0  # per process, for enospc:N

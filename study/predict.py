@@ -38,16 +38,17 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
 from study.errors import DataError, SpecError
-from study.configs import train_settings, unet_config
+from study.execution.configs import train_settings, unet_config
 
 MRI_MIN_VALUE = -500.0  # below this a voxel is HU (air is -1000), not an MRI magnitude
 CT_NEEDS_BELOW = -100.0  # a CT slice in HU holds fat (about -100) or air; MRI magnitudes never do
@@ -64,8 +65,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--dataset", help="the study's data set (its key in the spec), where it has several")
     p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is available, else cpu")
-    p.add_argument("--masks", action="store_true", help="also write each class's own mask, <name>_masks.nii.gz: "
-                   "the input's axes and one more of the classes in order, 0/1, as the evaluation scores them")
+    p.add_argument(
+        "--masks",
+        action="store_true",
+        help="also write each class's own mask, <name>_masks.nii.gz: "
+        "the input's axes and one more of the classes in order, 0/1, as the evaluation scores them",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -95,8 +100,10 @@ def _dataset_key(state: dict, given: str | None) -> tuple[str, str]:
             raise SpecError(f"the study has {len(paths)} data sets; name one with --dataset: {_choices(sorted(paths))}")
         given = next(iter(paths))
     if given not in paths:
-        raise SpecError(f"--dataset {given!r} is not a data set of the study ({_choices(sorted(paths))})"
-                        + did_you_mean(given, sorted(paths)))
+        raise SpecError(
+            f"--dataset {given!r} is not a data set of the study ({_choices(sorted(paths))})"
+            + did_you_mean(given, sorted(paths))
+        )
     return given, str(paths[given])
 
 
@@ -121,14 +128,21 @@ def _optimum(store, state: dict) -> tuple[list[str], str]:
     return list(analysis.optimum), "the optimum of the study's analysis"
 
 
-def choose_trial(store, state: dict, dataset: str, strategy: str | None, fraction: float | None,
-                 seed: int | None) -> Chosen:
+def choose_trial(
+    store, state: dict, dataset: str, strategy: str | None, fraction: float | None, seed: int | None
+) -> Chosen:
     """The finished trial of the current plan whose weights segment (module docstring)."""
     from study.analyze import plan_trial_ids
 
     planned = plan_trial_ids(state, store)
-    records = [r for tid in store.trial_ids() if (planned is None or tid in planned)
-               and (r := store.trial_result(tid)) is not None and r.finished and r.dataset == dataset]
+    records = [
+        r
+        for tid in store.trial_ids()
+        if (planned is None or tid in planned)
+        and (r := store.trial_result(tid)) is not None
+        and r.finished
+        and r.dataset == dataset
+    ]
     if not records:
         raise DataError(f"the study has no finished trial on data set {dataset!r}")
     strategies = sorted({r.strategy for r in records})
@@ -136,18 +150,24 @@ def choose_trial(store, state: dict, dataset: str, strategy: str | None, fractio
     if strategy is None:
         best, source = _optimum(store, state)
         if not best:
-            raise SpecError(f"{source} is none (no strategy beats the baseline and every other strategy): name one "
-                            f"with --strategy: {_choices(strategies)}")
+            raise SpecError(
+                f"{source} is none (no strategy beats the baseline and every other strategy): name one "
+                f"with --strategy: {_choices(strategies)}"
+            )
         strategy, why = best[0], source
     if strategy not in strategies:
-        raise SpecError(f"--strategy {strategy!r} has no finished trial on {dataset}; the study's strategies: "
-                        f"{_choices(strategies)}")
+        raise SpecError(
+            f"--strategy {strategy!r} has no finished trial on {dataset}; the study's strategies: "
+            f"{_choices(strategies)}"
+        )
     mine = [r for r in records if r.strategy == strategy]
     fractions = sorted({float(r.label_fraction) for r in mine})
     if fraction is None:
         fraction = fractions[-1]
     elif not any(math.isclose(fraction, f) for f in fractions):
-        raise SpecError(f"--fraction {fraction:g}: {strategy} ran at label fraction(s) {_choices(f'{f:g}' for f in fractions)}")
+        raise SpecError(
+            f"--fraction {fraction:g}: {strategy} ran at label fraction(s) {_choices(f'{f:g}' for f in fractions)}"
+        )
     mine = [r for r in mine if math.isclose(float(r.label_fraction), fraction)]
     seeds = sorted({int(r.seed) for r in mine if r.seed is not None})
     if seed is None:
@@ -175,20 +195,26 @@ def _check_header(path: Path, image: Any, record: dict, modality: str) -> None:
 
     shape = tuple(int(n) for n in image.shape)
     if len(shape) >= 4:
-        raise DataError(f"{path}: a {len(shape)}-D volume {shape} (channels or time points); the {modality} data "
-                        f"set's volumes are one image of one channel each (2-D or 3-D)")
+        raise DataError(
+            f"{path}: a {len(shape)}-D volume {shape} (channels or time points); the {modality} data "
+            f"set's volumes are one image of one channel each (2-D or 3-D)"
+        )
     ndims = record.get("ndims")
     if ndims and len(shape) not in ndims:
-        raise DataError(f"{path}: a {len(shape)}-D volume; the data set was imported from "
-                        f"{' and '.join(f'{n}-D' for n in ndims)} volumes")
+        raise DataError(
+            f"{path}: a {len(shape)}-D volume; the data set was imported from "
+            f"{' and '.join(f'{n}-D' for n in ndims)} volumes"
+        )
     if len(shape) not in (2, 3):
         raise DataError(f"{path}: expected a 2-D or 3-D volume, got shape {shape}")
     orientations = record.get("orientations")
     if orientations:
         mine = orientation(image)
         if mine not in orientations:
-            raise DataError(f"{path}: orientation {mine}; the data set's volumes are {' or '.join(orientations)} "
-                            "(reorient it, e.g. with nibabel.as_closest_canonical or fslreorient2std, to match)")
+            raise DataError(
+                f"{path}: orientation {mine}; the data set's volumes are {' or '.join(orientations)} "
+                "(reorient it, e.g. with nibabel.as_closest_canonical or fslreorient2std, to match)"
+            )
 
 
 def _check_values(path: Path, volume: np.ndarray, modality: str) -> None:
@@ -198,8 +224,10 @@ def _check_values(path: Path, volume: np.ndarray, modality: str) -> None:
     if modality == "mri" and low < MRI_MIN_VALUE:
         raise DataError(f"{path}: values down to {low:g}, as a CT in HU; the study's data set is MRI")
     if modality == "ct" and low >= CT_NEEDS_BELOW:
-        raise DataError(f"{path}: no value below {CT_NEEDS_BELOW:g} (lowest {low:g}), as an MRI magnitude; the study's "
-                        "data set is CT in HU, where fat lies near -100 and air at -1000")
+        raise DataError(
+            f"{path}: no value below {CT_NEEDS_BELOW:g} (lowest {low:g}), as an MRI magnitude; the study's "
+            "data set is CT in HU, where fat lies near -100 and air at -1000"
+        )
 
 
 def network_input(volume: np.ndarray, modality: str, preprocessing: dict) -> np.ndarray:
@@ -253,9 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights_path = store.trial_weights_path(chosen.trial_id)
     if not weights_path.is_file():
         kept = (state.get("spec") or {}).get("keep_weights", "best")
-        raise DataError(f"trial {chosen.trial_id} ({chosen.strategy}) kept no weights ({weights_path} is missing"
-                        + ("; the study ran with keep_weights: none" if kept == "none" else "")
-                        + "): run it again with keep_weights: best to segment with it")
+        raise DataError(
+            f"trial {chosen.trial_id} ({chosen.strategy}) kept no weights ({weights_path} is missing"
+            + ("; the study ran with keep_weights: none" if kept == "none" else "")
+            + "): run it again with keep_weights: best to segment with it"
+        )
     inputs = _volumes(args.images)
 
     from study.data import open_dataset
@@ -268,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from study.plan import TrialPoint
-    from study.scale import Scale
-    from study.train import load_checkpoint, predict_image
+    from study.design.plan import TrialPoint
+    from study.design.scale import Scale
     from study.model import UNet
+    from study.train import load_checkpoint, predict_image
 
     config = store.trial_config(chosen.trial_id)
     result = store.trial_result(chosen.trial_id)
@@ -287,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = train_settings(scale, stage="finetune", device=device, seed=chosen.seed or 0)
     model = settings.place(model)
     values = [vs[0] for vs in record["classes"].values()]
-    print(f"segmenting {len(inputs)} volume(s) of {args.images} with trial {chosen.trial_id}: {chosen.strategy} on "
-          f"{key}, label fraction {chosen.label_fraction:g}, seed {chosen.seed} ({chosen.why}); {device}")
+    print(
+        f"segmenting {len(inputs)} volume(s) of {args.images} with trial {chosen.trial_id}: {chosen.strategy} on "
+        f"{key}, label fraction {chosen.label_fraction:g}, seed {chosen.seed} ({chosen.why}); {device}"
+    )
 
     from tqdm import tqdm
 
@@ -302,14 +334,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             path, image = inputs[name], images[name]
             volume, _ = _load(path, record["slice_axis"] if len(image.shape) >= 3 else 2)
             _check_values(path, volume, dataset.modality)
-            x = network_input(volume, dataset.modality, dataset.preprocessing if hasattr(dataset, "preprocessing") else {})
+            x = network_input(
+                volume, dataset.modality, dataset.preprocessing if hasattr(dataset, "preprocessing") else {}
+            )
             logits: list[np.ndarray] = []
             masks = predict_image(model, lambda sl, x=x: x[sl], x.shape[0], settings, logits_out=logits)
             labels, overlaps[name] = label_map(masks, np.moveaxis(np.concatenate(logits), 1, 0), values)
             _write(scratch / path.name, _as_input_layout(labels, image, record["slice_axis"]), image)
             if args.masks:
-                per_class = np.stack([_as_input_layout(m, image, record["slice_axis"]) for m in masks.astype(np.uint8)],
-                                     axis=-1)
+                per_class = np.stack(
+                    [_as_input_layout(m, image, record["slice_axis"]) for m in masks.astype(np.uint8)], axis=-1
+                )
                 _write(scratch / f"{name}_masks.nii.gz", per_class, image)
         _out_folder(out)  # still new: nothing appeared there meanwhile
         if out.exists():
@@ -324,12 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError:
                 pass
     claimed = {n: v for n, v in overlaps.items() if v}
-    print(f"wrote {len(inputs)} label map(s){' and their masks' if args.masks else ''} to {out}: " + ", ".join(
-        f"{name}={value}" for name, value in zip(record["classes"], values)))
+    print(
+        f"wrote {len(inputs)} label map(s){' and their masks' if args.masks else ''} to {out}: "
+        + ", ".join(f"{name}={value}" for name, value in zip(record["classes"], values))
+    )
     if claimed:
-        print(f"note: {sum(claimed.values())} voxel(s) in {len(claimed)} volume(s) were claimed by two classes and "
-              "given to the one of the higher logit" + ("" if args.masks else " (--masks keeps each class's own)"),
-              file=sys.stderr)
+        print(
+            f"note: {sum(claimed.values())} voxel(s) in {len(claimed)} volume(s) were claimed by two classes and "
+            "given to the one of the higher logit" + ("" if args.masks else " (--masks keeps each class's own)"),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -13,12 +13,11 @@ work. ``--fresh`` starts over (the old study folder is kept, renamed).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
 from study._suggest import did_you_mean
-from study.cluster import check_resources, cluster_gpu, slots, start_ray
 from study.constants import INCOMPLETE
 from study.data import (
     BUILTIN_KINDS,
@@ -36,40 +35,59 @@ from study.data import (
     study_phantom_version,
 )
 from study.data.padding import NetworkPadding
+from study.design.plan import Plan, make_plan
+from study.design.spec import StudySpec
+from study.design.spec_loading import load_spec, spec_yaml
 from study.errors import DataError, SpecError, StudyError
-from study.footprint import dataset_channels, disk_lines, training_lines
-from study.gpu import gpu_lines, gpu_to_check
-from study.plan import Plan, make_plan
-from study.power_check import power_warnings
-from study.spec import StudySpec
-from study.spec_loading import load_spec, spec_yaml
-from study.store import StudyStore
-from study.tracking_uri import absolute_uri, check_driver, check_reachable, redacted
+from study.folder.store import StudyStore
+from study.preflight.cluster import check_resources, cluster_gpu, slots, start_ray
+from study.preflight.footprint import dataset_channels, disk_lines, training_lines
+from study.preflight.gpu import gpu_lines, gpu_to_check
+from study.preflight.power_check import power_warnings
+from study.tracking.uri import absolute_uri, check_driver, check_reachable, redacted
 
-# Torch, Ray Tune and MLflow load only once a study runs (study.driver): a refused spec, data set
+# Torch, Ray Tune and MLflow load only once a study runs (study.execution.driver): a refused spec, data set
 # or store is said in well under a second.
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m study.run", doc=__doc__,
-                       epilog=f"exit status: 0 every planned trial finished; 2 the spec, data or resources were "
-                              f"refused (nothing ran); {INCOMPLETE} the study ran but some planned trial failed, "
-                              "errored or did not run (the summary lists each with its reason)")
+    p = ArgumentParser(
+        prog="python -m study.run",
+        doc=__doc__,
+        epilog=f"exit status: 0 every planned trial finished; 2 the spec, data or resources were "
+        f"refused (nothing ran); {INCOMPLETE} the study ran but some planned trial failed, "
+        "errored or did not run (the summary lists each with its reason)",
+    )
     p.add_argument("space", type=Path, help="a search space, e.g. search_spaces/pretext.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec field with a YAML value, e.g. --set resources.cpus_per_trial=2; a scalar "
-                        "where a list is expected is a list of one, a,b,c a list (repeatable)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check what a run checks (spec, data, resources, tracking store) and print the plan; "
-                        "nothing is written")
-    p.add_argument("--print-spec", action="store_true",
-                   help="print the spec as resolved (overrides and defaults applied) as YAML and exit")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field with a YAML value, e.g. --set resources.cpus_per_trial=2; a scalar "
+        "where a list is expected is a list of one, a,b,c a list (repeatable)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check what a run checks (spec, data, resources, tracking store) and print the plan; nothing is written",
+    )
+    p.add_argument(
+        "--print-spec",
+        action="store_true",
+        help="print the spec as resolved (overrides and defaults applied) as YAML and exit",
+    )
     p.add_argument("--address", help="join this Ray cluster (default: a local Ray on this machine)")
     p.add_argument("--tracking-uri", help="MLflow store (default: the spec's, sqlite:///mlflow.db here)")
     p.add_argument("--fresh", action="store_true", help="start the study over (the old folder is kept, renamed)")
-    p.add_argument("--gpu-memory-gb", type=float, metavar="GIB",
-                   help="check the trials packed on a GPU against a GPU of this much memory (default: ask this "
-                        "machine's GPU, or on a cluster one of its GPU nodes)")
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        metavar="GIB",
+        help="check the trials packed on a GPU against a GPU of this much memory (default: ask this "
+        "machine's GPU, or on a cluster one of its GPU nodes)",
+    )
     return p
 
 
@@ -96,12 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the run would refuse, the dry run refuses too: the store, then the resources.
         check_reachable(uri)
         # Before the resources: --gpu-memory-gb checks a packing on a machine without that GPU.
-        gpu = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address,
-                                                       cluster=None), phantom_version=version)
+        gpu = gpu_lines(
+            spec,
+            plan,
+            data,
+            gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address, cluster=None),
+            phantom_version=version,
+        )
         available = _dry_run_resources(args.address)
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial, available)
-        print("\n".join(_plan_lines(plan, store, uri, available, phantoms + padding, data=data, address=args.address,
-                                    gpu=gpu)))
+        print(
+            "\n".join(
+                _plan_lines(plan, store, uri, available, phantoms + padding, data=data, address=args.address, gpu=gpu)
+            )
+        )
         for line in warnings:
             print(line)
         if (owner := store.driver_lock().holder()) is not None:  # a dry run looks, never takes
@@ -116,9 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             available = start_ray(args.address)
             res = spec.resources
             ask = cluster_gpu if available["max_node_gpu"] > 0 else None  # no GPU: check_resources says so
-            packing = gpu_lines(spec, plan, data, gpu_to_check(spec, memory_gb=args.gpu_memory_gb,
-                                                               address=args.address, cluster=ask), time=False,
-                                phantom_version=version)
+            packing = gpu_lines(
+                spec,
+                plan,
+                data,
+                gpu_to_check(spec, memory_gb=args.gpu_memory_gb, address=args.address, cluster=ask),
+                time=False,
+                phantom_version=version,
+            )
             check_resources(res.cpus_per_trial, res.gpus_per_trial, available)
             older = phantoms if version != LATEST_PHANTOM_VERSION else []  # a resumed study on older data says so
             for line in older + packing + warnings:
@@ -130,18 +161,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"taking the study over from its driver {lock.took_over.describe()}, which is gone")
         if args.fresh and (kept := lock.set_aside(store.set_aside)) is not None:
             print(f"--fresh: the previous study folder is now {kept}")
-        from study.driver import execute
+        from study.execution.driver import execute
 
-        return execute(spec, plan, store, space_file=args.space, uri=uri, data=data,
-                       concurrent=concurrency(plan, available)[0], unrecorded=unrecorded, overrides=overrides,
-                       phantom_version=version)
+        return execute(
+            spec,
+            plan,
+            store,
+            space_file=args.space,
+            uri=uri,
+            data=data,
+            concurrent=concurrency(plan, available)[0],
+            unrecorded=unrecorded,
+            overrides=overrides,
+            phantom_version=version,
+        )
     finally:
         lock.release()
 
 
-def _check_datasets(spec: StudySpec, store: StudyStore, unrecorded: dict, padding: list[str],
-                    units: dict[str, tuple[int, int, str]],
-                    phantom_version: int = LATEST_PHANTOM_VERSION) -> dict[str, str | None]:
+def _check_datasets(
+    spec: StudySpec,
+    store: StudyStore,
+    unrecorded: dict,
+    padding: list[str],
+    units: dict[str, tuple[int, int, str]],
+    phantom_version: int = LATEST_PHANTOM_VERSION,
+) -> dict[str, str | None]:
     """Real data sets are opened and their voxels checked now (bad data fail before anything is
     written); built-in phantoms (of ``phantom_version``) are named here and generated when the
     study starts. What the network's padding will do to each data set's slices goes into
@@ -187,11 +232,16 @@ def _phantom_lines(spec: StudySpec, version: int, recorded: dict | None = None) 
     for name in (n for n in spec.datasets if n in BUILTIN_KINDS):
         settings = PhantomSettings.default(name, version=version, size=spec.scale.image_size)
         path = study_phantom_path(settings, (recorded or {}).get(name))
-        whose = ("the latest" if version == LATEST_PHANTOM_VERSION else
-                 f"this study folder's (the latest is {LATEST_PHANTOM_VERSION}: --fresh starts the study over on it)")
+        whose = (
+            "the latest"
+            if version == LATEST_PHANTOM_VERSION
+            else f"this study folder's (the latest is {LATEST_PHANTOM_VERSION}: --fresh starts the study over on it)"
+        )
         made = "present" if (path / "dataset.json").exists() else "made when the study starts"
-        lines.append(f"  data {name}: built-in phantom version {version}, {whose}: {describe_phantom(settings)}; "
-                     f"cache {path} ({made})")
+        lines.append(
+            f"  data {name}: built-in phantom version {version}, {whose}: {describe_phantom(settings)}; "
+            f"cache {path} ({made})"
+        )
     return lines
 
 
@@ -231,8 +281,10 @@ def concurrency(plan: Plan, available: dict[str, float]) -> tuple[int, str]:
     else:
         n, why = fit, "as many as fit"
     if not plan.enumerable and n > SAMPLED_AT_ONCE:
-        return SAMPLED_AT_ONCE, (f"a sampled search runs at most {SAMPLED_AT_ONCE} at once, so its sampler learns "
-                                 f"from finished trials; {fit} would fit")
+        return SAMPLED_AT_ONCE, (
+            f"a sampled search runs at most {SAMPLED_AT_ONCE} at once, so its sampler learns "
+            f"from finished trials; {fit} would fit"
+        )
     return n, why
 
 
@@ -260,37 +312,57 @@ def _local_resources() -> dict[str, float]:
     return {"cpu": cpus, "gpu": float(gpus), "nodes": 1.0, "max_node_cpu": cpus, "max_node_gpu": float(gpus)}
 
 
-def _plan_lines(plan: Plan, store: StudyStore, uri: str, available: dict, padding: Sequence[str] = (),
-                data: dict[str, str | None] | None = None, address: str | None = None,
-                gpu: Sequence[str] = ()) -> list[str]:
+def _plan_lines(
+    plan: Plan,
+    store: StudyStore,
+    uri: str,
+    available: dict,
+    padding: Sequence[str] = (),
+    data: dict[str, str | None] | None = None,
+    address: str | None = None,
+    gpu: Sequence[str] = (),
+) -> list[str]:
     spec, res = plan.spec, plan.spec.resources
     lines = [f"study {spec.name}: search {spec.search.algorithm}, seed {spec.search.seed}, scale {spec.scale.profile}"]
     replicates = spec.replicates()
-    lines.append(f"  replicates: {len(replicates)} (seed, split seed) " + ", ".join(f"({a}, {b})" for a, b in replicates))
+    lines.append(
+        f"  replicates: {len(replicates)} (seed, split seed) " + ", ".join(f"({a}, {b})" for a, b in replicates)
+    )
     if plan.enumerable:
         done = len(plan.trials) - len(store.pending(plan.trials))
         for ds, (n, k) in plan.by_dataset().items():
             lines.append(f"  {ds}: {n} fine-tuning trials, {k} unique pretraining{'s' if k != 1 else ''}")
         merged = plan.grid_points - len(plan.trials)
-        lines.append(f"  total: {len(plan.trials)} trials ({done} finished, {len(plan.trials) - done} to run), "
-                     f"{len(plan.pretrainings())} pretrainings"
-                     + (f"; {plan.grid_points} grid points, {merged} merged (configurations that train alike: "
-                        "no unfrozen lr under at_once, an unfrozen lr equal to the lr)" if merged else ""))
+        lines.append(
+            f"  total: {len(plan.trials)} trials ({done} finished, {len(plan.trials) - done} to run), "
+            f"{len(plan.pretrainings())} pretrainings"
+            + (
+                f"; {plan.grid_points} grid points, {merged} merged (configurations that train alike: "
+                "no unfrozen lr under at_once, an unfrozen lr equal to the lr)"
+                if merged
+                else ""
+            )
+        )
     else:
         varied = list(spec.varied_axes())
-        lines.append(f"  {plan.num_samples()} sampled trials over {len(varied)} varied axes ({', '.join(varied)}); "
-                     "pretrainings run lazily, once per key")
+        lines.append(
+            f"  {plan.num_samples()} sampled trials over {len(varied)} varied axes ({', '.join(varied)}); "
+            "pretrainings run lazily, once per key"
+        )
     lines.extend(padding)
     if spec.pruning.enabled and plan.enumerable:
         lines.append(_pruning_line(plan))
     concurrent, why = concurrency(plan, available)
     if data is not None:
         lines += training_lines(spec) + disk_lines(
-            plan, {name: dataset_channels(name, path) for name, path in data.items()}, concurrent=concurrent)
+            plan, {name: dataset_channels(name, path) for name, path in data.items()}, concurrent=concurrent
+        )
     lines.extend(gpu)
     where = f"the Ray cluster at {address}" if address else "this machine"
-    lines.append(f"  resources: {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial, at most {concurrent} "
-                 f"at once ({why}); {where} has {available['cpu']:g} CPUs, {available['gpu']:g} GPUs")
+    lines.append(
+        f"  resources: {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial, at most {concurrent} "
+        f"at once ({why}); {where} has {available['cpu']:g} CPUs, {available['gpu']:g} GPUs"
+    )
     lines.append(f"  study folder: {store.root}")
     lines.append(f"  MLflow: {redacted(uri)} (experiment {spec.name!r})")
     return lines
@@ -300,7 +372,7 @@ def _pruning_line(plan: Plan) -> str:
     """The fine-tuning compute a pruned grid may take, in trial-epochs (x steps x batch in images
     when an epoch has a fixed number of steps): at most the full grid (nothing stopped), at least
     every stoppable strategy stopped at the first rung."""
-    from study.pruning import rung_epochs
+    from study.execution.pruning import rung_epochs
 
     spec, scale = plan.spec, plan.spec.scale
     epochs = rung_epochs(spec.pruning.rungs, scale.finetune_max_epochs)
@@ -315,9 +387,11 @@ def _pruning_line(plan: Plan) -> str:
             best += scale.finetune_max_epochs if full or not epochs else epochs[0]
     per = scale.steps_per_epoch * scale.batch_size if scale.steps_per_epoch else None
     size = (lambda e: f"{e:,} trial-epochs ({e * per:,} images)") if per else (lambda e: f"{e:,} trial-epochs")
-    return (f"  pruning: rungs at fine-tuning epochs {', '.join(map(str, epochs)) or 'none'} of "
-            f"{scale.finetune_max_epochs}, alpha {spec.pruning.alpha:g} (Holm), at least {spec.pruning.min_survivors} "
-            f"strategies kept per data set; fine-tuning compute between {size(best)} and {size(worst)} (nothing stopped)")
+    return (
+        f"  pruning: rungs at fine-tuning epochs {', '.join(map(str, epochs)) or 'none'} of "
+        f"{scale.finetune_max_epochs}, alpha {spec.pruning.alpha:g} (Holm), at least {spec.pruning.min_survivors} "
+        f"strategies kept per data set; fine-tuning compute between {size(best)} and {size(worst)} (nothing stopped)"
+    )
 
 
 if __name__ == "__main__":

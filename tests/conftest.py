@@ -102,10 +102,22 @@ def start_mlflow_server(folder: Path, *extra: str, env: dict | None = None) -> t
     for _ in range(3):
         port = free_port()
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "art"),
-             *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'server.db'}",
+                "--artifacts-destination",
+                str(folder / "art"),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         # a loaded 2-core machine starts it slowly; one that lost its port exits
         if wait_for_url(f"http://127.0.0.1:{port}/health", seconds=300, alive=server) and _listens_on(server, port):
@@ -140,8 +152,9 @@ def mlflow_server(tmp_path: Path):
 # renames each test through an attribute pytest no longer reads. A test id's prefix -> its group:
 XDIST_GROUPS = {
     "tests/run/test_study.py::test_grid_runs_each_point_once_then_resumes_and_extends": "tiny_grid",
-    "tests/run/test_replicates.py::test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial":
-        "tiny_grid",
+    "tests/run/test_replicates.py::test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial": (
+        "tiny_grid"
+    ),
     "tests/report/test_report.py::": "report",
     "tests/design/test_extra_axis.py::": "extra_axis",  # one study, read by each of its tests
 }

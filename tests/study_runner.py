@@ -44,7 +44,12 @@ class StudyRunner:
         with open(self._folder / "study-runner.log", "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "tests.study_runner", str(theirs.fileno()), str(self._folder / "data_cache")],
-                pass_fds=[theirs.fileno()], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                pass_fds=[theirs.fileno()],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         theirs.close()
         self._conn = Connection(ours.detach())
 
@@ -58,7 +63,9 @@ class StudyRunner:
             code, out, err = self._conn.recv()
         except (EOFError, OSError):
             code = self._process.wait(timeout=60)
-            raise RuntimeError(f"the study runner died (exit status {code}; {self._folder / 'study-runner.log'})") from None
+            raise RuntimeError(
+                f"the study runner died (exit status {code}; {self._folder / 'study-runner.log'})"
+            ) from None
         return subprocess.CompletedProcess(["python", "-m", "study.run", *args], code, out, err)
 
     def close(self) -> None:
@@ -78,7 +85,7 @@ def _serve(conn, data_cache: str) -> None:
     """The runner process: a local Ray started as ``study.run`` starts its own, then one study
     per request until told to stop."""
     os.environ["SSL_STUDY_DATA_CACHE"] = data_cache  # what Ray's workers see: the session's phantom cache
-    from study.cluster import start_ray
+    from study.preflight.cluster import start_ray
 
     start_ray(None)
     base = dict(os.environ)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.plan import make_plan
-from study.spec_loading import validate
-from study.train.__main__ import own_trial, parser
+from study.design.plan import make_plan
+from study.design.spec_loading import validate
+from study.execution.single_trial import own_trial, parser
 from tests.conftest import REPO, assert_user_error, run_cli
 
 COMMANDS = ["study.run", "study.analyze", "study.report", "study.train", "study.data", "study.pretext", "study.predict"]
@@ -32,8 +32,15 @@ def test_fixed_values_are_choices() -> None:
 
 
 def test_study_train_defaults_are_a_laptop_study_trial() -> None:
-    spec = validate({"name": "x", "datasets": ["mri"], "label_fractions": [1.0], "baseline": True,
-                     "pretraining": {"task": ["restoration"], "patch_size": [32], "sampler": ["poisson_disc"]}})
+    spec = validate(
+        {
+            "name": "x",
+            "datasets": ["mri"],
+            "label_fractions": [1.0],
+            "baseline": True,
+            "pretraining": {"task": ["restoration"], "patch_size": [32], "sampler": ["poisson_disc"]},
+        }
+    )
     planned = {t.strategy: t for t in make_plan(spec).trials}
     assert own_trial(parser().parse_args([])) == planned["restoration/K32/poisson_disc|encoder/at_once"]
     assert own_trial(parser().parse_args([])).id == planned["restoration/K32/poisson_disc|encoder/at_once"].id

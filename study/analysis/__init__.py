@@ -15,6 +15,7 @@ from study.analysis._best import best_set, pairwise_p
 from study.analysis._boundary import boundary_summary
 from study.analysis._clinical import clinical_cases, clinical_metrics, clinical_summary
 from study.analysis._effects import AXES, chosen_cases, design_effects
+from study.analysis._pairing import POOLED_CAVEAT, Pairing, pair_with_baseline
 from study.analysis._ranking import RANKING_COLUMNS, optimum, rank_dataset, rank_strategies, seed_stability, top_k_share
 from study.analysis._scaling import fit_power_law, power_law, scaling, strategy_extents
 from study.analysis._settings import METRICS, PAIRINGS, PAPER_FRACTIONS, SUPERVISED, AnalysisSettings, pooled_fractions
@@ -35,7 +36,6 @@ from study.analysis._stats import (
     walsh_order_stats,
     wilcoxon_greater,
 )
-from study.analysis._pairing import POOLED_CAVEAT, Pairing, pair_with_baseline
 from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import configuration, transfer_summary
 

@@ -10,12 +10,12 @@ import pandas as pd
 
 from study.analysis._clinical import clinical_cases, clinical_summary
 from study.analysis._effects import AXIS_NAMES, chosen_cases, design_effects
+from study.analysis._pairing import POOLED_CAVEAT
 from study.analysis._ranking import optimum, rank_dataset, rank_strategies, seed_stability
 from study.analysis._scaling import scaling
 from study.analysis._settings import METRICS, AnalysisSettings, pooled_fractions
 from study.analysis._tables import case_dice, normalise, select_trials, units
 from study.analysis._transfer import transfer_summary
-from study.analysis._pairing import POOLED_CAVEAT
 from study.analysis._verdict import dataset_verdict, headline, optimum_line
 from study.errors import DataError
 
@@ -58,20 +58,46 @@ class Analysis:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The non-empty tables by file stem."""
-        names = ("ranking", "fraction_ranking", "seed_ranking", "seed_stability", "seed_agreement", "transfer", "scaling_fits",
-                 "scaling_tests", "clinical_summary", "clinical_cases", "effects", "importance", "chosen_cases")
+        names = (
+            "ranking",
+            "fraction_ranking",
+            "seed_ranking",
+            "seed_stability",
+            "seed_agreement",
+            "transfer",
+            "scaling_fits",
+            "scaling_tests",
+            "clinical_summary",
+            "clinical_cases",
+            "effects",
+            "importance",
+            "chosen_cases",
+        )
         return {n: getattr(self, n) for n in names if not getattr(self, n).empty}
 
     def summary(self) -> dict:
         """Settings, choices and notes as plain JSON values."""
-        return {"settings": asdict(self.settings), "fractions": {k: list(v) for k, v in self.fractions.items()},
-                "unit": self.unit, "optimum": self.optimum, "chosen": self.chosen, "notes": self.notes}
+        return {
+            "settings": asdict(self.settings),
+            "fractions": {k: list(v) for k, v in self.fractions.items()},
+            "unit": self.unit,
+            "optimum": self.optimum,
+            "chosen": self.chosen,
+            "notes": self.notes,
+        }
 
     def answer(self) -> dict:
         """``analysis/summary.json``: the verdict and what it rests on, for scripts and the report."""
-        return {"pairing": self.settings.pairing, "seeds": self.seeds, "trials_used": self.trials_used,
-                "trials_left_out": sum(self.trials_left_out.values()), "left_out": self.trials_left_out,
-                "datasets": self.verdicts, "optimum": self.optimum, "headline": self.headline}
+        return {
+            "pairing": self.settings.pairing,
+            "seeds": self.seeds,
+            "trials_used": self.trials_used,
+            "trials_left_out": sum(self.trials_left_out.values()),
+            "left_out": self.trials_left_out,
+            "datasets": self.verdicts,
+            "optimum": self.optimum,
+            "headline": self.headline,
+        }
 
     def to_json(self) -> dict:
         """The summary and every table as records; NaN becomes null."""
@@ -87,6 +113,7 @@ def records(table: pd.DataFrame) -> list[dict]:
         if isinstance(v, (float, np.floating)):
             return None if math.isnan(v) or math.isinf(v) else float(v)
         return None if v is pd.NA else v
+
     return [{k: clean(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 
 
@@ -98,15 +125,17 @@ def _chosen(ranking: pd.DataFrame, best: list[str]) -> dict[str, str]:
     return out
 
 
-def _per_seed(seeded: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
-              kind: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+def _per_seed(
+    seeded: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings, kind: dict[str, str]
+) -> tuple[pd.DataFrame, list[str]]:
     parts, notes = [], []
     for (dataset, seed), frame in seeded.groupby(["dataset", "seed"], sort=True):
         if not (frame["strategy"] == settings.baseline).any():
             notes.append(f"{dataset}: seed {seed} has no baseline run and is left out of the per-seed rankings")
             continue
-        table, _ = rank_dataset(frame, str(dataset), fractions[dataset], settings, kind.get(dataset, "case"),
-                                stream=f"seed-{seed}")
+        table, _ = rank_dataset(
+            frame, str(dataset), fractions[dataset], settings, kind.get(dataset, "case"), stream=f"seed-{seed}"
+        )
         parts.append(table.assign(seed=seed))
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), notes
 
@@ -122,8 +151,9 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     selected, notes = select_trials(full)
     notes += _tolerance_notes(selected, settings.metric)
     cases = case_dice(selected)
-    fractions = {ds: pooled_fractions(f["label_fraction"], settings.fractions)
-                 for ds, f in cases.groupby("dataset", sort=True)}
+    fractions = {
+        ds: pooled_fractions(f["label_fraction"], settings.fractions) for ds, f in cases.groupby("dataset", sort=True)
+    }
     per_seed, kind = units(cases, settings.aggregate, by_seed=True)
     ranking, more = rank_strategies(per_seed, fractions, settings, kind)
     notes += more
@@ -133,9 +163,17 @@ def analyze(table: pd.DataFrame, settings: AnalysisSettings | None = None) -> An
     if ranking["dataset"].nunique() == 1:
         notes.append("one data set: the optimum is judged on it alone (the paper asks for one in MRI and CT)")
     chosen = _chosen(ranking, best)
-    result = Analysis(settings, fractions, kind, ranking, best, chosen, notes=notes,
-                      seeds=sorted(int(s) for s in cases["seed"].unique()),
-                      trials_used=int(selected["trial_id"].nunique()) if "trial_id" in selected else 0)
+    result = Analysis(
+        settings,
+        fractions,
+        kind,
+        ranking,
+        best,
+        chosen,
+        notes=notes,
+        seeds=sorted(int(s) for s in cases["seed"].unique()),
+        trials_used=int(selected["trial_id"].nunique()) if "trial_id" in selected else 0,
+    )
     if "trial_id" in full and len(full["trial_id"].unique()) > result.trials_used:
         result.trials_left_out["not_selected"] = int(full["trial_id"].nunique()) - result.trials_used
     if cases["seed"].nunique() > 1:
@@ -168,8 +206,10 @@ def by_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         return table
     _, higher, _ = METRICS[metric]
     if metric not in table.columns:
-        raise DataError(f"the per-case tables have no {metric!r} column: their trials ran before boundary "
-                        "metrics were recorded; rank by dice, or run the study again with --fresh")
+        raise DataError(
+            f"the per-case tables have no {metric!r} column: their trials ran before boundary "
+            "metrics were recorded; rank by dice, or run the study again with --fresh"
+        )
     values = table[metric].astype(float)
     if not values.notna().any():
         raise DataError(f"the per-case tables' {metric!r} column is empty: nothing to rank")
@@ -178,9 +218,11 @@ def by_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         scored = table["dice"].notna().groupby(table["trial_id"]).any()
         older = sorted(has.index[~has & scored])
         if older:
-            raise DataError(f"{len(older)} trial(s) have no {metric!r} values ({', '.join(older[:3])}"
-                            f"{', ...' if len(older) > 3 else ''}): they ran before boundary metrics were recorded; "
-                            "rank by dice, or run them again (--fresh)")
+            raise DataError(
+                f"{len(older)} trial(s) have no {metric!r} values ({', '.join(older[:3])}"
+                f"{', ...' if len(older) > 3 else ''}): they ran before boundary metrics were recorded; "
+                "rank by dice, or run them again (--fresh)"
+            )
     return table.assign(dice=values if higher else -values)
 
 
@@ -190,12 +232,19 @@ def _tolerance_notes(table: pd.DataFrame, metric: str) -> list[str]:
         return []
     spread = table.groupby(["dataset", "class"], sort=True)["nsd_tol_mm"].nunique()
     mixed = [f"{d}/{c}" for (d, c), n in spread.items() if n > 1]
-    return [f"NSD of {', '.join(mixed)} was evaluated at different tolerances by different trials (nsd_tol_mm); "
-            "their NSD values are not comparable"] if mixed else []
+    return (
+        [
+            f"NSD of {', '.join(mixed)} was evaluated at different tolerances by different trials (nsd_tol_mm); "
+            "their NSD values are not comparable"
+        ]
+        if mixed
+        else []
+    )
 
 
-def _per_fraction(per_seed: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
-                  kind: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+def _per_fraction(
+    per_seed: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings, kind: dict[str, str]
+) -> tuple[pd.DataFrame, list[str]]:
     """Each label fraction the study ran, ranked on its own, where it is not the main ranking."""
     parts, notes = [], []
     for dataset, frame in per_seed.groupby("dataset", sort=True):
@@ -203,8 +252,9 @@ def _per_fraction(per_seed: pd.DataFrame, fractions: dict[str, tuple[float, ...]
             if (float(f),) == tuple(fractions[dataset]):
                 continue
             try:
-                table, _ = rank_dataset(frame, str(dataset), (float(f),), settings, kind.get(dataset, "case"),
-                                        stream=f"fraction-{f:g}")
+                table, _ = rank_dataset(
+                    frame, str(dataset), (float(f),), settings, kind.get(dataset, "case"), stream=f"fraction-{f:g}"
+                )
             except DataError as exc:
                 notes.append(f"{dataset} at label fraction {f:g} is not ranked on its own: {exc}")
                 continue
@@ -253,27 +303,64 @@ def format_ranking(analysis: Analysis) -> str:
     lines: list[str] = [*analysis.headline, ""]
     k = analysis.settings.top_k
     rope = f"{analysis.settings.rope:g}"
-    delta = {"dice": "median dDice", "nsd": "median dNSD", "hd95": "median HD95 reduction (mm)"}[analysis.settings.metric]
-    headers = ["rank", "strategy", "n", delta, "HL shift [95% CI]", "rank-biserial", "p", "Holm p", "BH p",
-               f"P(worse/+-{rope}/better)", f"P(top-{k})", "flag"]
+    delta = {"dice": "median dDice", "nsd": "median dNSD", "hd95": "median HD95 reduction (mm)"}[
+        analysis.settings.metric
+    ]
+    headers = [
+        "rank",
+        "strategy",
+        "n",
+        delta,
+        "HL shift [95% CI]",
+        "rank-biserial",
+        "p",
+        "Holm p",
+        "BH p",
+        f"P(worse/+-{rope}/better)",
+        f"P(top-{k})",
+        "flag",
+    ]
     for dataset, frame in analysis.ranking.groupby("dataset", sort=True):
         fr = ", ".join(f"{f:g}" for f in analysis.fractions[dataset])
         unit = analysis.unit.get(dataset, "case")
         seeds = len(analysis.seeds)
-        how = (f"one pair per {unit}, its differences averaged over label fractions {fr}"
-               + (f" and {seeds} seeds" if seeds > 1 else "")
-               if analysis.settings.pairing == "per_case" else
-               f"pairs per {unit} and label fraction, pooled over {fr} (the paper's protocol)")
+        how = (
+            f"one pair per {unit}, its differences averaged over label fractions {fr}"
+            + (f" and {seeds} seeds" if seeds > 1 else "")
+            if analysis.settings.pairing == "per_case"
+            else f"pairs per {unit} and label fraction, pooled over {fr} (the paper's protocol)"
+        )
         by = "" if analysis.settings.metric == "dice" else f" by {analysis.settings.metric_name}"
-        lines.append(f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}{by}, one-sided Wilcoxon, {how}")
-        rows = [[str(r.rank), r.strategy, str(r.n), _num(r.median_diff),
-                 f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]", _num(r.rank_biserial, 2),
-                 _p(r.p), _p(r.p_holm), _p(r.p_bh), f"{r.p_worse:.2f}/{r.p_equivalent:.2f}/{r.p_better:.2f}",
-                 f"{r.p_top_k:.2f}",
-                 ",".join(f for f, on in (("beats", r.beats_baseline), ("best-set", r.best_set),
-                                          ("underpowered", r.underpowered),
-                                          ("incomplete", bool(r.incomplete)), (r.method, r.method != "exact")) if on)]
-                for r in frame.itertuples()]
+        lines.append(
+            f"{dataset}: {len(frame)} strategies vs {analysis.settings.baseline!r}{by}, one-sided Wilcoxon, {how}"
+        )
+        rows = [
+            [
+                str(r.rank),
+                r.strategy,
+                str(r.n),
+                _num(r.median_diff),
+                f"{_num(r.hl_shift)} [{_num(r.hl_ci_low)}, {_num(r.hl_ci_high)}]",
+                _num(r.rank_biserial, 2),
+                _p(r.p),
+                _p(r.p_holm),
+                _p(r.p_bh),
+                f"{r.p_worse:.2f}/{r.p_equivalent:.2f}/{r.p_better:.2f}",
+                f"{r.p_top_k:.2f}",
+                ",".join(
+                    f
+                    for f, on in (
+                        ("beats", r.beats_baseline),
+                        ("best-set", r.best_set),
+                        ("underpowered", r.underpowered),
+                        ("incomplete", bool(r.incomplete)),
+                        (r.method, r.method != "exact"),
+                    )
+                    if on
+                ),
+            ]
+            for r in frame.itertuples()
+        ]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         left = {1, len(headers) - 1}
 
@@ -297,18 +384,31 @@ def _effect_lines(analysis: Analysis) -> list[str]:
     weight = {(r.dataset, r.axis): r for r in analysis.importance.itertuples()}
     for dataset, frame in analysis.effects.groupby("dataset", sort=True):
         d = {"dice": "dDice", "nsd": "dNSD", "hd95": "HD95 reduction (mm)"}[analysis.settings.metric]
-        lines.append(f"design-axis effects, {dataset}: mean paired {d} vs the baseline per level [95% CI], each at "
-                     f"its selected lr (a learning rate: against the baseline at the same rate)"
-                     + (f"; importance: eta2 of the strategies' {d} [its null's {1 - analysis.settings.alpha:.0%} "
-                        f"quantile], Holm p" if weight else ""))
+        lines.append(
+            f"design-axis effects, {dataset}: mean paired {d} vs the baseline per level [95% CI], each at "
+            f"its selected lr (a learning rate: against the baseline at the same rate)"
+            + (
+                f"; importance: eta2 of the strategies' {d} [its null's {1 - analysis.settings.alpha:.0%} "
+                f"quantile], Holm p"
+                if weight
+                else ""
+            )
+        )
         axes = sorted(frame["axis"].unique(), key=lambda a: -getattr(weight.get((dataset, a)), "importance", -1.0))
         for axis in axes:
             part = frame[frame["axis"] == axis]
-            levels = ", ".join(f"{r.level}{f' (lacks {r.missing})' if r.missing else ''} {_num(r.mean_diff)} "
-                               f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" for r in part.itertuples())
+            levels = ", ".join(
+                f"{r.level}{f' (lacks {r.missing})' if r.missing else ''} {_num(r.mean_diff)} "
+                f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
+                for r in part.itertuples()
+            )
             w = weight.get((dataset, axis))
-            share = (f" (importance {w.importance:.2f} [{w.null_high:.2f}], p {_p(w.p_holm)}"
-                     f"{', important' if w.important else ''})" if w is not None else "")
+            share = (
+                f" (importance {w.importance:.2f} [{w.null_high:.2f}], p {_p(w.p_holm)}"
+                f"{', important' if w.important else ''})"
+                if w is not None
+                else ""
+            )
             lines.append(f"  {AXIS_NAMES.get(axis, axis)}{share}: {levels}")
         lines.append("")
     return lines
@@ -321,15 +421,21 @@ def _seed_lines(analysis: Analysis) -> list[str]:
     for dataset, frame in analysis.seed_stability.groupby("dataset", sort=True):
         tau = analysis.seed_agreement.loc[analysis.seed_agreement["dataset"] == dataset, "kendall_tau"].mean()
         always = frame.loc[frame["top_k_share"] == 1.0, "strategy"].tolist()
-        lines.append(f"seeds, {dataset}: {frame['n_seeds'].max()} seeds, mean Kendall tau {tau:.2f}; in the top "
-                     f"{analysis.settings.top_k} on every seed: {', '.join(always) or 'none'}")
+        lines.append(
+            f"seeds, {dataset}: {frame['n_seeds'].max()} seeds, mean Kendall tau {tau:.2f}; in the top "
+            f"{analysis.settings.top_k} on every seed: {', '.join(always) or 'none'}"
+        )
     return lines
 
 
 def _scaling_lines(analysis: Analysis) -> list[str]:
     lines = []
     for r in analysis.scaling_fits.itertuples():
-        fit = (f"a={r.a:.4g}, k={r.k:.3g} [{r.k_low:.3g}, {r.k_high:.3g}], c={r.c:.4g}, S={r.rse:.2g}; vs a constant "
-               f"gain p {_p(r.p_step)}; {'identified' if r.identified else r.note}" if r.a == r.a else r.note)
+        fit = (
+            f"a={r.a:.4g}, k={r.k:.3g} [{r.k_low:.3g}, {r.k_high:.3g}], c={r.c:.4g}, S={r.rse:.2g}; vs a constant "
+            f"gain p {_p(r.p_step)}; {'identified' if r.identified else r.note}"
+            if r.a == r.a
+            else r.note
+        )
         lines.append(f"scaling, {r.dataset} {r.family} at fraction {r.label_fraction:g}: {fit}")
     return lines

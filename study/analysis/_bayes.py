@@ -14,14 +14,15 @@ def _boundaries(z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = np.empty(z.size, dtype=int), np.empty(z.size, dtype=int)
     step = max(1, 4_000_000 // z.size)
     for start in range(0, z.size, step):
-        sums = z[start:start + step, None] + z[None, :]
-        lo[start:start + step] = (sums < t).sum(axis=1)
-        hi[start:start + step] = (sums <= t).sum(axis=1)
+        sums = z[start : start + step, None] + z[None, :]
+        lo[start : start + step] = (sums < t).sum(axis=1)
+        hi[start : start + step] = (sums <= t).sum(axis=1)
     return lo, hi
 
 
-def bayesian_signed_rank(D: np.ndarray, rope: float, rng: np.random.Generator, n_samples: int = 20_000,
-                         prior: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bayesian_signed_rank(
+    D: np.ndarray, rope: float, rng: np.random.Generator, n_samples: int = 20_000, prior: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(worse), P(equivalent), P(better) per row of ``D`` (strategy - baseline) by the Bayesian
     signed-rank test (Benavoli et al., ICML 2014), as baycomp's ``SignedRankTest`` computes them.
 

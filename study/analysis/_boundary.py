@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-COLUMNS = ["dataset", "strategy", "label_fraction", "class", "n_cases", "dice", "nsd", "nsd_tol_mm", "hd95",
-           "hd95_median"]
+COLUMNS = [
+    "dataset",
+    "strategy",
+    "label_fraction",
+    "class",
+    "n_cases",
+    "dice",
+    "nsd",
+    "nsd_tol_mm",
+    "hd95",
+    "hd95_median",
+]
 
 
 def boundary_summary(table: pd.DataFrame, chosen: dict[str, str], baseline: str) -> pd.DataFrame:
@@ -21,7 +31,16 @@ def boundary_summary(table: pd.DataFrame, chosen: dict[str, str], baseline: str)
         return pd.DataFrame(columns=COLUMNS)
     tol = keep["nsd_tol_mm"] if "nsd_tol_mm" in keep else pd.Series(float("nan"), index=keep.index)
     frame = keep.assign(nsd_tol_mm=tol)
-    out = frame.groupby(["dataset", "strategy", "label_fraction", "class"], sort=True).agg(
-        n_cases=("case_id", "nunique"), dice=("dice", "mean"), nsd=("nsd", "mean"), nsd_tol_mm=("nsd_tol_mm", "max"),
-        hd95=("hd95", "mean"), hd95_median=("hd95", "median")).reset_index()
+    out = (
+        frame.groupby(["dataset", "strategy", "label_fraction", "class"], sort=True)
+        .agg(
+            n_cases=("case_id", "nunique"),
+            dice=("dice", "mean"),
+            nsd=("nsd", "mean"),
+            nsd_tol_mm=("nsd_tol_mm", "max"),
+            hd95=("hd95", "mean"),
+            hd95_median=("hd95", "median"),
+        )
+        .reset_index()
+    )
     return out[COLUMNS]

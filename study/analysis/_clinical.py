@@ -36,26 +36,45 @@ def clinical_summary(table: pd.DataFrame, chosen: dict[str, str], baseline: str)
     if not metrics or not chosen:
         return pd.DataFrame()
     frame = _arms(table, chosen, baseline)
-    long = frame.melt(id_vars=["dataset", "class", "label_fraction", "arm", "chosen"],
-                      value_vars=[m + SUFFIX for m in metrics], var_name="metric", value_name="pct_err")
+    long = frame.melt(
+        id_vars=["dataset", "class", "label_fraction", "arm", "chosen"],
+        value_vars=[m + SUFFIX for m in metrics],
+        var_name="metric",
+        value_name="pct_err",
+    )
     long["metric"] = long["metric"].str.removesuffix(SUFFIX)
     long = long.dropna(subset=["pct_err"])
     if long.empty:
         return pd.DataFrame()
-    stats = (long.groupby(["dataset", "class", "label_fraction", "metric", "chosen", "arm"], sort=True)["pct_err"]
-             .agg(["median", "size"]).unstack("arm"))
+    stats = (
+        long.groupby(["dataset", "class", "label_fraction", "metric", "chosen", "arm"], sort=True)["pct_err"]
+        .agg(["median", "size"])
+        .unstack("arm")
+    )
     stats.columns = [f"{'median_pct_err' if s == 'median' else 'n'}_{arm}" for s, arm in stats.columns]
     out = stats.reset_index().rename(columns={"chosen": "strategy"})
     for arm in ("strategy", "baseline"):
         for col in (f"median_pct_err_{arm}", f"n_{arm}"):
             if col not in out:
                 out[col] = float("nan")
-    return out[["dataset", "class", "label_fraction", "metric", "strategy", "median_pct_err_strategy",
-                "median_pct_err_baseline", "n_strategy", "n_baseline"]]
+    return out[
+        [
+            "dataset",
+            "class",
+            "label_fraction",
+            "metric",
+            "strategy",
+            "median_pct_err_strategy",
+            "median_pct_err_baseline",
+            "n_strategy",
+            "n_baseline",
+        ]
+    ]
 
 
-def clinical_cases(table: pd.DataFrame, chosen: dict[str, str], baseline: str,
-                   fractions: dict[str, tuple[float, ...]]) -> pd.DataFrame:
+def clinical_cases(
+    table: pd.DataFrame, chosen: dict[str, str], baseline: str, fractions: dict[str, tuple[float, ...]]
+) -> pd.DataFrame:
     """Per data set, test case and metric: the baseline's and the chosen strategy's absolute percent
     error, each averaged over classes, the pooled label-limited fractions and seeds."""
     metrics = clinical_metrics(table)
@@ -63,16 +82,25 @@ def clinical_cases(table: pd.DataFrame, chosen: dict[str, str], baseline: str,
         return pd.DataFrame()
     frame = _arms(table, chosen, baseline)
     frame = frame[[f in fractions.get(ds, ()) for ds, f in zip(frame["dataset"], frame["label_fraction"])]]
-    long = frame.melt(id_vars=["dataset", "case_id", "subject_id", "arm", "chosen"],
-                      value_vars=[m + SUFFIX for m in metrics], var_name="metric", value_name="pct_err")
+    long = frame.melt(
+        id_vars=["dataset", "case_id", "subject_id", "arm", "chosen"],
+        value_vars=[m + SUFFIX for m in metrics],
+        var_name="metric",
+        value_name="pct_err",
+    )
     long["metric"] = long["metric"].str.removesuffix(SUFFIX)
     long["abs_pct_err"] = long["pct_err"].abs()
-    wide = (long.groupby(["dataset", "case_id", "subject_id", "metric", "chosen", "arm"], sort=True)["abs_pct_err"]
-            .mean().unstack("arm"))
+    wide = (
+        long.groupby(["dataset", "case_id", "subject_id", "metric", "chosen", "arm"], sort=True)["abs_pct_err"]
+        .mean()
+        .unstack("arm")
+    )
     for arm in ("strategy", "baseline"):
         if arm not in wide:
             wide[arm] = float("nan")
-    out = wide.reset_index().rename(columns={"chosen": "strategy", "baseline": "baseline_abs_pct_err",
-                                             "strategy": "strategy_abs_pct_err"})
-    return out[["dataset", "case_id", "subject_id", "metric", "strategy", "baseline_abs_pct_err",
-                "strategy_abs_pct_err"]].dropna(subset=["baseline_abs_pct_err", "strategy_abs_pct_err"], how="all")
+    out = wide.reset_index().rename(
+        columns={"chosen": "strategy", "baseline": "baseline_abs_pct_err", "strategy": "strategy_abs_pct_err"}
+    )
+    return out[
+        ["dataset", "case_id", "subject_id", "metric", "strategy", "baseline_abs_pct_err", "strategy_abs_pct_err"]
+    ].dropna(subset=["baseline_abs_pct_err", "strategy_abs_pct_err"], how="all")

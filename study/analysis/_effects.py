@@ -34,23 +34,52 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from study import axes as design_axes
 from study.analysis._pairing import PairGroup, Pairing, pair_with_baseline
 from study.analysis._settings import AnalysisSettings
 from study.analysis._stats import bootstrap_counts, holm, percentile_ci
 from study.analysis._tables import case_dice, units
+from study.design import axes as design_axes
 from study.errors import DataError
 
-# The design axes whose effects are shown (study.axes), as columns of the per-case table, in the order
+# The design axes whose effects are shown (study.design.axes), as columns of the per-case table, in the order
 # declared; an axis the baseline is trained at each value of (the lr) is compared at the same value.
 AXES = tuple(a.flat for a in design_axes.AXES if a.effect)
 AXIS_NAMES = {a.flat: a.title for a in design_axes.AXES}
 _TUNED = {a.flat for a in design_axes.AXES if a.baseline == design_axes.TUNED}
-EFFECT_COLUMNS = ["dataset", "axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive",
-                  "mean_dice", "mean_dice_baseline", "baseline_at", "n_strategies", "missing", "fractions", "seeds",
-                  "resampled", "incomplete"]
-IMPORTANCE_COLUMNS = ["dataset", "axis", "importance", "null_mean", "null_high", "p", "p_holm", "important",
-                      "n_strategies", "levels", "n_perm", "method"]
+EFFECT_COLUMNS = [
+    "dataset",
+    "axis",
+    "level",
+    "n_trials",
+    "n",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "positive",
+    "mean_dice",
+    "mean_dice_baseline",
+    "baseline_at",
+    "n_strategies",
+    "missing",
+    "fractions",
+    "seeds",
+    "resampled",
+    "incomplete",
+]
+IMPORTANCE_COLUMNS = [
+    "dataset",
+    "axis",
+    "importance",
+    "null_mean",
+    "null_high",
+    "p",
+    "p_holm",
+    "important",
+    "n_strategies",
+    "levels",
+    "n_perm",
+    "method",
+]
 MAX_LEVELS = 6  # a sampled continuous axis has a level per trial: binned into quartiles beyond this
 SELECTED, SAME = "selected_lr", "same_lr"  # which baseline trials a level is paired with
 
@@ -81,6 +110,7 @@ def _order(levels: list[str]) -> list[str]:
             return (0, float(level.strip("[").split(",")[0]), level)
         except ValueError:
             return (1, 0.0, level)
+
     return sorted(levels, key=key)
 
 
@@ -92,8 +122,9 @@ def _varies(trials: pd.DataFrame, axis: str) -> bool:
     return axis in trials and trials[axis].notna().all() and trials[axis].nunique() > 1
 
 
-def _boot_means(pairing: Pairing, group: PairGroup, settings: AnalysisSettings,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+def _boot_means(
+    pairing: Pairing, group: PairGroup, settings: AnalysisSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Percentile interval of each level's mean difference. Units are drawn with replacement, the
     same for every level; with several seeds (``per_case``) seeds are drawn too and each unit's
     difference is its mean over the drawn seeds, so the interval carries seed variance as the
@@ -105,8 +136,9 @@ def _boot_means(pairing: Pairing, group: PairGroup, settings: AnalysisSettings,
         per_seed = pairing.per_seed[rows][:, :, columns]  # (S, R, n)
         w = bootstrap_counts(per_seed.shape[1], B, rng).astype(float)  # (B, R)
         with np.errstate(invalid="ignore", divide="ignore"):  # drawn seeds that all lack a unit: NaN
-            d = (np.einsum("br,srn->sbn", w, np.nan_to_num(per_seed))
-                 / np.einsum("br,srn->sbn", w, (~np.isnan(per_seed)).astype(float)))
+            d = np.einsum("br,srn->sbn", w, np.nan_to_num(per_seed)) / np.einsum(
+                "br,srn->sbn", w, (~np.isnan(per_seed)).astype(float)
+            )
         resampled = "units, seeds"
     else:
         d, resampled = np.broadcast_to(group.d[:, None, :], (len(rows), B, n)), "units"
@@ -136,23 +168,41 @@ def _with_baseline(named: pd.Series, base: pd.DataFrame, baseline: str) -> pd.Se
     return pd.concat([named, pd.Series(baseline, index=base["trial_id"].to_numpy())])
 
 
-def _paired_rows(levelled: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame, dataset: str,
-                 fractions: tuple[float, ...], settings: AnalysisSettings,
-                 rng: np.random.Generator) -> list[dict]:
+def _paired_rows(
+    levelled: pd.DataFrame,
+    base: pd.DataFrame,
+    per_trial: pd.DataFrame,
+    dataset: str,
+    fractions: tuple[float, ...],
+    settings: AnalysisSettings,
+    rng: np.random.Generator,
+) -> list[dict]:
     """Each level of ``levelled`` (trials with a ``_level``) paired with the ``base`` trials: one row each."""
     names = _with_baseline(levelled.set_index("trial_id")["_level"], base, settings.baseline)
-    pairing = pair_with_baseline(_named_units(per_trial, names), dataset, settings.baseline, fractions,
-                                 settings.pairing)
+    pairing = pair_with_baseline(
+        _named_units(per_trial, names), dataset, settings.baseline, fractions, settings.pairing
+    )
     rows = []
     for group in pairing.groups:
         lo, hi, resampled = _boot_means(pairing, group, settings, rng)
         for i, level in enumerate(group.strategies):
             d = group.d[i]
-            rows.append({"level": level, "n": d.size, "mean_diff": float(d.mean()), "ci_low": float(lo[i]),
-                         "ci_high": float(hi[i]), "positive": float((d > 0).mean()),
-                         "mean_dice": float(group.x[i].mean()), "mean_dice_baseline": float(group.y[i].mean()),
-                         "fractions": group.fractions, "seeds": group.seeds, "resampled": resampled,
-                         "incomplete": pairing.incomplete.get(level, "")})
+            rows.append(
+                {
+                    "level": level,
+                    "n": d.size,
+                    "mean_diff": float(d.mean()),
+                    "ci_low": float(lo[i]),
+                    "ci_high": float(hi[i]),
+                    "positive": float((d > 0).mean()),
+                    "mean_dice": float(group.x[i].mean()),
+                    "mean_dice_baseline": float(group.y[i].mean()),
+                    "fractions": group.fractions,
+                    "seeds": group.seeds,
+                    "resampled": resampled,
+                    "incomplete": pairing.incomplete.get(level, ""),
+                }
+            )
     return rows
 
 
@@ -166,21 +216,38 @@ def _missing(trials: pd.DataFrame, unit: list[str]) -> dict[str, list[str]]:
     return {level: sorted(" ".join(c) for c in every - mine) for level, mine in have.items()}
 
 
-def _rows_table(rows: list[dict], trials: pd.DataFrame, missing: dict[str, list[str]], dataset: str, axis: str,
-                baseline_at: str) -> pd.DataFrame:
+def _rows_table(
+    rows: list[dict], trials: pd.DataFrame, missing: dict[str, list[str]], dataset: str, axis: str, baseline_at: str
+) -> pd.DataFrame:
     def count(column: str, level: str) -> int:
         return len(set(trials[column][trials["_level"] == level]))
 
     order = {level: i for i, level in enumerate(_order([r["level"] for r in rows]))}
-    rows = [{**r, "dataset": dataset, "axis": axis, "baseline_at": baseline_at,
-             "n_trials": count("trial_id", r["level"]), "n_strategies": count("strategy", r["level"]),
-             "missing": len(missing.get(r["level"], []))}
-            for r in sorted(rows, key=lambda r: order[r["level"]])]
+    rows = [
+        {
+            **r,
+            "dataset": dataset,
+            "axis": axis,
+            "baseline_at": baseline_at,
+            "n_trials": count("trial_id", r["level"]),
+            "n_strategies": count("strategy", r["level"]),
+            "missing": len(missing.get(r["level"], [])),
+        }
+        for r in sorted(rows, key=lambda r: order[r["level"]])
+    ]
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
-def _axis_effects(ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame, axis: str, others: list[str],
-                  dataset: str, fractions: tuple[float, ...], settings: AnalysisSettings) -> tuple[pd.DataFrame, dict]:
+def _axis_effects(
+    ranked: pd.DataFrame,
+    base: pd.DataFrame,
+    per_trial: pd.DataFrame,
+    axis: str,
+    others: list[str],
+    dataset: str,
+    fractions: tuple[float, ...],
+    settings: AnalysisSettings,
+) -> tuple[pd.DataFrame, dict]:
     """A pretraining or transfer axis: its strategies at their selected lr, against the baseline at its."""
     ranked = ranked.assign(_level=_levels(ranked[axis]))
     rng = _rng(settings.seed, dataset, "effects", axis)
@@ -189,8 +256,14 @@ def _axis_effects(ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFr
     return _rows_table(rows, ranked, missing, dataset, axis, SELECTED), missing
 
 
-def _lr_effects(every: pd.DataFrame, baselines: pd.DataFrame, per_trial: pd.DataFrame, dataset: str,
-                fractions: tuple[float, ...], settings: AnalysisSettings) -> tuple[pd.DataFrame, dict, list[str]]:
+def _lr_effects(
+    every: pd.DataFrame,
+    baselines: pd.DataFrame,
+    per_trial: pd.DataFrame,
+    dataset: str,
+    fractions: tuple[float, ...],
+    settings: AnalysisSettings,
+) -> tuple[pd.DataFrame, dict, list[str]]:
     """The learning rate: every pretrained trial at a rate against the baseline's trials at that rate."""
     every = every.assign(_level=_levels(every["lr"]))
     baselines = baselines.assign(_level=_levels(baselines["lr"], every["lr"]))
@@ -199,8 +272,10 @@ def _lr_effects(every: pd.DataFrame, baselines: pd.DataFrame, per_trial: pd.Data
     for level in _order(list(every["_level"].unique())):
         base = baselines[baselines["_level"] == level]
         if base.empty:
-            notes.append(f"design-axis effects, {dataset} lr {level}: the baseline has no trial at this rate; "
-                         f"left out (a rate is compared with the baseline at the same rate only)")
+            notes.append(
+                f"design-axis effects, {dataset} lr {level}: the baseline has no trial at this rate; "
+                f"left out (a rate is compared with the baseline at the same rate only)"
+            )
             continue
         try:
             rows += _paired_rows(every[every["_level"] == level], base, per_trial, dataset, fractions, settings, rng)
@@ -213,19 +288,25 @@ def _lr_effects(every: pd.DataFrame, baselines: pd.DataFrame, per_trial: pd.Data
 
 
 def _missing_notes(dataset: str, missing: dict[str, dict[str, list[str]]], shown: int = 6) -> list[str]:
-    lacking = [f"{AXIS_NAMES.get(axis, axis)} {level} lacks {len(m)} "
-               f"({', '.join(m[:2])}{', ...' if len(m) > 2 else ''})"
-               for axis, levels in missing.items() for level, m in levels.items() if m]
+    lacking = [
+        f"{AXIS_NAMES.get(axis, axis)} {level} lacks {len(m)} ({', '.join(m[:2])}{', ...' if len(m) > 2 else ''})"
+        for axis, levels in missing.items()
+        for level, m in levels.items()
+        if m
+    ]
     if not lacking:
         return []
     more = f"; and {len(lacking) - shown} more" if len(lacking) > shown else ""
-    return [f"design-axis effects, {dataset}: a level without every configuration the other levels of its axis have "
-            f"(stopped by pruning, failed, or not drawn by a sampled search) averages the rest only (effects.csv "
-            f"missing): {'; '.join(lacking[:shown])}{more}"]
+    return [
+        f"design-axis effects, {dataset}: a level without every configuration the other levels of its axis have "
+        f"(stopped by pruning, failed, or not drawn by a sampled search) averages the rest only (effects.csv "
+        f"missing): {'; '.join(lacking[:shown])}{more}"
+    ]
 
 
-def _strategy_values(ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame,
-                     settings: AnalysisSettings) -> pd.Series:
+def _strategy_values(
+    ranked: pd.DataFrame, base: pd.DataFrame, per_trial: pd.DataFrame, settings: AnalysisSettings
+) -> pd.Series:
     """Each strategy's mean paired difference from the baseline (its selected trials, as ranked),
     over the cells every strategy has (each its own when they share none)."""
     keys = ["dataset", "label_fraction", "seed", "unit"]
@@ -245,11 +326,12 @@ def _eta_squared(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     onehot = np.eye(groups.max() + 1)[groups]  # (N, L)
     centred = values - values.mean(axis=-1, keepdims=True)
     between = ((centred @ onehot) ** 2 / onehot.sum(axis=0)).sum(axis=-1)
-    return between / (centred ** 2).sum(axis=-1)
+    return between / (centred**2).sum(axis=-1)
 
 
-def _importance(values: pd.Series, design: pd.DataFrame, axes: list[str], dataset: str,
-                settings: AnalysisSettings) -> tuple[pd.DataFrame, str | None]:
+def _importance(
+    values: pd.Series, design: pd.DataFrame, axes: list[str], dataset: str, settings: AnalysisSettings
+) -> tuple[pd.DataFrame, str | None]:
     """Each axis's eta squared over the strategies' values, its permutation null and Holm p, or
     the reason it cannot be computed.
 
@@ -269,19 +351,29 @@ def _importance(values: pd.Series, design: pd.DataFrame, axes: list[str], datase
     for axis in axes:
         groups = pd.factorize(design.loc[values.index, axis].astype(str))[0]
         observed, null = float(_eta_squared(v, groups)), _eta_squared(shuffled, groups)
-        rows.append({"dataset": dataset, "axis": axis, "importance": observed, "null_mean": float(null.mean()),
-                     "null_high": float(np.quantile(null, 1 - settings.alpha)),
-                     "p": (1 + int(np.sum(null >= observed - 1e-12))) / (settings.n_boot + 1),
-                     "n_strategies": v.size, "levels": int(groups.max() + 1), "n_perm": settings.n_boot,
-                     "method": "eta2, permutation"})
+        rows.append(
+            {
+                "dataset": dataset,
+                "axis": axis,
+                "importance": observed,
+                "null_mean": float(null.mean()),
+                "null_high": float(np.quantile(null, 1 - settings.alpha)),
+                "p": (1 + int(np.sum(null >= observed - 1e-12))) / (settings.n_boot + 1),
+                "n_strategies": v.size,
+                "levels": int(groups.max() + 1),
+                "n_perm": settings.n_boot,
+                "method": "eta2, permutation",
+            }
+        )
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p"].to_numpy())
     table["important"] = table["p_holm"] <= settings.alpha
     return table[IMPORTANCE_COLUMNS].sort_values("importance", ascending=False).reset_index(drop=True), None
 
 
-def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[str, tuple[float, ...]],
-                   settings: AnalysisSettings) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def design_effects(
+    full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Per data set and axis the effect of each level (columns :data:`EFFECT_COLUMNS`), the axes'
     importance (:data:`IMPORTANCE_COLUMNS`) and notes.
 
@@ -308,21 +400,31 @@ def design_effects(full: pd.DataFrame, selected: pd.DataFrame, fractions: dict[s
         missing: dict[str, dict[str, list[str]]] = {}
         for axis in varied:
             try:
-                table, missing[axis] = _axis_effects(ranked, base, per_trial, axis, [a for a in varied if a != axis],
-                                                     dataset, fractions[dataset], settings)
+                table, missing[axis] = _axis_effects(
+                    ranked,
+                    base,
+                    per_trial,
+                    axis,
+                    [a for a in varied if a != axis],
+                    dataset,
+                    fractions[dataset],
+                    settings,
+                )
                 effects.append(table)
             except DataError as exc:
                 notes.append(f"design-axis effects, {dataset} {axis}: {exc}")
         if _varies(every, "lr"):
-            table, missing["lr"], more = _lr_effects(every, trials[is_base], per_trial, dataset, fractions[dataset],
-                                                     settings)
+            table, missing["lr"], more = _lr_effects(
+                every, trials[is_base], per_trial, dataset, fractions[dataset], settings
+            )
             effects.append(table)
             notes += more
         notes += _missing_notes(dataset, missing)
         if varied:
             values = _strategy_values(ranked, base, per_trial, settings)
-            table, why = _importance(values, ranked.drop_duplicates("strategy").set_index("strategy"), varied,
-                                     dataset, settings)
+            table, why = _importance(
+                values, ranked.drop_duplicates("strategy").set_index("strategy"), varied, dataset, settings
+            )
             importance.append(table)
             notes += [why] if why else []
     return _stack(effects, EFFECT_COLUMNS), _stack(importance, IMPORTANCE_COLUMNS), notes
@@ -336,8 +438,9 @@ def _stack(tables: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 CASE_COLUMNS = ["dataset", "strategy", "unit", "dice", "dice_baseline", "diff", "cells"]
 
 
-def chosen_cases(selected: pd.DataFrame, chosen: dict[str, str], fractions: dict[str, tuple[float, ...]],
-                 settings: AnalysisSettings) -> pd.DataFrame:
+def chosen_cases(
+    selected: pd.DataFrame, chosen: dict[str, str], fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings
+) -> pd.DataFrame:
     """Per data set, each unit's Dice under the chosen strategy and the baseline and their
     difference (averaged over the pooled fractions and seeds, the cells both have), largest gain
     first: where the strategy helps most and where it hurts."""
@@ -348,13 +451,16 @@ def chosen_cases(selected: pd.DataFrame, chosen: dict[str, str], fractions: dict
         frame = per_seed[(per_seed["dataset"] == dataset) & per_seed["label_fraction"].isin(fractions.get(dataset, ()))]
         mine = frame[frame["strategy"] == strategy]
         base = frame[frame["strategy"] == settings.baseline]
-        paired = mine.merge(base[keys + ["dice"]], on=keys, suffixes=("", "_baseline")).dropna(subset=["dice", "dice_baseline"])
+        paired = mine.merge(base[keys + ["dice"]], on=keys, suffixes=("", "_baseline")).dropna(
+            subset=["dice", "dice_baseline"]
+        )
         if paired.empty:
             continue
         paired["diff"] = paired["dice"] - paired["dice_baseline"]
         # Fractions within a seed first, then seeds, as the per-case pairing averages them.
-        per_unit = (paired.groupby(["seed", "unit"])[["dice", "dice_baseline", "diff"]].mean()
-                    .groupby(level="unit").mean())
+        per_unit = (
+            paired.groupby(["seed", "unit"])[["dice", "dice_baseline", "diff"]].mean().groupby(level="unit").mean()
+        )
         per_unit["cells"] = paired.groupby("unit").size()
         per_unit = per_unit.reset_index().assign(dataset=dataset, strategy=strategy)
         parts.append(per_unit.sort_values(["diff", "unit"], ascending=[False, True])[CASE_COLUMNS])

@@ -23,8 +23,10 @@ import pandas as pd
 from study.analysis._settings import PAIRINGS
 from study.errors import DataError
 
-POOLED_CAVEAT = ("pairing pooled (the paper's protocol): the same test case at several label fractions counts "
-                 "as several pairs, which are correlated, so p-values are smaller than they should be")
+POOLED_CAVEAT = (
+    "pairing pooled (the paper's protocol): the same test case at several label fractions counts "
+    "as several pairs, which are correlated, so p-values are smaller than they should be"
+)
 
 
 @dataclass
@@ -72,8 +74,9 @@ def _mean(a: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(a, axis=axis)
 
 
-def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractions: tuple[float, ...],
-                       pairing: str = "per_case") -> Pairing:
+def pair_with_baseline(
+    frame: pd.DataFrame, dataset: str, baseline: str, fractions: tuple[float, ...], pairing: str = "per_case"
+) -> Pairing:
     """Pair each strategy with the baseline on the shared cells of ``fractions``.
 
     ``frame``: one data set's units per seed (columns strategy, label_fraction, seed, unit, dice).
@@ -88,19 +91,24 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
     base = frame[is_base]
     if base.empty:
         have = sorted(frame["strategy"].unique())
-        raise DataError(f"data set {dataset}: no baseline {baseline!r} at label fraction(s) "
-                        f"{', '.join(f'{f:g}' for f in fractions)} (strategies: {_names(have)})")
+        raise DataError(
+            f"data set {dataset}: no baseline {baseline!r} at label fraction(s) "
+            f"{', '.join(f'{f:g}' for f in fractions)} (strategies: {_names(have)})"
+        )
     if not names:
         raise DataError(f"data set {dataset}: only the baseline {baseline!r}, no strategy to compare")
-    cells_of = {s: set(zip(f["label_fraction"].astype(float), f["seed"].astype(int)))
-                for s, f in frame.groupby("strategy", sort=False)}
+    cells_of = {
+        s: set(zip(f["label_fraction"].astype(float), f["seed"].astype(int)))
+        for s, f in frame.groupby("strategy", sort=False)
+    }
     base_cells = cells_of[baseline]
     present = {s: cells_of.get(s, set()) & base_cells for s in names}
     unpaired = [s for s in names if not present[s]]
     ranked = [s for s in names if present[s]]
     if not ranked:
-        raise DataError(f"data set {dataset}: no strategy has a trial where the baseline has one "
-                        f"({_cell_text(base_cells)})")
+        raise DataError(
+            f"data set {dataset}: no strategy has a trial where the baseline has one ({_cell_text(base_cells)})"
+        )
     union = set().union(*(present[s] for s in ranked))
     common = set.intersection(*(present[s] for s in ranked))
     incomplete = {s: _cell_text(union - present[s]) for s in ranked if present[s] != union}
@@ -127,7 +135,9 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
 
     others = frame[frame["strategy"].isin(ranked)]
     si = pd.Index(ranked).get_indexer(others["strategy"])
-    ci = np.array([cell_index.get(c, -1) for c in zip(others["label_fraction"].astype(float), others["seed"].astype(int))])
+    ci = np.array(
+        [cell_index.get(c, -1) for c in zip(others["label_fraction"].astype(float), others["seed"].astype(int))]
+    )
     ui = unit_index.get_indexer(others["unit"])
     ok = (ci >= 0) & (ui >= 0)
     x = np.full((S, C, U), np.nan)
@@ -140,8 +150,10 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
         s, c, u = (int(v[0]) for v in np.nonzero(lacking))
         where = np.flatnonzero(lacking[s].any(axis=0))
         f, seed = cells[c]
-        raise DataError(f"data set {dataset}: strategy {ranked[s]!r} lacks {len(where)} of the baseline's test "
-                        f"case(s) at fraction {f:g} seed {seed}: {_names([unit_names[i] for i in where])}")
+        raise DataError(
+            f"data set {dataset}: strategy {ranked[s]!r} lacks {len(where)} of the baseline's test "
+            f"case(s) at fraction {f:g} seed {seed}: {_names([unit_names[i] for i in where])}"
+        )
 
     d = x - y[None]  # NaN where either Dice is NaN or the unit is not tested in the cell
     valid = ~np.isnan(d)
@@ -171,6 +183,14 @@ def pair_with_baseline(frame: pd.DataFrame, dataset: str, baseline: str, fractio
             frac = ",".join(f"{f:g}" for f in cell_fractions if pattern[columns_f == f].any())
         else:
             frac = ",".join(f"{f:g}" for f in cell_fractions)
-        groups.append(PairGroup([ranked[r] for r in rows], D[np.ix_(rows, pattern)], X[np.ix_(rows, pattern)],
-                                Y[np.ix_(rows, pattern)], frac, seed_text))
+        groups.append(
+            PairGroup(
+                [ranked[r] for r in rows],
+                D[np.ix_(rows, pattern)],
+                X[np.ix_(rows, pattern)],
+                Y[np.ix_(rows, pattern)],
+                frac,
+                seed_text,
+            )
+        )
     return Pairing(groups, ranked, D, per_seed, unpaired, incomplete, cell_fractions, seeds, shared=bool(common))

@@ -45,11 +45,43 @@ from study.analysis._stats import (
 from study.errors import DataError
 
 RANKING_COLUMNS = [
-    "dataset", "rank", "strategy", "pairing", "unit", "fractions", "seeds", "n", "n_zero", "ties", "method",
-    "statistic", "p", "p_holm", "p_bh", "beats_baseline", "median_diff", "median_diff_ci_low",
-    "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial", "rank_biserial_ci_low",
-    "rank_biserial_ci_high", "mean_dice", "mean_dice_baseline", "p_worse", "p_equivalent", "p_better",
-    "best_set", "shown_worse_than", "p_shown_worse", "top_k", "p_top_k", "underpowered", "incomplete",
+    "dataset",
+    "rank",
+    "strategy",
+    "pairing",
+    "unit",
+    "fractions",
+    "seeds",
+    "n",
+    "n_zero",
+    "ties",
+    "method",
+    "statistic",
+    "p",
+    "p_holm",
+    "p_bh",
+    "beats_baseline",
+    "median_diff",
+    "median_diff_ci_low",
+    "median_diff_ci_high",
+    "hl_shift",
+    "hl_ci_low",
+    "hl_ci_high",
+    "rank_biserial",
+    "rank_biserial_ci_low",
+    "rank_biserial_ci_high",
+    "mean_dice",
+    "mean_dice_baseline",
+    "p_worse",
+    "p_equivalent",
+    "p_better",
+    "best_set",
+    "shown_worse_than",
+    "p_shown_worse",
+    "top_k",
+    "p_top_k",
+    "underpowered",
+    "incomplete",
     "cases_needed",
 ]
 BOOT_CHUNK = 2_000_000  # resamples x pairs per chunk: bounds memory for long pooled vectors
@@ -74,29 +106,50 @@ def _bootstrap(D: np.ndarray, settings: AnalysisSettings, rng: np.random.Generat
     return med_lo, med_hi, rb_lo, rb_hi
 
 
-def _test_group(group: PairGroup, dataset: str, settings: AnalysisSettings, rng: np.random.Generator,
-                n_tests: int) -> pd.DataFrame:
+def _test_group(
+    group: PairGroup, dataset: str, settings: AnalysisSettings, rng: np.random.Generator, n_tests: int
+) -> pd.DataFrame:
     D = group.d
     n = D.shape[1]
     if n < 2:
-        raise DataError(f"data set {dataset}: strategy {group.strategies[0]!r} has {n} pair with the baseline; "
-                        f"the signed-rank test needs at least 2")
+        raise DataError(
+            f"data set {dataset}: strategy {group.strategies[0]!r} has {n} pair with the baseline; "
+            f"the signed-rank test needs at least 2"
+        )
     statistic, p = wilcoxon_greater(D, np.zeros_like(D))
     n_zero, ties = tie_and_zero_counts(D)
     hl, hl_lo, hl_hi = hodges_lehmann(D, settings.confidence)
     med_lo, med_hi, rb_lo, rb_hi = _bootstrap(D, settings, rng)
     worse, equivalent, better = bayesian_signed_rank(D, settings.rope, rng, settings.bayes_samples)
-    return pd.DataFrame({
-        "strategy": group.strategies, "fractions": group.fractions, "seeds": group.seeds, "n": n,
-        "n_zero": n_zero, "ties": ties, "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
-        "statistic": statistic, "p": p,
-        "median_diff": np.median(D, axis=1), "median_diff_ci_low": med_lo, "median_diff_ci_high": med_hi,
-        "hl_shift": hl, "hl_ci_low": hl_lo, "hl_ci_high": hl_hi,
-        "rank_biserial": rank_biserial(D), "rank_biserial_ci_low": rb_lo, "rank_biserial_ci_high": rb_hi,
-        "mean_dice": group.x.mean(axis=1), "mean_dice_baseline": group.y.mean(axis=1),
-        "p_worse": worse, "p_equivalent": equivalent, "p_better": better, "n_nonzero": n - n_zero,
-        "cases_needed": cases_needed(D, settings.alpha / n_tests),
-    })
+    return pd.DataFrame(
+        {
+            "strategy": group.strategies,
+            "fractions": group.fractions,
+            "seeds": group.seeds,
+            "n": n,
+            "n_zero": n_zero,
+            "ties": ties,
+            "method": [scipy_method(n, int(z), bool(t)) for z, t in zip(n_zero, ties)],
+            "statistic": statistic,
+            "p": p,
+            "median_diff": np.median(D, axis=1),
+            "median_diff_ci_low": med_lo,
+            "median_diff_ci_high": med_hi,
+            "hl_shift": hl,
+            "hl_ci_low": hl_lo,
+            "hl_ci_high": hl_hi,
+            "rank_biserial": rank_biserial(D),
+            "rank_biserial_ci_low": rb_lo,
+            "rank_biserial_ci_high": rb_hi,
+            "mean_dice": group.x.mean(axis=1),
+            "mean_dice_baseline": group.y.mean(axis=1),
+            "p_worse": worse,
+            "p_equivalent": equivalent,
+            "p_better": better,
+            "n_nonzero": n - n_zero,
+            "cases_needed": cases_needed(D, settings.alpha / n_tests),
+        }
+    )
 
 
 def top_k_share(pairing: Pairing, top_k: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,8 +180,14 @@ def top_k_share(pairing: Pairing, top_k: int, n_boot: int, rng: np.random.Genera
     return (ranks < top_k).mean(axis=1)
 
 
-def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...], settings: AnalysisSettings,
-                 unit: str = "case", stream: str = "") -> tuple[pd.DataFrame, list[str]]:
+def rank_dataset(
+    frame: pd.DataFrame,
+    dataset: str,
+    fractions: tuple[float, ...],
+    settings: AnalysisSettings,
+    unit: str = "case",
+    stream: str = "",
+) -> tuple[pd.DataFrame, list[str]]:
     """One data set's ranking (columns :data:`RANKING_COLUMNS`) and notes on what was left out.
 
     ``frame``: the data set's units per seed (strategy, label_fraction, seed, unit, dice). Ranked
@@ -142,14 +201,20 @@ def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...]
     parts = [_test_group(g, dataset, settings, rng, n_tests) for g in pairing.groups]
     notes = []
     if pairing.unpaired:
-        notes.append(f"{dataset}: {len(pairing.unpaired)} strategy(ies) have no trial at the pooled fractions "
-                     f"and are not ranked: {', '.join(pairing.unpaired[:5])}")
+        notes.append(
+            f"{dataset}: {len(pairing.unpaired)} strategy(ies) have no trial at the pooled fractions "
+            f"and are not ranked: {', '.join(pairing.unpaired[:5])}"
+        )
     if not pairing.shared:
-        notes.append(f"{dataset}: no label fraction and seed is shared by every strategy; each is paired with the "
-                     f"baseline on the cells it has (see incomplete), so their ranks are not on the same footing")
+        notes.append(
+            f"{dataset}: no label fraction and seed is shared by every strategy; each is paired with the "
+            f"baseline on the cells it has (see incomplete), so their ranks are not on the same footing"
+        )
     elif pairing.incomplete:
-        notes.append(f"{dataset}: {len(pairing.incomplete)} strategy(ies) lack a label fraction or seed that others "
-                     f"have (failed or missing trials); every strategy is ranked on the cells all share")
+        notes.append(
+            f"{dataset}: {len(pairing.incomplete)} strategy(ies) lack a label fraction or seed that others "
+            f"have (failed or missing trials); every strategy is ranked on the cells all share"
+        )
     table = pd.concat(parts, ignore_index=True)
     table.insert(0, "dataset", dataset)
     table["pairing"], table["unit"] = settings.pairing, unit
@@ -157,8 +222,9 @@ def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...]
     table["p_bh"] = benjamini_hochberg(table["p"].to_numpy())
     adjusted = table["p_holm"] if settings.correction == "holm" else table["p_bh"]
     table["beats_baseline"] = adjusted <= settings.alpha
-    table["underpowered"] = underpowered(table["p"].to_numpy(), table["n_nonzero"].to_numpy(), settings.alpha,
-                                         settings.correction)
+    table["underpowered"] = underpowered(
+        table["p"].to_numpy(), table["n_nonzero"].to_numpy(), settings.alpha, settings.correction
+    )
     member, winner, p_worse = best_set(pairing.d, settings.alpha)
     index = {name: i for i, name in enumerate(pairing.strategies)}
     rows = table["strategy"].map(index).to_numpy()
@@ -176,13 +242,18 @@ def rank_dataset(frame: pd.DataFrame, dataset: str, fractions: tuple[float, ...]
     return table[RANKING_COLUMNS].reset_index(drop=True), notes
 
 
-def rank_strategies(units: pd.DataFrame, fractions: dict[str, tuple[float, ...]], settings: AnalysisSettings,
-                    unit_kind: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def rank_strategies(
+    units: pd.DataFrame,
+    fractions: dict[str, tuple[float, ...]],
+    settings: AnalysisSettings,
+    unit_kind: dict[str, str] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """Every data set's ranking, stacked; ``fractions`` per data set (see ``pooled_fractions``)."""
     parts, notes = [], []
     for dataset, frame in units.groupby("dataset", sort=True):
-        table, more = rank_dataset(frame, str(dataset), fractions[dataset], settings,
-                                   (unit_kind or {}).get(dataset, "case"))
+        table, more = rank_dataset(
+            frame, str(dataset), fractions[dataset], settings, (unit_kind or {}).get(dataset, "case")
+        )
         parts.append(table)
         notes += more
     return pd.concat(parts, ignore_index=True), notes
@@ -208,11 +279,19 @@ def seed_stability(seed_ranking: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame
     """
     if seed_ranking.empty:
         return pd.DataFrame(), pd.DataFrame()
-    stability = (seed_ranking.assign(in_top=seed_ranking["rank"] <= top_k)
-                 .groupby(["dataset", "strategy"], sort=True)
-                 .agg(n_seeds=("seed", "nunique"), top_k_share=("in_top", "mean"), mean_rank=("rank", "mean"),
-                      min_rank=("rank", "min"), max_rank=("rank", "max"))
-                 .reset_index().sort_values(["dataset", "mean_rank", "strategy"]))
+    stability = (
+        seed_ranking.assign(in_top=seed_ranking["rank"] <= top_k)
+        .groupby(["dataset", "strategy"], sort=True)
+        .agg(
+            n_seeds=("seed", "nunique"),
+            top_k_share=("in_top", "mean"),
+            mean_rank=("rank", "mean"),
+            min_rank=("rank", "min"),
+            max_rank=("rank", "max"),
+        )
+        .reset_index()
+        .sort_values(["dataset", "mean_rank", "strategy"])
+    )
     rows = []
     for dataset, frame in seed_ranking.groupby("dataset", sort=True):
         ranks = frame.pivot(index="strategy", columns="seed", values="rank")

@@ -47,7 +47,7 @@ def _profile(x: np.ndarray, y: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, n
     z = np.power(x[None, :], np.atleast_1d(k)[:, None])  # (K, n)
     zc = z - z.mean(axis=1, keepdims=True)
     yc = y - y.mean()
-    szz = (zc ** 2).sum(axis=1)
+    szz = (zc**2).sum(axis=1)
     a = (zc @ yc) / szz
     c = y.mean() - a * z.mean(axis=1)
     sse = np.maximum(float(yc @ yc) - a * (zc @ yc), 0.0)
@@ -61,8 +61,12 @@ def _best_k(x: np.ndarray, y: np.ndarray) -> float:
     lo, hi = _K_GRID[max(i - 1, 0)], _K_GRID[min(i + 1, _K_GRID.size - 1)]
     if lo == hi:
         return float(lo)
-    found = minimize_scalar(lambda t: _profile(x, y, np.exp(t))[0][0], bounds=(math.log(lo), math.log(hi)),
-                            method="bounded", options={"xatol": 1e-12})
+    found = minimize_scalar(
+        lambda t: _profile(x, y, np.exp(t))[0][0],
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-12},
+    )
     best = float(np.exp(found.x))
     return best if _profile(x, y, best)[0][0] <= sse[i] else float(_K_GRID[i])
 
@@ -111,11 +115,23 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, alpha: float = 0.05, confidence:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~np.isnan(y)
     x, y = x[ok], y[ok]
-    out = {"n_points": int(x.size), "a": np.nan, "k": np.nan, "c": np.nan, "rse": np.nan, "k_low": np.nan,
-           "k_high": np.nan, "p_step": np.nan, "identified": False, "note": ""}
+    out = {
+        "n_points": int(x.size),
+        "a": np.nan,
+        "k": np.nan,
+        "c": np.nan,
+        "rse": np.nan,
+        "k_low": np.nan,
+        "k_high": np.nan,
+        "p_step": np.nan,
+        "identified": False,
+        "note": "",
+    }
     if np.unique(x).size < MIN_POINTS or np.unique(x).size < x.size:
-        out["note"] = (f"needs at least {MIN_POINTS} extents (the supervised baseline counts as 0) "
-                       f"for a, k, c and sqrt(SSE/(n-3)); has {np.unique(x).size}")
+        out["note"] = (
+            f"needs at least {MIN_POINTS} extents (the supervised baseline counts as 0) "
+            f"for a, k, c and sqrt(SSE/(n-3)); has {np.unique(x).size}"
+        )
         return out
     k = _best_k(x, y)
     sse, a, c = (float(v[0]) for v in _profile(x, y, k))
@@ -140,8 +156,9 @@ def _f_test(smaller: float, larger: float, df_extra: int, df: int) -> float:
     return float(stats.f.sf((smaller - larger) / df_extra / (larger / df), df_extra, df))
 
 
-def _not_identified(k: float, low: float, high: float, p: float, alpha: float, confidence: float,
-                    has_zero: bool) -> list[str]:
+def _not_identified(
+    k: float, low: float, high: float, p: float, alpha: float, confidence: float, has_zero: bool
+) -> list[str]:
     """Why the shape is not identified; empty when it is."""
     limit = "a constant gain (Dice c at x = 0, c + g at every extent)" if has_zero else "a constant"
     why = []
@@ -163,8 +180,9 @@ def strategy_extents(strategies: pd.Series, known: dict[str, float] | None = Non
     return pd.DataFrame({"strategy": names, "family": names.str.replace(_EXTENT, "", regex=True), "extent": extent})
 
 
-def scaling(units: pd.DataFrame, baseline: str, extents: dict[str, float] | None = None,
-            alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scaling(
+    units: pd.DataFrame, baseline: str, extents: dict[str, float] | None = None, alpha: float = 0.05
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fits, tests) for every family that was pretrained at two or more extents.
 
     ``units``: seed-averaged units (dataset, strategy, label_fraction, unit, dice). Fits: one row per
@@ -185,18 +203,32 @@ def scaling(units: pd.DataFrame, baseline: str, extents: dict[str, float] | None
             x, y = list(points.index), list(points.values)
             if (dataset, baseline, fraction) in means.index:
                 x, y = [0.0, *x], [float(means[(dataset, baseline, fraction)]), *y]
-            fits.append({"dataset": dataset, "family": family, "label_fraction": fraction,
-                         "extents": ",".join(f"{v:g}" for v in x), "dice": ",".join(f"{v:.4f}" for v in y),
-                         **fit_power_law(np.array(x), np.array(y), alpha)})
-            tests.append({"dataset": dataset, "family": family, "label_fraction": fraction,
-                          **_largest_vs_one(frame)})
+            fits.append(
+                {
+                    "dataset": dataset,
+                    "family": family,
+                    "label_fraction": fraction,
+                    "extents": ",".join(f"{v:g}" for v in x),
+                    "dice": ",".join(f"{v:.4f}" for v in y),
+                    **fit_power_law(np.array(x), np.array(y), alpha),
+                }
+            )
+            tests.append({"dataset": dataset, "family": family, "label_fraction": fraction, **_largest_vs_one(frame)})
     return pd.DataFrame(fits), pd.DataFrame(tests)
 
 
 def _largest_vs_one(frame: pd.DataFrame) -> dict:
     largest = frame["extent"].max()
-    out = {"extent": largest, "n": 0, "n_zero": 0, "method": "", "statistic": np.nan, "p": np.nan,
-           "median_diff": np.nan, "note": ""}
+    out = {
+        "extent": largest,
+        "n": 0,
+        "n_zero": 0,
+        "method": "",
+        "statistic": np.nan,
+        "p": np.nan,
+        "median_diff": np.nan,
+        "note": "",
+    }
     wide = frame[frame["extent"].isin([1.0, largest])].groupby(["unit", "extent"])["dice"].mean().unstack("extent")
     if 1.0 not in wide or largest == 1.0:
         out["note"] = "no extent-1 trial to compare with"
@@ -208,6 +240,12 @@ def _largest_vs_one(frame: pd.DataFrame) -> dict:
     x, y = wide[largest].to_numpy()[None, :], wide[1.0].to_numpy()[None, :]
     statistic, p = wilcoxon_greater(x, y)
     n_zero, ties = tie_and_zero_counts(x - y)
-    out.update(n=len(wide), n_zero=int(n_zero[0]), method=scipy_method(len(wide), int(n_zero[0]), bool(ties[0])),
-               statistic=float(statistic[0]), p=float(p[0]), median_diff=float(np.median(x - y)))
+    out.update(
+        n=len(wide),
+        n_zero=int(n_zero[0]),
+        method=scipy_method(len(wide), int(n_zero[0]), bool(ties[0])),
+        statistic=float(statistic[0]),
+        p=float(p[0]),
+        median_diff=float(np.median(x - y)),
+    )
     return out

@@ -102,8 +102,10 @@ def pooled_fractions(present: Iterable[float], requested: tuple[float, ...] | No
     if requested is not None:
         missing = [f for f in requested if not any(abs(f - h) < 1e-9 for h in have)]
         if missing:
-            raise DataError(f"label fraction(s) {', '.join(f'{f:g}' for f in missing)} not in the study "
-                            f"(it has {', '.join(f'{h:g}' for h in have)})")
+            raise DataError(
+                f"label fraction(s) {', '.join(f'{f:g}' for f in missing)} not in the study "
+                f"(it has {', '.join(f'{h:g}' for h in have)})"
+            )
         return tuple(h for h in have if any(abs(f - h) < 1e-9 for f in requested))
     chosen = tuple(h for h in have if any(abs(f - h) < 1e-9 for f in PAPER_FRACTIONS))
     if not chosen:

@@ -310,7 +310,7 @@ def smallest_p(n_nonzero: np.ndarray) -> np.ndarray:
     approximation at R+ = n(n+1)/2."""
     n = np.asarray(n_nonzero, dtype=float)
     z = np.sqrt(3 * n * (n + 1) / (2 * (2 * n + 1)).clip(min=1))
-    return np.where(n > EXACT_MAX_N, stats.norm.sf(z), 0.5 ** n)
+    return np.where(n > EXACT_MAX_N, stats.norm.sf(z), 0.5**n)
 
 
 def _adjusted(p: np.ndarray, correction: str) -> np.ndarray:

@@ -53,8 +53,10 @@ def select_trials(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     ranked = trials.assign(_loss=loss.astype(float)).sort_values(["_loss", "trial_id"], na_position="last")
     keep = ranked.drop_duplicates(GROUP)["trial_id"]
     n_dropped = len(trials) - len(keep)
-    note = (f"{n_dropped} trial(s) set aside: where several trials share data set, strategy, label "
-            f"fraction and seed (e.g. a searched learning rate) the lowest validation loss is kept")
+    note = (
+        f"{n_dropped} trial(s) set aside: where several trials share data set, strategy, label "
+        f"fraction and seed (e.g. a searched learning rate) the lowest validation loss is kept"
+    )
     return table[table["trial_id"].isin(set(keep))], [note]
 
 

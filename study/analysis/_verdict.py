@@ -45,7 +45,7 @@ def _shift(r, unit: str = "Dice") -> str:
 
 
 def fraction_label(fractions: tuple[float, ...]) -> str:
-    """"5 % labels", or "pooled 50 %, 25 % labels" for several fractions."""
+    """ "5 % labels", or "pooled 50 %, 25 % labels" for several fractions."""
     text = ", ".join(f"{100 * f:g} %" for f in fractions)
     return f"{text} labels" if len(fractions) == 1 else f"pooled {text} labels"
 
@@ -63,9 +63,13 @@ def dataset_verdict(frame: pd.DataFrame, settings: AnalysisSettings) -> dict:
         verdict = "one_best"
     else:
         verdict = "best_not_separated"
-    return {"verdict": verdict, "beats_baseline": list(beats["strategy"]), "best_set": list(best["strategy"]),
-            "practically_equivalent": list(equivalent["strategy"]),
-            "underpowered": list(frame.loc[frame["underpowered"].astype(bool), "strategy"])}
+    return {
+        "verdict": verdict,
+        "beats_baseline": list(beats["strategy"]),
+        "best_set": list(best["strategy"]),
+        "practically_equivalent": list(equivalent["strategy"]),
+        "underpowered": list(frame.loc[frame["underpowered"].astype(bool), "strategy"]),
+    }
 
 
 def _level(settings: AnalysisSettings) -> str:
@@ -84,41 +88,62 @@ def _answer(frame: pd.DataFrame, verdict: dict, settings: AnalysisSettings) -> l
         r = frame.iloc[0]
         p = r.p_holm if settings.correction == "holm" else r.p_bh
         equivalent = len(verdict["practically_equivalent"])
-        same = (f"; {equivalent} of {n_all} practically equivalent to it (P(within {rope}) >= {DECISIVE:g})"
-                if equivalent else "")
-        return [f"no strategy beats the baseline (closest: {r.strategy} {_shift(r, settings.unit)}, corrected p {p:.3g}){same}"]
+        same = (
+            f"; {equivalent} of {n_all} practically equivalent to it (P(within {rope}) >= {DECISIVE:g})"
+            if equivalent
+            else ""
+        )
+        return [
+            f"no strategy beats the baseline (closest: {r.strategy} {_shift(r, settings.unit)}, "
+            f"corrected p {p:.3g}){same}"
+        ]
     if kind == "no_practical_difference":
-        return [f"no practical difference: every strategy is within {rope} of the baseline "
-                f"(Bayesian signed-rank P >= {DECISIVE:g}), none beats it"]
-    lines = [f"{len(beats)} of {n_all} beat the baseline: " + _listed(
-        list(beats["strategy"]), [f"{r.strategy} {_shift(r, settings.unit)}" for r in beats.itertuples()])]
+        return [
+            f"no practical difference: every strategy is within {rope} of the baseline "
+            f"(Bayesian signed-rank P >= {DECISIVE:g}), none beats it"
+        ]
+    lines = [
+        f"{len(beats)} of {n_all} beat the baseline: "
+        + _listed(list(beats["strategy"]), [f"{r.strategy} {_shift(r, settings.unit)}" for r in beats.itertuples()])
+    ]
     pairs = f"each against all {n_all - 1} others, Holm"
     if kind == "one_best":
         lines.append(f"  best: {best['strategy'].iloc[0]}, better than every other strategy ({pairs})")
     else:
-        lines.append(f"  the data do not separate the best {len(best)}: none of them is shown worse than another "
-                     f"({pairs}): " + _listed(list(best["strategy"]), list(best["strategy"])))
+        lines.append(
+            f"  the data do not separate the best {len(best)}: none of them is shown worse than another "
+            f"({pairs}): " + _listed(list(best["strategy"]), list(best["strategy"]))
+        )
     return lines
 
 
-def headline(parts: list[tuple[tuple[float, ...], pd.DataFrame, dict]], settings: AnalysisSettings, n_units: int,
-             unit: str, seed_tau: float | None) -> list[str]:
+def headline(
+    parts: list[tuple[tuple[float, ...], pd.DataFrame, dict]],
+    settings: AnalysisSettings,
+    n_units: int,
+    unit: str,
+    seed_tau: float | None,
+) -> list[str]:
     """A few lines answering the study's question for one data set: the main ranking (the pooled
     fractions) first, then each other label fraction the study ran, then what is underpowered and
     what would settle it."""
     fractions, main, verdict = parts[0]
     dataset, n_all = str(main["dataset"].iloc[0]), len(main)
-    lines = [f"{dataset} ({n_units} {unit}s, pairing {settings.pairing}, {_level(settings)} over {n_all} "
-             f"strateg{'y' if n_all == 1 else 'ies'}{'' if settings.metric == 'dice' else ', by ' + settings.metric_name}):"]
+    lines = [
+        f"{dataset} ({n_units} {unit}s, pairing {settings.pairing}, {_level(settings)} over {n_all} "
+        f"strateg{'y' if n_all == 1 else 'ies'}{'' if settings.metric == 'dice' else ', by ' + settings.metric_name}):"
+    ]
     for fr, frame, v in parts:
         answer = _answer(frame, v, settings)
         lines.append(f"  {fraction_label(fr)}: {answer[0]}")
         lines += ["  " + line for line in answer[1:]]
     under = main[main["underpowered"].astype(bool)]
     if not under.empty:
-        lines.append(f"  underpowered at {fraction_label(fractions)}: {len(under)} of {n_all} (with "
-                     f"{int(under['n'].max())} pairs even all-positive differences cannot reach {_level(settings)} "
-                     f"beside the others' p-values)")
+        lines.append(
+            f"  underpowered at {fraction_label(fractions)}: {len(under)} of {n_all} (with "
+            f"{int(under['n'].max())} pairs even all-positive differences cannot reach {_level(settings)} "
+            f"beside the others' p-values)"
+        )
     if verdict["verdict"] not in ("one_best", "no_practical_difference"):
         lines.append("  to settle it: " + _remedy(main, settings, n_units, unit, seed_tau))
     return lines
@@ -134,8 +159,10 @@ def _remedy(frame: pd.DataFrame, settings: AnalysisSettings, n_units: int, unit:
         r = needed.iloc[0]
         more = int(r.cases_needed)
         if more > n_units:
-            parts.append(f"about {more} {unit}s (now {n_units}) would give {r.strategy} 80 % power against the "
-                         f"baseline at the corrected alpha, at its observed effect")
+            parts.append(
+                f"about {more} {unit}s (now {n_units}) would give {r.strategy} 80 % power against the "
+                f"baseline at the corrected alpha, at its observed effect"
+            )
     elif beats.empty:
         parts.append("no strategy is ahead of the baseline on average; more cases would not change that")
     if seed_tau is None:

@@ -95,6 +95,4 @@ def open_dataset(path: str | Path) -> Dataset:
             return SkmTeaDataset(root)
     except PermissionError as exc:
         raise DataError(f"{exc.filename or root}: permission denied") from None
-    raise DataError(
-        f"{root}: not a data set (expected dataset.json, or SKM-TEA's image_files/ and annotations/)"
-    )
+    raise DataError(f"{root}: not a data set (expected dataset.json, or SKM-TEA's image_files/ and annotations/)")

@@ -1,15 +1,16 @@
 """``python -m study.data``: make phantoms, import NIfTI volumes, validate a data set.
 
+Examples:
     python -m study.data check /data/skm-tea
     python -m study.data phantom --kind mri --size 256 --n-train 40 --out phantom-mri-256
-    python -m study.data import-nifti --images imgs --labels labels --modality ct --classes muscle=1,imat=2,vat=3,sat=4 --out my-ct
+    python -m study.data import-nifti --images imgs --labels labels --modality ct --classes muscle=1,sat=4 --out ct
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from study._cli import ArgumentParser, run_main
 from study.data import (
@@ -62,8 +63,9 @@ def _parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> ArgumentParser:
-        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                              epilog=_EXAMPLES[name], formatter_class=_Help)
+        return sub.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", epilog=_EXAMPLES[name], formatter_class=_Help
+        )
 
     ph = command("phantom", "write a built-in knee-MRI or abdominal-CT phantom data set")
     ph.add_argument("--kind", choices=("mri", "ct"), required=True)
@@ -73,16 +75,25 @@ def _parser() -> ArgumentParser:
         ph.add_argument(f"--n-{name}", type=int, help=f"number of {what} subjects (default: {_latest(f'n_{name}')})")
     ph.add_argument("--n-slices", type=int, help=f"slices per MRI volume (default: {_latest('n_slices')})")
     ph.add_argument("--seed", type=int, help="random seed (default: 0)")
-    ph.add_argument("--phantom-version", type=int, choices=sorted(PHANTOM_VERSIONS), default=LATEST_PHANTOM_VERSION,
-                    help="the built-in data set whose settings the others change (the latest; docs/data-format.md)")
+    ph.add_argument(
+        "--phantom-version",
+        type=int,
+        choices=sorted(PHANTOM_VERSIONS),
+        default=LATEST_PHANTOM_VERSION,
+        help="the built-in data set whose settings the others change (the latest; docs/data-format.md)",
+    )
 
     ni = command("import-nifti", "convert NIfTI volumes and label maps to the platform's format")
     ni.add_argument("--images", type=Path, required=True, help="folder of image volumes (.nii/.nii.gz)")
     ni.add_argument("--labels", type=Path, required=True, help="folder of integer label maps, same file names")
     ni.add_argument("--classes", required=True, help="class=VALUE[+VALUE],... e.g. muscle=1,imat=2,vat=3,sat=4")
     ni.add_argument("--out", type=Path, required=True, help="new folder to write; its name names the data set")
-    ni.add_argument("--modality", choices=("mri", "ct"), required=True,
-                    help="ct: HU windows as input channels, slices as cases; mri: z-scored volumes as cases")
+    ni.add_argument(
+        "--modality",
+        choices=("mri", "ct"),
+        required=True,
+        help="ct: HU windows as input channels, slices as cases; mri: z-scored volumes as cases",
+    )
     ni.add_argument("--slice-axis", type=int, default=2, help="array axis that indexes slices")
     ni.add_argument("--unlabeled", type=Path, help="folder of unlabeled volumes (pretraining only)")
     ni.add_argument("--split-file", type=Path, help="JSON with lists train, val, test of file names")
@@ -105,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "phantom":
         given = {k: getattr(args, k) for k in ("size", "n_train", "n_val", "n_test", "n_unlabeled", "n_slices", "seed")}
-        settings = PhantomSettings.default(args.kind, version=args.phantom_version,
-                                           **{k: v for k, v in given.items() if v is not None})
+        settings = PhantomSettings.default(
+            args.kind, version=args.phantom_version, **{k: v for k, v in given.items() if v is not None}
+        )
         path = make_phantom_dataset(settings, args.out) if args.out else builtin_dataset(args.kind, settings)
         print(f"wrote {path}")
         summary = check_dataset(open_dataset(path))
@@ -114,9 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from study.data.nifti import NiftiImport, import_nifti, parse_classes
 
         cfg = NiftiImport(
-            image_dir=args.images, label_dir=args.labels, classes=parse_classes(args.classes),
-            modality=args.modality, slice_axis=args.slice_axis, unlabeled_dir=args.unlabeled,
-            split_file=args.split_file, ct_windows=_windows(args.ct_windows), seed=args.seed,
+            image_dir=args.images,
+            label_dir=args.labels,
+            classes=parse_classes(args.classes),
+            modality=args.modality,
+            slice_axis=args.slice_axis,
+            unlabeled_dir=args.unlabeled,
+            split_file=args.split_file,
+            ct_windows=_windows(args.ct_windows),
+            seed=args.seed,
         )
         path = import_nifti(cfg, args.out)
         print(f"wrote {path}")

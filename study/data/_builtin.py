@@ -16,9 +16,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 from filelock import FileLock
@@ -163,8 +164,10 @@ def describe_phantom(settings: PhantomSettings) -> str:
     volumes of 4 slices, 64 px"."""
     unit = "volumes" if settings.kind == "mri" else "slices"
     per = f" of {settings.n_slices} slices" if settings.kind == "mri" else ""
-    return (f"{settings.n_train} train, {settings.n_val} val, {settings.n_test} test, {settings.n_unlabeled} "
-            f"unlabeled {unit}{per}, {settings.size} px")
+    return (
+        f"{settings.n_train} train, {settings.n_val} val, {settings.n_test} test, {settings.n_unlabeled} "
+        f"unlabeled {unit}{per}, {settings.size} px"
+    )
 
 
 def study_phantom_version(state: Mapping[str, Any] | None, where: str = "the study folder") -> int:
@@ -176,9 +179,11 @@ def study_phantom_version(state: Mapping[str, Any] | None, where: str = "the stu
         return LATEST_PHANTOM_VERSION
     version = state.get("phantom_version", 1)
     if isinstance(version, bool) or version not in PHANTOM_VERSIONS:
-        raise DataError(f"{where}: made with built-in data version {version!r}, which this code does not know "
-                        f"(it has {', '.join(map(str, PHANTOM_VERSIONS))}): run the code that made it, or --fresh "
-                        "to start the study over")
+        raise DataError(
+            f"{where}: made with built-in data version {version!r}, which this code does not know "
+            f"(it has {', '.join(map(str, PHANTOM_VERSIONS))}): run the code that made it, or --fresh "
+            "to start the study over"
+        )
     return int(version)
 
 
@@ -218,8 +223,9 @@ def study_phantom_path(settings: PhantomSettings, recorded: str | None = None) -
     return phantom_cache_path(settings)
 
 
-def study_data_paths(data: Mapping[str, str | None], size: int, version: int,
-                     recorded: Mapping[str, str] | None = None) -> dict[str, str]:
+def study_data_paths(
+    data: Mapping[str, str | None], size: int, version: int, recorded: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The folder of each of a study's data sets: its path in ``data``, or for a built-in one (None)
     the phantom of ``version`` at ``size`` px: the folder the study recorded before (``recorded``,
     its ``data_paths``) while it holds that phantom, else found by its cache key or made now."""

@@ -45,8 +45,10 @@ def check_contents(
     """
     for role in _LABELED_ROLES:
         if not dataset.split.roles()[role]:
-            raise DataError(f"{dataset.source or dataset.name}: the {role} split is empty; a study needs "
-                            "scans to train on, validate on and test on")
+            raise DataError(
+                f"{dataset.source or dataset.name}: the {role} split is empty; a study needs "
+                "scans to train on, validate on and test on"
+            )
     done = read_record(record)
     passed: dict[str, dict[str, Any]] = {}
     read = 0
@@ -93,8 +95,10 @@ def check_scan(dataset: Dataset, scan_id: str, role: str) -> np.ndarray:
         image = dataset.read_image(scan_id, block)
         _image_dtype(image.dtype, where)
         if image.shape != (n, *plane):
-            raise DataError(f"{where}: image slices {block.start}..{block.stop - 1} have shape {image.shape}, "
-                            f"the manifest says {(n, *plane)}")
+            raise DataError(
+                f"{where}: image slices {block.start}..{block.stop - 1} have shape {image.shape}, "
+                f"the manifest says {(n, *plane)}"
+            )
         nan += int(np.isnan(image).sum())
         inf += int(np.isinf(image).sum())
         if not labels_needed:
@@ -103,24 +107,32 @@ def check_scan(dataset: Dataset, scan_id: str, role: str) -> np.ndarray:
             labels = read_labels(scan_id, block)
             _label_dtype(labels.dtype, where)
             if labels.shape != (n, info.height, info.width):
-                raise DataError(f"{where}: labels of slices {block.start}..{block.stop - 1} have shape "
-                                f"{labels.shape}, the manifest says {(n, info.height, info.width)}")
+                raise DataError(
+                    f"{where}: labels of slices {block.start}..{block.stop - 1} have shape "
+                    f"{labels.shape}, the manifest says {(n, info.height, info.width)}"
+                )
             low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
             if low < 0 or high > n_classes:
                 bad = low if low < 0 else high
-                raise DataError(f"{where}: label value {bad} is not a class of this data set "
-                                f"(0 = background, 1..{n_classes} = {', '.join(dataset.class_names)})")
+                raise DataError(
+                    f"{where}: label value {bad} is not a class of this data set "
+                    f"(0 = background, 1..{n_classes} = {', '.join(dataset.class_names)})"
+                )
             # One comparison per class: bincount would need a copy of the block as intp.
             voxels += [np.count_nonzero(labels == k) for k in range(1, n_classes + 1)]
         else:
             voxels += dataset.read_masks(scan_id, block).sum(axis=(0, 2, 3))
     if nan or inf:
         counts = " and ".join(f"{c} {what}" for c, what in ((nan, "NaN"), (inf, "infinite")) if c)
-        raise DataError(f"{where}: image has {counts} voxel{'s' if nan + inf > 1 else ''}; "
-                        "every voxel of the network input must be a finite number")
+        raise DataError(
+            f"{where}: image has {counts} voxel{'s' if nan + inf > 1 else ''}; "
+            "every voxel of the network input must be a finite number"
+        )
     if labels_needed and voxels.sum() == 0:
-        raise DataError(f"{where}: scan {scan_id!r} in the {role} split has an empty label map "
-                        "(no foreground voxel); label it or move it to the unlabeled split")
+        raise DataError(
+            f"{where}: scan {scan_id!r} in the {role} split has an empty label map "
+            "(no foreground voxel); label it or move it to the unlabeled split"
+        )
     # Only the test scans' raw values are ever read (by the clinical metrics): elsewhere a broken one
     # harms nothing, and refusing it would refuse data a study runs on.
     if role == "test":
@@ -138,11 +150,14 @@ def _check_raw(dataset: Dataset, scan_id: str, where: str) -> None:
         expected = (block.stop - block.start, info.height, info.width)
         for key, value in dataset.read_raw(scan_id, block).items():
             if not np.issubdtype(value.dtype, np.number):
-                raise DataError(f"{where}: raw values {key!r} are stored as {value.dtype}; the clinical "
-                                "metrics need numbers")
+                raise DataError(
+                    f"{where}: raw values {key!r} are stored as {value.dtype}; the clinical metrics need numbers"
+                )
             if value.shape != expected:
-                raise DataError(f"{where}: raw values {key!r} of slices {block.start}..{block.stop - 1} have "
-                                f"shape {value.shape}, the manifest says {expected}")
+                raise DataError(
+                    f"{where}: raw values {key!r} of slices {block.start}..{block.stop - 1} have "
+                    f"shape {value.shape}, the manifest says {expected}"
+                )
 
 
 def read_record(record: Path | None) -> dict[str, dict[str, Any]]:
@@ -176,8 +191,12 @@ def write_record(record: Path, scans: dict[str, dict[str, Any]]) -> None:
 def _stamp(dataset: Dataset, scan_id: str, role: str) -> tuple[str | None, dict[str, Any]]:
     """The record's key for a scan (its file) and what must not have changed since it passed."""
     info = dataset.scans[scan_id]
-    stamp: dict[str, Any] = {"role": role, "labeled": info.labeled, "classes": len(dataset.class_names),
-                             "shape": [info.n_slices, dataset.in_channels, info.height, info.width]}
+    stamp: dict[str, Any] = {
+        "role": role,
+        "labeled": info.labeled,
+        "classes": len(dataset.class_names),
+        "shape": [info.n_slices, dataset.in_channels, info.height, info.width],
+    }
     path_of = getattr(dataset, "path_of", None)
     if path_of is None:
         return None, stamp  # a reader without one file per scan is read every time
@@ -196,11 +215,13 @@ def _where(dataset: Dataset, scan_id: str) -> str:
 
 def _image_dtype(dtype: np.dtype | None, where: str) -> None:
     if dtype is not None and dtype != np.float32:
-        raise DataError(f"{where}: image is stored as {dtype}; network input must be float32 "
-                        "(real, already preprocessed)")
+        raise DataError(
+            f"{where}: image is stored as {dtype}; network input must be float32 (real, already preprocessed)"
+        )
 
 
 def _label_dtype(dtype: np.dtype | None, where: str) -> None:
     if dtype is not None and (dtype.kind not in "ui"):
-        raise DataError(f"{where}: labels are stored as {dtype}; a label map holds integers "
-                        "(0 = background, k = class k)")
+        raise DataError(
+            f"{where}: labels are stored as {dtype}; a label map holds integers (0 = background, k = class k)"
+        )

@@ -9,8 +9,9 @@ background channel), raw values for clinical metrics keep their physical units.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -68,17 +69,13 @@ class Split:
                 if scan_id not in scans:
                     raise DataError(f"{source}: the {role} split names scan {scan_id!r}, which does not exist")
                 if scan_id in seen:
-                    raise DataError(
-                        f"{source}: scan {scan_id!r} is in both the {seen[scan_id]} and the {role} split"
-                    )
+                    raise DataError(f"{source}: scan {scan_id!r} is in both the {seen[scan_id]} and the {role} split")
                 seen[scan_id] = role
                 subject = scans[scan_id].subject_id
                 other = subject_role.setdefault(subject, role)
                 # Unlabeled and train scans may share a subject: both only ever feed training.
                 if other != role and {other, role} - {"train", "unlabeled"}:
-                    raise DataError(
-                        f"{source}: subject {subject!r} has scans in both the {other} and the {role} split"
-                    )
+                    raise DataError(f"{source}: subject {subject!r} has scans in both the {other} and the {role} split")
         for role in ("train", "val", "test"):
             unlabeled = [i for i in self.roles()[role] if not scans[i].labeled]
             if unlabeled:
@@ -134,8 +131,10 @@ def plain_name(name: object, source: object, what: str = "scan id") -> str:
     """
     text = str(name)
     if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
-        raise DataError(f"{source}: {what} {text!r} is not a plain file name (no path separators, "
-                        "'..', absolute paths or empty names)")
+        raise DataError(
+            f"{source}: {what} {text!r} is not a plain file name (no path separators, "
+            "'..', absolute paths or empty names)"
+        )
     return text
 
 

@@ -71,7 +71,9 @@ def _read_metadata(path: Path) -> dict[str, QDessParams]:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: not a readable CSV table ({exc})") from None
     id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
-    missing = ([] if id_column else [" or ".join(ID_COLUMNS)]) + [c for c in METADATA_COLUMNS.values() if c not in table.columns]
+    missing = ([] if id_column else [" or ".join(ID_COLUMNS)]) + [
+        c for c in METADATA_COLUMNS.values() if c not in table.columns
+    ]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} needed for T2 estimation")
     out = {}
@@ -170,7 +172,9 @@ class SkmTeaDataset(Dataset):
 
     def read_image(self, scan_id: str, slices: SliceSelection = None) -> np.ndarray:
         mean, std = self._volume_norm(scan_id)
-        rss = root_sum_of_squares(self._slices_last(scan_id, "echo1", slices), self._slices_last(scan_id, "echo2", slices))
+        rss = root_sum_of_squares(
+            self._slices_last(scan_id, "echo1", slices), self._slices_last(scan_id, "echo2", slices)
+        )
         return ((rss - mean) / max(std, 1e-6))[:, None].astype(np.float32)
 
     def read_masks(self, scan_id: str, slices: SliceSelection = None) -> np.ndarray:

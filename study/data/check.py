@@ -33,20 +33,33 @@ class DatasetSummary:
         spacing = "x".join(f"{v:g}" for v in lo) + ("" if lo == hi else " .. " + "x".join(f"{v:g}" for v in hi))
         out = [
             f"data set   {self.name} ({self.modality}) at {self.source}",
-            f"images     {self.shape[0]} x {self.shape[1]} px, {self.in_channels} input channel(s), spacing {spacing} mm (slice x row x col)",
-            "split      " + ", ".join(f"{r} {n} {self.unit} / {self.n_slices[r]} slices" for r, n in self.n_scans.items()),
+            f"images     {self.shape[0]} x {self.shape[1]} px, {self.in_channels} input channel(s), "
+            f"spacing {spacing} mm (slice x row x col)",
+            "split      "
+            + ", ".join(f"{r} {n} {self.unit} / {self.n_slices[r]} slices" for r, n in self.n_scans.items()),
             "classes    " + ", ".join(f"{c} {v} voxels" for c, v in self.class_voxels.items()),
-            "subsets    " + ", ".join(f"{f:.0%}: {n}" for f, n in self.subset_sizes.items()) + f" {self.unit} of the training split",
+            "subsets    "
+            + ", ".join(f"{f:.0%}: {n}" for f, n in self.subset_sizes.items())
+            + f" {self.unit} of the training split",
             "network    " + self._padding(),
         ]
         return out
 
     def _padding(self) -> str:
         # A data set does not know the U-Net it will meet: say what both profiles' depths do to it.
-        scales = [(p, NetworkPadding(*self.shape, len(w))) for p, w in (("laptop", LAPTOP_WIDTHS), ("paper", PAPER_WIDTHS))]
-        parts = [(f"padded to {g.padded[0]} x {g.padded[1]}" if g.needed else "no padding")
-                 + f" for a U-Net of {g.levels} levels ({p} scale)" for p, g in scales]
-        mode = f"; mode {DEFAULT_PAD_MODE} (scale.pad_mode), outputs cropped back" if any(g.needed for _, g in scales) else ""
+        scales = [
+            (p, NetworkPadding(*self.shape, len(w))) for p, w in (("laptop", LAPTOP_WIDTHS), ("paper", PAPER_WIDTHS))
+        ]
+        parts = [
+            (f"padded to {g.padded[0]} x {g.padded[1]}" if g.needed else "no padding")
+            + f" for a U-Net of {g.levels} levels ({p} scale)"
+            for p, g in scales
+        ]
+        mode = (
+            f"; mode {DEFAULT_PAD_MODE} (scale.pad_mode), outputs cropped back"
+            if any(g.needed for _, g in scales)
+            else ""
+        )
         return f"{self.shape[0]} x {self.shape[1]} px: " + ", ".join(parts) + mode
 
 

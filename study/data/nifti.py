@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -140,8 +141,10 @@ def _split(names: Sequence[str], cfg: NiftiImport) -> dict[str, list[str]]:
     if cfg.split_file is not None:
         try:
             given = json.loads(Path(cfg.split_file).read_text())
-            return {role: [_stem(Path(plain_name(n, cfg.split_file, f"{role} file name"))) for n in given[role]]
-                    for role in ("train", "val", "test")}
+            return {
+                role: [_stem(Path(plain_name(n, cfg.split_file, f"{role} file name"))) for n in given[role]]
+                for role in ("train", "val", "test")
+            }
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"{cfg.split_file}: needs JSON lists 'train', 'val' and 'test' ({exc!r})") from None
     order = [names[i] for i in np.random.default_rng(cfg.seed).permutation(len(names))]
@@ -166,14 +169,24 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
         raise DataError(f"{cfg.split_file}: the split names {unknown[0]!r}, which is not in {cfg.image_dir}")
     per_slice = cfg.modality == "ct" if cfg.per_slice is None else cfg.per_slice
     split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
-    preprocessing = {"input": "zscore_volume"} if cfg.modality == "mri" else {"ct_windows": [list(w) for w in cfg.ct_windows]}
-    preprocessing["nifti"] = import_record(cfg.slice_axis, per_slice, cfg.classes, [*images.values(), *unlabeled.values()])
+    preprocessing = (
+        {"input": "zscore_volume"} if cfg.modality == "mri" else {"ct_windows": [list(w) for w in cfg.ct_windows]}
+    )
+    preprocessing["nifti"] = import_record(
+        cfg.slice_axis, per_slice, cfg.classes, [*images.values(), *unlabeled.values()]
+    )
     voxels = np.zeros(len(cfg.classes) + 1, dtype=np.int64)  # per class index, over every labeled volume
     with DatasetWriter(
-        out, name=Path(out).absolute().name, modality=cfg.modality, class_names=tuple(cfg.classes),
-        in_channels=1 if cfg.modality == "mri" else len(cfg.ct_windows), preprocessing=preprocessing,
+        out,
+        name=Path(out).absolute().name,
+        modality=cfg.modality,
+        class_names=tuple(cfg.classes),
+        in_channels=1 if cfg.modality == "mri" else len(cfg.ct_windows),
+        preprocessing=preprocessing,
     ) as writer:
-        jobs = [(r, n, images[n]) for r, ns in roles.items() for n in ns] + [("unlabeled", n, p) for n, p in unlabeled.items()]
+        jobs = [(r, n, images[n]) for r, ns in roles.items() for n in ns] + [
+            ("unlabeled", n, p) for n, p in unlabeled.items()
+        ]
         for role, name, path in jobs:
             volume, spacing = _load(path, cfg.slice_axis)
             label_map = None
@@ -188,12 +201,19 @@ def import_nifti(cfg: NiftiImport, out: Path) -> Path:
             volume = volume.astype(np.float32)
             image = zscore(volume)[:, None] if cfg.modality == "mri" else ct_input(volume, cfg.ct_windows)
             raw_key = "intensity" if cfg.modality == "mri" else "hu"
-            pieces = [(name, slice(None))] if not per_slice else [(f"{name}_s{z:03d}", slice(z, z + 1)) for z in range(volume.shape[0])]
+            pieces = (
+                [(name, slice(None))]
+                if not per_slice
+                else [(f"{name}_s{z:03d}", slice(z, z + 1)) for z in range(volume.shape[0])]
+            )
             for scan_id, sl in pieces:
                 writer.add_scan(
-                    scan_id, subject_id=name, image=image[sl],
+                    scan_id,
+                    subject_id=name,
+                    image=image[sl],
                     labels=None if label_map is None else label_map[sl],
-                    raw={raw_key: volume[sl]} if cfg.modality == "ct" else {}, spacing_mm=spacing,
+                    raw={raw_key: volume[sl]} if cfg.modality == "ct" else {},
+                    spacing_mm=spacing,
                 )
                 split[role].append(scan_id)
         _check_every_class_occurs(voxels, cfg)

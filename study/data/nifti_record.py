@@ -14,8 +14,9 @@ then takes slice axis 2 and label values 1..K, the importer's defaults, and chec
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from study.errors import DataError
 
@@ -43,14 +44,19 @@ def header_of(path: Path) -> Any:
         raise DataError(f"{path}: not a readable NIfTI file ({exc})") from None
 
 
-def import_record(slice_axis: int, per_slice: bool, classes: Mapping[str, Sequence[int]],
-                  paths: Iterable[Path]) -> dict[str, Any]:
+def import_record(
+    slice_axis: int, per_slice: bool, classes: Mapping[str, Sequence[int]], paths: Iterable[Path]
+) -> dict[str, Any]:
     """The record of an import of the images at ``paths`` (headers only)."""
     orientations, ndims = set(), set()
     for path in paths:
         image = header_of(path)
         orientations.add(orientation(image))
         ndims.add(len(image.shape))
-    return {"slice_axis": int(slice_axis), "per_slice": bool(per_slice),
-            "classes": {name: [int(v) for v in values] for name, values in classes.items()},
-            "orientations": sorted(orientations), "ndims": sorted(ndims)}
+    return {
+        "slice_axis": int(slice_axis),
+        "per_slice": bool(per_slice),
+        "classes": {name: [int(v) for v in values] for name, values in classes.items()},
+        "orientations": sorted(orientations),
+        "ndims": sorted(ndims),
+    }

@@ -47,11 +47,15 @@ class NetworkPadding:
         # A reflection mirrors the slice about its border pixel, so it needs more pixels than it adds.
         top, bottom, left, right = self.pads
         if mode == "reflect" and (max(top, bottom) >= self.height or max(left, right) >= self.width):
-            raise SpecError(f"scale.pad_mode=reflect: {self.height} x {self.width} px is too small to be "
-                            f"reflected up to {self.padded[0]} x {self.padded[1]}; use constant or replicate")
+            raise SpecError(
+                f"scale.pad_mode=reflect: {self.height} x {self.width} px is too small to be "
+                f"reflected up to {self.padded[0]} x {self.padded[1]}; use constant or replicate"
+            )
 
     def describe(self, mode: str) -> str:
         if not self.needed:
             return f"{self.height} x {self.width} px, no padding for a U-Net of {self.levels} levels"
-        return (f"{self.height} x {self.width} px padded to {self.padded[0]} x {self.padded[1]} for a U-Net of "
-                f"{self.levels} levels ({mode})")
+        return (
+            f"{self.height} x {self.width} px padded to {self.padded[0]} x {self.padded[1]} for a U-Net of "
+            f"{self.levels} levels ({mode})"
+        )

@@ -6,7 +6,7 @@ CT: raw HU clipped into three windows, stacked as channels, z-scored per slice a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

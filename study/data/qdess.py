@@ -38,8 +38,7 @@ class QDessParams:
                 raise DataError(f"qDESS parameter {name}={value!r} must be a positive number")
         if self.echo_time >= self.repetition_time:
             raise DataError(
-                f"qDESS echo_time={self.echo_time} ms must be shorter than "
-                f"repetition_time={self.repetition_time} ms"
+                f"qDESS echo_time={self.echo_time} ms must be shorter than repetition_time={self.repetition_time} ms"
             )
 
     def as_dict(self) -> dict[str, float]:

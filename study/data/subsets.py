@@ -8,7 +8,8 @@ Counts are in scans: volumes for MRI, slices for CT (a CT scan is one slice).
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -76,8 +77,7 @@ def pretraining_scans(split: Split, extent: float, seed: int = 0, rounding: Roun
     n_extra = math.ceil(n_extra)
     if n_extra > len(split.unlabeled):
         raise DataError(
-            f"pretraining extent {extent:g} needs {n_extra} unlabeled scans, "
-            f"the data set has {len(split.unlabeled)}"
+            f"pretraining extent {extent:g} needs {n_extra} unlabeled scans, the data set has {len(split.unlabeled)}"
         )
     pool = sorted(split.unlabeled)
     order = np.random.default_rng(seed).permutation(len(pool))
@@ -95,9 +95,7 @@ def guard_training_scans(split: Split, scan_ids: Sequence[str], purpose: str) ->
     leaked = [s for s in scan_ids if s in held_out]
     if leaked:
         role = "test" if leaked[0] in split.test else "validation"
-        raise DataError(
-            f"{purpose} would use {len(leaked)} held-out scan(s), e.g. {role} scan {leaked[0]!r}"
-        )
+        raise DataError(f"{purpose} would use {len(leaked)} held-out scan(s), e.g. {role} scan {leaked[0]!r}")
     return tuple(scan_ids)
 
 
@@ -111,8 +109,9 @@ def labeled_scans(split: Split, fraction: float, seed: int = 0, rounding: Roundi
     return guard_training_scans(split, subsets[float(fraction)], "fine-tuning")
 
 
-def check_selections(split: Split, rounding: Rounding, extents: Sequence[float], fractions: Sequence[float],
-                     seed: int = 0) -> None:
+def check_selections(
+    split: Split, rounding: Rounding, extents: Sequence[float], fractions: Sequence[float], seed: int = 0
+) -> None:
     """Draw every pretraining and label subset a study will ask of this split, so that a selection
     no trial could make is refused before the study starts (the errors name the value)."""
     for extent in extents:

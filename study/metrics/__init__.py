@@ -8,6 +8,7 @@ tensors; outputs are numpy / Python floats.
 
 from __future__ import annotations
 
+from study.constants import DEFAULT_NSD_TOLERANCE_MM
 from study.metrics._clinical import (
     CT_CLASSES,
     MRI_CLASSES,
@@ -21,7 +22,6 @@ from study.metrics._clinical import (
 )
 from study.metrics._dice import binarize, dice_per_class, dice_rows
 from study.metrics._inpainting import inpainting_l2
-from study.constants import DEFAULT_NSD_TOLERANCE_MM
 from study.metrics._surface import (
     EMPTY_POLICY,
     boundary_per_class,

@@ -95,13 +95,9 @@ class CtTissue:
         return {"area_cm2": self.area_cm2, "mean_hu": self.mean_hu}
 
 
-def _check_spacing(
-    spacing_mm: Sequence[float], lengths: tuple[int, ...], layout: str
-) -> tuple[float, ...]:
+def _check_spacing(spacing_mm: Sequence[float], lengths: tuple[int, ...], layout: str) -> tuple[float, ...]:
     values = tuple(spacing_mm)
-    ok = len(values) in lengths and all(
-        isinstance(v, numbers.Real) and math.isfinite(v) and v > 0 for v in values
-    )
+    ok = len(values) in lengths and all(isinstance(v, numbers.Real) and math.isfinite(v) and v > 0 for v in values)
     if not ok:
         raise DataError(f"spacing_mm={tuple(spacing_mm)!r} must be {layout}: positive sizes in mm")
     return tuple(float(v) for v in values)
@@ -114,9 +110,7 @@ def _check_t1(name: str, value: float) -> None:
 
 def _check_classes(class_names: Sequence[str], k: int) -> None:
     if len(class_names) != k:
-        raise ValueError(
-            f"{len(class_names)} class names {tuple(class_names)} for {k} mask channels"
-        )
+        raise ValueError(f"{len(class_names)} class names {tuple(class_names)} for {k} mask channels")
 
 
 def mri_clinical(
@@ -200,8 +194,7 @@ def ct_clinical(
     masks = as_masks(masks, "masks")
     if image.ndim not in (2, 3) or masks.ndim != image.ndim + 1 or masks.shape[1:] != image.shape:
         raise ValueError(
-            f"hu {image.shape} and masks {masks.shape} must be (H, W) and (K, H, W), "
-            "or (S, H, W) and (K, S, H, W)"
+            f"hu {image.shape} and masks {masks.shape} must be (H, W) and (K, H, W), or (S, H, W) and (K, S, H, W)"
         )
     _check_classes(class_names, masks.shape[0])
     row, col = _check_spacing(spacing_mm, (2, 3), "(row, col) or (slice, row, col)")[-2:]
@@ -249,15 +242,11 @@ def clinical_rows(
     pred_names = [t.class_name for t in pred]
     true_names = [t.class_name for t in true]
     if pred_names != true_names:
-        raise ValueError(
-            f"predicted classes {pred_names} differ from ground-truth classes {true_names}"
-        )
+        raise ValueError(f"predicted classes {pred_names} differ from ground-truth classes {true_names}")
     rows = []
     for p, t in zip(pred, true):
         if type(p) is not type(t):
-            raise ValueError(
-                f"class {p.class_name}: {type(p).__name__} compared with {type(t).__name__}"
-            )
+            raise ValueError(f"class {p.class_name}: {type(p).__name__} compared with {type(t).__name__}")
         row: dict[str, Any] = {"class": p.class_name}
         for metric, p_value in p.metrics().items():
             t_value = t.metrics()[metric]
@@ -287,8 +276,6 @@ def case_rows(case_id: str, *row_lists: Sequence[dict[str, Any]]) -> list[dict[s
                 if column == "class":
                     continue
                 if column in target:
-                    raise ValueError(
-                        f"column {column!r} appears in two row lists for case {case_id}"
-                    )
+                    raise ValueError(f"column {column!r} appears in two row lists for case {case_id}")
                 target[column] = value
     return merged

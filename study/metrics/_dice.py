@@ -42,15 +42,12 @@ def binarize(logits: Any, threshold: float = 0.5) -> np.ndarray:
 def _empty_value(empty: float | str) -> float:
     if isinstance(empty, str):
         if empty not in EMPTY_POLICIES:
-            raise SpecError(
-                f"dice empty={empty!r} must be a number or one of {', '.join(EMPTY_POLICIES)}"
-            )
+            raise SpecError(f"dice empty={empty!r} must be a number or one of {', '.join(EMPTY_POLICIES)}")
         return EMPTY_POLICIES[empty]
     if isinstance(empty, numbers.Real) and not isinstance(empty, bool):
         if math.isnan(empty) or 0.0 <= empty <= 1.0:
             return float(empty)
-    raise SpecError(f"dice empty={empty!r} must be NaN, a number in [0, 1] or one of "
-                    f"{', '.join(EMPTY_POLICIES)}")
+    raise SpecError(f"dice empty={empty!r} must be NaN, a number in [0, 1] or one of {', '.join(EMPTY_POLICIES)}")
 
 
 def as_masks(masks: Any, name: str) -> np.ndarray:
@@ -89,9 +86,7 @@ def dice_per_class(pred_mask: Any, true_mask: Any, empty: float | str = "nan") -
     if pred.shape != true.shape:
         raise ValueError(f"pred_mask shape {pred.shape} differs from true_mask shape {true.shape}")
     if pred.ndim < 2:
-        raise ValueError(
-            f"masks have shape {pred.shape}; expected (K, ...) with a class axis first"
-        )
+        raise ValueError(f"masks have shape {pred.shape}; expected (K, ...) with a class axis first")
     pred = pred.reshape(pred.shape[0], -1)
     true = true.reshape(true.shape[0], -1)
     intersection = np.logical_and(pred, true).sum(axis=1, dtype=np.int64)

@@ -26,9 +26,7 @@ def inpainting_l2(restored: Any, original: Any) -> np.ndarray:
     restored = to_numpy(restored).astype(np.float64, copy=False)
     original = to_numpy(original).astype(np.float64, copy=False)
     if restored.shape != original.shape:
-        raise ValueError(
-            f"restored shape {restored.shape} differs from original shape {original.shape}"
-        )
+        raise ValueError(f"restored shape {restored.shape} differs from original shape {original.shape}")
     if restored.ndim != 4:
         raise ValueError(f"images have shape {restored.shape}; expected (B, C, H, W)")
     error = (restored - original).reshape(*restored.shape[:2], -1)

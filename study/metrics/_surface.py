@@ -54,6 +54,7 @@ from study.metrics._dice import as_masks
 HD_PERCENTILE = 95.0
 EMPTY_POLICY = "nan_if_both_empty_worst_if_one"  # both empty: NaN; one empty: NSD 0, HD95 the case's diagonal
 
+
 def check_tolerances(tolerances: Mapping[str, Any] | None) -> dict[str, float]:
     """The defaults (:data:`study.constants.DEFAULT_NSD_TOLERANCE_MM`) updated with ``tolerances``
     (class name -> mm, ``default`` for any other class); :class:`SpecError` for a value that is not
@@ -115,7 +116,9 @@ def diagonal_mm(shape: Sequence[int], spacing_mm: Sequence[float]) -> float:
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing_mm))))
 
 
-def nsd_hd95(pred: np.ndarray, true: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float) -> tuple[float, float]:
+def nsd_hd95(
+    pred: np.ndarray, true: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float
+) -> tuple[float, float]:
     """(NSD at ``tolerance_mm``, HD95 in mm) of one class of one case, under the empty-mask policy."""
     pred, true = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
     has_pred, has_true = bool(pred.any()), bool(true.any())
@@ -124,13 +127,16 @@ def nsd_hd95(pred: np.ndarray, true: np.ndarray, spacing_mm: Sequence[float], to
     if has_pred != has_true:
         return 0.0, diagonal_mm(pred.shape, spacing_mm)
     d_pred, d_true = surface_distances(pred, true, spacing_mm)
-    nsd = (np.count_nonzero(d_pred <= tolerance_mm) + np.count_nonzero(d_true <= tolerance_mm)) / (d_pred.size + d_true.size)
+    nsd = (np.count_nonzero(d_pred <= tolerance_mm) + np.count_nonzero(d_true <= tolerance_mm)) / (
+        d_pred.size + d_true.size
+    )
     hd95 = max(np.percentile(d_pred, HD_PERCENTILE), np.percentile(d_true, HD_PERCENTILE))
     return float(nsd), float(hd95)
 
 
-def boundary_per_class(pred_mask: Any, true_mask: Any, spacing_mm: Sequence[float],
-                       tolerances_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def boundary_per_class(
+    pred_mask: Any, true_mask: Any, spacing_mm: Sequence[float], tolerances_mm: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """NSD and HD95 of each class of ONE case: masks (K, ...) with any spatial rank after the class
     axis, one spacing value (mm) per spatial axis, one tolerance (mm) per class. Float64 (K,) each."""
     pred, true = as_masks(pred_mask, "pred_mask"), as_masks(true_mask, "true_mask")
@@ -142,8 +148,13 @@ def boundary_per_class(pred_mask: Any, true_mask: Any, spacing_mm: Sequence[floa
     return np.array([v[0] for v in values], dtype=np.float64), np.array([v[1] for v in values], dtype=np.float64)
 
 
-def boundary_rows(pred_mask: Any, true_mask: Any, class_names: Sequence[str], spacing_mm: Sequence[float],
-                  tolerances_mm: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def boundary_rows(
+    pred_mask: Any,
+    true_mask: Any,
+    class_names: Sequence[str],
+    spacing_mm: Sequence[float],
+    tolerances_mm: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Per-case table rows ``{"class", "nsd", "hd95", "nsd_tol_mm"}`` of one case (K, S, H, W),
     measured as :func:`case_geometry` says with the per-class tolerances (defaults:
     :data:`DEFAULT_NSD_TOLERANCE_MM`)."""
@@ -155,5 +166,7 @@ def boundary_rows(pred_mask: Any, true_mask: Any, class_names: Sequence[str], sp
         pred, true = pred[:, 0], true[:, 0]
     tolerances = class_tolerances(class_names, tolerances_mm)
     nsd, hd95 = boundary_per_class(pred, true, spacing, tolerances)
-    return [{"class": name, "nsd": float(n), "hd95": float(h), "nsd_tol_mm": tol}
-            for name, n, h, tol in zip(class_names, nsd, hd95, tolerances)]
+    return [
+        {"class": name, "nsd": float(n), "hd95": float(h), "nsd_tol_mm": tol}
+        for name, n, h, tol in zip(class_names, nsd, hd95, tolerances)
+    ]

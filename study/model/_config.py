@@ -20,7 +20,6 @@ Architecture = Literal["default", "authors"]
 ARCHITECTURES: tuple[str, ...] = ("default", "authors")
 
 
-
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture of :class:`study.model.UNet`.

@@ -55,7 +55,9 @@ def unet_state_size(config: UNetConfig) -> StateSize:
     per_norm = (2, 2 * g) if config.norm_running_stats else (0, 0)  # (tensors, elements) of the statistics
 
     def block(c_in: int, c: int) -> StateSize:
-        return StateSize(c_in * c * 9 + c + c * c * 9 + c + norms * (2 * c + per_norm[1]), 4 + norms * (2 + per_norm[0]))
+        return StateSize(
+            c_in * c * 9 + c + c * c * 9 + c + norms * (2 * c + per_norm[1]), 4 + norms * (2 + per_norm[0])
+        )
 
     parts = [block(config.in_channels if i == 0 else w[i - 1], w[i]) for i in range(config.levels)]
     for i in range(1, config.levels):

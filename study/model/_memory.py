@@ -102,8 +102,12 @@ def activation_bytes(config: UNetConfig, batch: int, height: int, width: int, po
     x = _Tensor(batch * config.in_channels * height * width, FLOAT32, saved=True)  # the batch: not an activation
     skips = []
     for i in range(config.levels - 1):
-        x = walk.level(x if i == 0 else walk.pool(x), config.in_channels if i == 0 else w[i - 1], w[i],
-                       (height >> i) * (width >> i))
+        x = walk.level(
+            x if i == 0 else walk.pool(x),
+            config.in_channels if i == 0 else w[i - 1],
+            w[i],
+            (height >> i) * (width >> i),
+        )
         skips.append(x)
     x = walk.level(walk.pool(x), w[-2], w[-1], (height >> (config.levels - 1)) * (width >> (config.levels - 1)))
     for i in range(config.levels - 1, 0, -1):
@@ -131,7 +135,9 @@ class TrainingMemory(NamedTuple):
         return sum(self)
 
 
-def training_memory(config: UNetConfig, batch: int, height: int, width: int, policy: Policy = CUDA_BF16) -> TrainingMemory:
+def training_memory(
+    config: UNetConfig, batch: int, height: int, width: int, policy: Policy = CUDA_BF16
+) -> TrainingMemory:
     """What one training step of ``batch`` images of ``height`` x ``width`` holds.
 
     Beyond the counted activations: ``backward`` allows four float32 feature maps of the first
@@ -143,7 +149,9 @@ def training_memory(config: UNetConfig, batch: int, height: int, width: int, pol
     params = unet_state_size(config).elements
     top = batch * height * width
     return TrainingMemory(
-        weights=FLOAT32 * params, gradients=FLOAT32 * params, adam=2 * FLOAT32 * params,
+        weights=FLOAT32 * params,
+        gradients=FLOAT32 * params,
+        adam=2 * FLOAT32 * params,
         activations=activation_bytes(config, batch, height, width, policy),
         backward=FLOAT32 * top * (4 * config.widths[0] + 2 * config.out_channels),
         batch=FLOAT32 * top * (config.in_channels + config.out_channels),

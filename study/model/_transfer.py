@@ -19,7 +19,6 @@ from study.constants import SCHEDULES, SCOPES, Schedule, TransferScope
 from study.errors import SpecError
 from study.model._unet import GROUPS, group_of, parameter_groups, unwrap
 
-
 # The head is absent from every scope: its output channels differ between the tasks.
 _SCOPE_GROUPS: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -129,7 +128,9 @@ def transfer_weights(
         plan.append((name, source[name]))
     extra = sorted(k for k in source if k not in target_state and _group_or_none(k) in groups)
     if extra:
-        raise SpecError(f"pretrained weights hold {len(extra)} {'/'.join(groups)} tensors the target lacks, e.g. {extra[0]!r}")
+        raise SpecError(
+            f"pretrained weights hold {len(extra)} {'/'.join(groups)} tensors the target lacks, e.g. {extra[0]!r}"
+        )
 
     # Checked everything first, so a failure above leaves the target as it was.
     with torch.no_grad():

@@ -93,9 +93,7 @@ class UNet(nn.Module):
         # Checked here because a wrong size otherwise fails deep inside torch.cat with a shape
         # message that names neither the image size nor the depth.
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"UNet expects (B, {self.config.in_channels}, H, W) input, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"UNet expects (B, {self.config.in_channels}, H, W) input, got shape {tuple(x.shape)}")
         self.config.check_input_size(int(x.shape[-2]), int(x.shape[-1]))
 
 

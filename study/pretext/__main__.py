@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from study._cli import ArgumentParser
-from study.errors import DataError, SpecError, StudyError
 from study.constants import PAPER_PATCH_SIZES
+from study.errors import DataError, SpecError, StudyError
 from study.pretext._preview import preview_figure, render_preview, synthetic_image
 
 
@@ -32,15 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         "column per patch size, as in Figure 1 of Dominic et al. 2023.",
     )
     preview.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    preview.add_argument(
-        "--size", type=int, default=128, help="side of the synthetic image in px (default 128)"
-    )
-    preview.add_argument(
-        "--image", type=Path, help="a .npy image (H, W) or (C, H, W) instead of the synthetic one"
-    )
-    preview.add_argument(
-        "--seed", type=int, default=0, help="seed of the masks and the synthetic image (default 0)"
-    )
+    preview.add_argument("--size", type=int, default=128, help="side of the synthetic image in px (default 128)")
+    preview.add_argument("--image", type=Path, help="a .npy image (H, W) or (C, H, W) instead of the synthetic one")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the masks and the synthetic image (default 0)")
     preview.add_argument(
         "--patch-sizes",
         default=",".join(str(k) for k in PAPER_PATCH_SIZES),
@@ -53,9 +47,7 @@ def _patch_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise SpecError(
-            f"--patch-sizes must be comma-separated integers like 64,32,16,8, got {text!r}"
-        ) from None
+        raise SpecError(f"--patch-sizes must be comma-separated integers like 64,32,16,8, got {text!r}") from None
     if any(k < 1 for k in sizes):
         raise SpecError(f"--patch-sizes must be integers >= 1, got {text!r}")
     return sizes

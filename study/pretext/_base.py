@@ -68,8 +68,7 @@ def check_fits(patch_size: int, height: int, width: int, *, paired: bool = False
         raise SpecError(f"image size must be positive, got {height} x {width}")
     if patch_size > min(height, width):
         raise SpecError(
-            f"patch_size {patch_size} does not fit a {height} x {width} image: "
-            f"must be in [1, {min(height, width)}]"
+            f"patch_size {patch_size} does not fit a {height} x {width} image: must be in [1, {min(height, width)}]"
         )
     if paired and max(height, width) < 2 * patch_size:
         raise SpecError(
@@ -111,9 +110,7 @@ class PatchSampler(ABC):
     disjoint: ClassVar[bool] = False
 
     @abstractmethod
-    def sample(
-        self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False
-    ) -> np.ndarray:
+    def sample(self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False) -> np.ndarray:
         """Top-left corners ``(N, 2)`` int64 ``(row, col)``; swap pairs consecutive if paired."""
 
     def sample_many(

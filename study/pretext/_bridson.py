@@ -40,8 +40,7 @@ import numpy as np
 # in the centre cell (the 5 x 5 block without its corners, where both offsets exceed K), keeping
 # only the forward half: a pair of cells is then looked at once.
 _FORWARD_CELLS = np.array(
-    [(dy, dx) for dy in range(3) for dx in range(-2, 3)
-     if abs(dy) + abs(dx) < 4 and (dy, dx) > (0, 0)],
+    [(dy, dx) for dy in range(3) for dx in range(-2, 3) if abs(dy) + abs(dx) < 4 and (dy, dx) > (0, 0)],
     dtype=np.int64,
 )
 # Bounds the (active x candidates) arrays of one round; beyond it a random subset goes first.
@@ -105,9 +104,7 @@ def grow_poisson_disc(
         stay, prop = _first_free(points[active], owner[active], candidates, r2, raster, rng)
         stay = active[stay]
         prop_set = owner[stay]
-        won = _resolve(
-            prop_set, prop, r2, k, rng, proposal_grid, grid_rows, grid_cols, cell_offsets
-        )
+        won = _resolve(prop_set, prop, r2, k, rng, proposal_grid, grid_rows, grid_cols, cell_offsets)
         new_set, new = prop_set[won], prop[won]
 
         # A set about to pass its limit keeps its proposals of highest priority (won's order).

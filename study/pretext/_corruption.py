@@ -33,7 +33,6 @@ from study.pretext._poisson_disc import PoissonDiscSampler
 from study.pretext._random import RandomSampler
 
 
-
 def scaled_patch_size(k_at_512: int, image_size: int) -> int:
     """The paper's patch size K (given for 512 x 512 images) at another image size.
 

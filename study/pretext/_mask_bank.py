@@ -83,9 +83,7 @@ class MaskBank:
         self._copies: dict[torch.device, _Tensors] = {torch.device("cpu"): cpu}
 
     @classmethod
-    def build(
-        cls, config: CorruptionConfig, image_shape: tuple[int, int], seed: SeedLike
-    ) -> MaskBank:
+    def build(cls, config: CorruptionConfig, image_shape: tuple[int, int], seed: SeedLike) -> MaskBank:
         """Draw ``config.n_masks`` masks for ``image_shape = (H, W)`` from ``seed`` (an int or a
         ``numpy.random.Generator``) with the configured sampler and task."""
         height, width = image_shape
@@ -118,9 +116,7 @@ class MaskBank:
         c = self._copies[torch.device("cpu")]
         return sum(t.numel() * t.element_size() for t in (c.dst, c.src) if t is not None)
 
-    def draw(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A fresh ``(mask_ids, turns)`` pair of int64 ``(B,)`` tensors on the generator's device:
         one mask and one quarter-turn count (from :attr:`rotations`) per image."""
         device = generator.device if generator is not None else torch.device("cpu")
@@ -147,9 +143,7 @@ class MaskBank:
         corrupted, dst = self._apply(x, ids, turns)
         return corrupted, _changed(dst, x.shape)
 
-    def apply(
-        self, x: torch.Tensor, mask_ids: torch.Tensor, turns: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(self, x: torch.Tensor, mask_ids: torch.Tensor, turns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Corrupt image ``b`` of ``x (B, C, H, W)`` with mask ``mask_ids[b]`` turned ``turns[b]``
         quarter turns counter-clockwise (each in :attr:`rotations`), the same on every channel.
 
@@ -159,15 +153,12 @@ class MaskBank:
         ids, quarter = torch.as_tensor(mask_ids).cpu(), torch.as_tensor(turns).cpu()
         if ids.shape != (x.shape[0],) or quarter.shape != (x.shape[0],):
             raise SpecError(
-                f"mask_ids and turns must have shape ({x.shape[0]},), "
-                f"got {tuple(ids.shape)} and {tuple(quarter.shape)}"
+                f"mask_ids and turns must have shape ({x.shape[0]},), got {tuple(ids.shape)} and {tuple(quarter.shape)}"
             )
         if ids.min() < 0 or ids.max() >= self.n_masks:
             raise SpecError(f"mask_ids must lie in [0, {self.n_masks - 1}], got {ids.tolist()}")
         if not torch.isin(quarter, torch.tensor(self.rotations)).all():
-            raise SpecError(
-                f"turns must be among {list(self.rotations)} for this bank, got {quarter.tolist()}"
-            )
+            raise SpecError(f"turns must be among {list(self.rotations)} for this bank, got {quarter.tolist()}")
         corrupted, dst = self._apply(x, ids, quarter)
         return corrupted, _changed(dst, x.shape)
 
@@ -179,13 +170,9 @@ class MaskBank:
     def _check_batch(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or tuple(x.shape[-2:]) != self.image_shape:
             height, width = self.image_shape
-            raise SpecError(
-                f"MaskBank was built for batches (B, C, {height}, {width}), got {tuple(x.shape)}"
-            )
+            raise SpecError(f"MaskBank was built for batches (B, C, {height}, {width}), got {tuple(x.shape)}")
 
-    def _apply(
-        self, x: torch.Tensor, mask_ids: torch.Tensor, turns: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _apply(self, x: torch.Tensor, mask_ids: torch.Tensor, turns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The corrupted batch and the flat indices it changed, ``(B, L)``."""
         batch, channels, height, width = x.shape
         bank = self._on(x.device)

@@ -81,9 +81,7 @@ class PoissonDiscSampler(PatchSampler):
         if not isinstance(self.spread, bool):
             raise SpecError(f"{owner}.spread must be true or false, got {self.spread!r}")
 
-    def sample(
-        self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False
-    ) -> np.ndarray:
+    def sample(self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False) -> np.ndarray:
         return self.sample_many(1, height, width, rng, paired=paired)[0]
 
     def sample_many(

@@ -89,9 +89,7 @@ def preview_figure(
     if array.ndim == 3:
         array = array[0]
     if array.ndim != 2 or min(array.shape) < 2 or not np.isfinite(array).all():
-        raise SpecError(
-            f"preview image must be a finite (H, W) or (C, H, W) array, got shape {np.shape(image)}"
-        )
+        raise SpecError(f"preview image must be a finite (H, W) or (C, H, W) array, got shape {np.shape(image)}")
     if not patch_sizes_512:
         raise SpecError("preview needs at least one patch size")
     original = _zscore(array)

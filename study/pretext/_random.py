@@ -43,9 +43,7 @@ class RandomSampler(PatchSampler):
         object.__setattr__(self, "patch_size", patch_size)
         object.__setattr__(self, "coverage", check_coverage("RandomSampler", self.coverage))
 
-    def sample(
-        self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False
-    ) -> np.ndarray:
+    def sample(self, height: int, width: int, rng: np.random.Generator, *, paired: bool = False) -> np.ndarray:
         k = self.patch_size
         check_fits(k, height, width, paired=paired)
         target = math.ceil(self.coverage * height * width)
@@ -62,9 +60,7 @@ class RandomSampler(PatchSampler):
             batch = len(corners)
 
 
-def _draw(
-    n: int, height: int, width: int, k: int, rng: np.random.Generator, paired: bool
-) -> np.ndarray:
+def _draw(n: int, height: int, width: int, k: int, rng: np.random.Generator, paired: bool) -> np.ndarray:
     """``n`` uniform corners; if paired, ``n`` rounded up to even, as interleaved disjoint pairs."""
     high = np.array([height - k + 1, width - k + 1])
     if not paired:
@@ -83,9 +79,7 @@ def _draw(
     return out
 
 
-def _count_reaching(
-    corners: np.ndarray, target: int, height: int, width: int, k: int, paired: bool
-) -> int | None:
+def _count_reaching(corners: np.ndarray, target: int, height: int, width: int, k: int, paired: bool) -> int | None:
     """Smallest prefix of ``corners`` whose union has ``target`` pixels (None if none does).
 
     Each pixel records the first patch that covers it; the union of the first n patches is then

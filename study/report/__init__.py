@@ -12,32 +12,76 @@ import html
 import math
 import numbers
 import time
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from study import axes as design_axes
 from study.analysis import Analysis, AnalysisSettings, analyze
-from study.records import Status, TrialRecord
+from study.design import axes as design_axes
+from study.folder.records import Status, TrialRecord
+from study.folder.store import StudyStore
 from study.report import _figures as figures
-from study.store import StudyStore
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
-RANKING_SHOWN = ["rank", "strategy", "n", "median_diff", "hl_shift", "hl_ci_low", "hl_ci_high", "rank_biserial",
-                 "p", "p_holm", "p_bh", "beats_baseline", "best_set", "p_worse", "p_equivalent", "p_better", "p_top_k",
-                 "underpowered", "incomplete"]
+RANKING_SHOWN = [
+    "rank",
+    "strategy",
+    "n",
+    "median_diff",
+    "hl_shift",
+    "hl_ci_low",
+    "hl_ci_high",
+    "rank_biserial",
+    "p",
+    "p_holm",
+    "p_bh",
+    "beats_baseline",
+    "best_set",
+    "p_worse",
+    "p_equivalent",
+    "p_better",
+    "p_top_k",
+    "underpowered",
+    "incomplete",
+]
 
 
 # How a column's numbers read: differences signed, p-values without exponents, counts as integers.
-SIGNED = {"median_diff", "median_diff_ci_low", "median_diff_ci_high", "hl_shift", "hl_ci_low", "hl_ci_high",
-          "rank_biserial", "rank_biserial_ci_low", "rank_biserial_ci_high", "mean_diff", "ci_low", "ci_high", "diff"}
+SIGNED = {
+    "median_diff",
+    "median_diff_ci_low",
+    "median_diff_ci_high",
+    "hl_shift",
+    "hl_ci_low",
+    "hl_ci_high",
+    "rank_biserial",
+    "rank_biserial_ci_low",
+    "rank_biserial_ci_high",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "diff",
+}
 P_VALUES = {"p", "p_holm", "p_bh", "p_step"}
-COUNTS = {"rank", "n", "n_zero", "n_trials", "n_slices", "cells", "levels", "cases_needed", "statistic",
-          "n_strategies", "missing", *(a.flat for a in design_axes.AXES if a.type is int)}
+COUNTS = {
+    "rank",
+    "n",
+    "n_zero",
+    "n_trials",
+    "n_slices",
+    "cells",
+    "levels",
+    "cases_needed",
+    "statistic",
+    "n_strategies",
+    "missing",
+    *(a.flat for a in design_axes.AXES if a.type is int),
+}
 SHARES = {"p_top_k", "positive", "importance", "null_mean", "null_high", "p_worse", "p_equivalent", "p_better"}
 
 
@@ -58,7 +102,13 @@ def number(column: str, v: object) -> str:
         return f"{v:+.3f}"
     if column in SHARES:
         return f"{v:.2f}"
-    return f"{v:.3g}" if abs(v) >= 1000 or (v != 0 and abs(v) < 0.001) else f"{v:.3f}".rstrip("0").rstrip(".") if v.is_integer() else f"{v:.3f}"
+    return (
+        f"{v:.3g}"
+        if abs(v) >= 1000 or (v != 0 and abs(v) < 0.001)
+        else f"{v:.3f}".rstrip("0").rstrip(".")
+        if v.is_integer()
+        else f"{v:.3f}"
+    )
 
 
 def _breakable(text: str) -> str:
@@ -71,27 +121,33 @@ def _breakable(text: str) -> str:
     return escaped
 
 
-def _table(frame: pd.DataFrame, attrs: str = "", columns: list[str] | None = None,
-           row_class: Callable[[object], str] | None = None) -> str:
+def _table(
+    frame: pd.DataFrame,
+    attrs: str = "",
+    columns: list[str] | None = None,
+    row_class: Callable[[object], str] | None = None,
+) -> str:
     """An HTML table; ``row_class`` names a row's class (the ranking marks rows that beat the baseline)."""
     frame = frame[[c for c in (columns or list(frame.columns)) if c in frame]]
     text = {c: not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in frame}
     head = "".join(f'<th class="{"text" if text[c] else ""}">{_breakable(str(c))}</th>' for c in frame)
     rows = []
     for row in frame.itertuples(index=False):
-        cells = "".join(f'<td class="text">{_breakable(number(c, v))}</td>' if text[c] else f"<td>{number(c, v)}</td>"
-                        for c, v in zip(frame.columns, row))
+        cells = "".join(
+            f'<td class="text">{_breakable(number(c, v))}</td>' if text[c] else f"<td>{number(c, v)}</td>"
+            for c, v in zip(frame.columns, row)
+        )
         cls = row_class(row) if row_class else ""
         rows.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _section(title: str, body: str, caption: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{body}<p class=\"caption\">{html.escape(caption)}</p></section>"
+    return f'<section><h2>{html.escape(title)}</h2>{body}<p class="caption">{html.escape(caption)}</p></section>'
 
 
 def _missing(title: str, why: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2><p class=\"note\">Left out: {html.escape(why)}</p></section>"
+    return f'<section><h2>{html.escape(title)}</h2><p class="note">Left out: {html.escape(why)}</p></section>'
 
 
 def _image(fig, folder: Path, stem: str, alt: str) -> str:
@@ -108,20 +164,32 @@ def _level(value: object) -> str:
 
 def _axes(spec: dict) -> list[tuple[str, list]]:
     """The study's design as (field, levels) rows, as a reader scans them."""
-    rows: list[tuple[str, list]] = [("datasets", spec.get("datasets", [])), ("label_fractions", spec.get("label_fractions", []))]
+    rows: list[tuple[str, list]] = [
+        ("datasets", spec.get("datasets", [])),
+        ("label_fractions", spec.get("label_fractions", [])),
+    ]
     for section in ("pretraining", "finetuning"):
         for name, levels in (spec.get(section) or {}).items():
             rows.append((f"{section}.{name}", levels if isinstance(levels, list) else [levels]))
     base = spec.get("baseline") or {}
-    rows.append(("baseline", ["on" if base.get("enabled", True) else "off"] + ([f"lr {base['lr']}"] if base.get("lr") else [])))
+    rows.append(
+        ("baseline", ["on" if base.get("enabled", True) else "off"] + ([f"lr {base['lr']}"] if base.get("lr") else []))
+    )
     search = spec.get("search") or {}
-    rows.append(("search", [search.get("algorithm", "grid")] + ([f"{search['num_samples']} samples"]
-                                                                 if search.get("num_samples") else [])))
+    rows.append(
+        (
+            "search",
+            [search.get("algorithm", "grid")]
+            + ([f"{search['num_samples']} samples"] if search.get("num_samples") else []),
+        )
+    )
     rows.append(("seeds", spec.get("seeds") or [spec.get("seed")]))
     scale = spec.get("scale") or {}
     rows.append(("scale", [scale.get("profile", "laptop") if isinstance(scale, dict) else scale]))
     res = spec.get("resources") or {}
-    rows.append(("resources per trial", [f"{res.get('cpus_per_trial', 1):g} CPU", f"{res.get('gpus_per_trial', 0):g} GPU"]))
+    rows.append(
+        ("resources per trial", [f"{res.get('cpus_per_trial', 1):g} CPU", f"{res.get('gpus_per_trial', 0):g} GPU"])
+    )
     rows.append(("analysis", [f"pairing {(spec.get('analysis') or {}).get('pairing', 'per_case')}"]))
     return rows
 
@@ -131,7 +199,7 @@ def _resolved(spec: dict) -> list[tuple[str, list]]:
     (the laptop profile's)`` rather than null."""
     rows = _axes(spec)
     try:
-        from study.spec import StudySpec
+        from study.design.spec import StudySpec
 
         full = StudySpec.model_validate(spec)
     except Exception:  # noqa: BLE001 - a spec this version cannot read: shown as written
@@ -152,7 +220,7 @@ def _resolved(spec: dict) -> list[tuple[str, list]]:
 def _plan_table(state: dict, results: list[TrialRecord]) -> str:
     """Every planned trial as a cell (data set and strategy by label fraction): its test Dice, or
     why it has none."""
-    from study.plan import TrialPoint
+    from study.design.plan import TrialPoint
 
     by_id = {r.trial_id: r for r in results}
     points = []
@@ -162,7 +230,8 @@ def _plan_table(state: dict, results: list[TrialRecord]) -> str:
         except (TypeError, KeyError, ValueError):
             continue  # an entry this version cannot rebuild; its record still counts above
     cells = [(p.dataset, p.strategy, p.label_fraction, p.id) for p in points] or [
-        (r.dataset, r.strategy, r.label_fraction, r.trial_id) for r in results]
+        (r.dataset, r.strategy, r.label_fraction, r.trial_id) for r in results
+    ]
     if not cells:
         return ""
 
@@ -174,11 +243,17 @@ def _plan_table(state: dict, results: list[TrialRecord]) -> str:
             return f"{r.dice:.3f}" if r.dice is not None else "finished"
         return r.status.value
 
-    frame = pd.DataFrame([{"data set": ds, "strategy": st, "fraction": f"{fr:g}", "cell": shown(tid)}
-                          for ds, st, fr, tid in cells])
+    frame = pd.DataFrame(
+        [{"data set": ds, "strategy": st, "fraction": f"{fr:g}", "cell": shown(tid)} for ds, st, fr, tid in cells]
+    )
     # Several trials in one cell (a searched lr, several seeds): each shown, in plan order.
-    grid = (frame.groupby(["data set", "strategy", "fraction"], sort=True)["cell"].agg(" / ".join)
-            .unstack("fraction").reset_index().fillna(""))
+    grid = (
+        frame.groupby(["data set", "strategy", "fraction"], sort=True)["cell"]
+        .agg(" / ".join)
+        .unstack("fraction")
+        .reset_index()
+        .fillna("")
+    )
     fractions = sorted((c for c in grid.columns if c not in ("data set", "strategy")), key=float)
     grid = grid[["data set", "strategy", *fractions]]
     grid.columns = ["data set", "strategy", *[f"test Dice @{f}" for f in fractions]]
@@ -198,25 +273,46 @@ def _effects(analysis: Analysis, folder: Path) -> str:
     for ds, part in analysis.effects.groupby("dataset", sort=True):
         attrs = f'class="effects" data-dataset="{html.escape(str(ds), quote=True)}"'
         body += f"<h3>{html.escape(str(ds))}</h3>" + _table(
-            part, attrs, ["axis", "level", "n_trials", "n", "mean_diff", "ci_low", "ci_high", "positive", "baseline_at",
-                          "missing", "resampled", "incomplete"], row_class=mark)
+            part,
+            attrs,
+            [
+                "axis",
+                "level",
+                "n_trials",
+                "n",
+                "mean_diff",
+                "ci_low",
+                "ci_high",
+                "positive",
+                "baseline_at",
+                "missing",
+                "resampled",
+                "incomplete",
+            ],
+            row_class=mark,
+        )
         imp = analysis.importance[analysis.importance["dataset"] == ds] if not analysis.importance.empty else None
         if imp is not None and not imp.empty:
-            body += _table(imp, f'class="importance" data-dataset="{html.escape(str(ds), quote=True)}"',
-                           ["axis", "importance", "null_mean", "null_high", "p", "p_holm", "important", "levels",
-                            "n_strategies"])
+            body += _table(
+                imp,
+                f'class="importance" data-dataset="{html.escape(str(ds), quote=True)}"',
+                ["axis", "importance", "null_mean", "null_high", "p", "p_holm", "important", "levels", "n_strategies"],
+            )
     pairing = "one pair per unit" if analysis.settings.pairing == "per_case" else "pairs per unit and label fraction"
-    return _section(title, body,
-                    "Each level of each design axis on its own: the strategies with that level, each at its selected "
-                    "learning rate (the trials the ranking uses), paired with the supervised baseline at its selected "
-                    f"learning rate as the ranking pairs ({pairing}); a learning rate: every pretrained trial at that "
-                    "rate against the baseline at the same rate. Mean paired difference in Dice with a 95 % percentile "
-                    "bootstrap interval over the units, and the seeds when there are several (green: above 0, red: "
-                    "below). Marginal over the study's other axes; missing: configurations the level lacks that other "
-                    "levels of its axis have (stopped, failed or not drawn), so it averages the rest only. Importance: "
-                    "eta squared, the share of the strategies' mean paired differences' sum of squares between the "
-                    "axis's level means, beside its null (values shuffled across strategies: mean and 1 - alpha "
-                    "quantile); important where the Holm-adjusted permutation p is at most alpha.")
+    return _section(
+        title,
+        body,
+        "Each level of each design axis on its own: the strategies with that level, each at its selected "
+        "learning rate (the trials the ranking uses), paired with the supervised baseline at its selected "
+        f"learning rate as the ranking pairs ({pairing}); a learning rate: every pretrained trial at that "
+        "rate against the baseline at the same rate. Mean paired difference in Dice with a 95 % percentile "
+        "bootstrap interval over the units, and the seeds when there are several (green: above 0, red: "
+        "below). Marginal over the study's other axes; missing: configurations the level lacks that other "
+        "levels of its axis have (stopped, failed or not drawn), so it averages the rest only. Importance: "
+        "eta squared, the share of the strategies' mean paired differences' sum of squares between the "
+        "axis's level means, beside its null (values shuffled across strategies: mean and 1 - alpha "
+        "quantile); important where the Holm-adjusted permutation p is at most alpha.",
+    )
 
 
 def _drill_down(analysis: Analysis, shown: int = 5) -> str:
@@ -232,13 +328,20 @@ def _drill_down(analysis: Analysis, shown: int = 5) -> str:
             return f'class="cases {kind}" data-dataset="{html.escape(str(ds), quote=True)}"'
 
         columns = ["unit", "dice", "dice_baseline", "diff", "cells"]
-        body += (f"<h3>{html.escape(str(ds))}: {html.escape(strategy)}</h3>"
-                 f"<p>Helps most ({len(part)} units in all, {int((part['diff'] > 0).sum())} better than the baseline):</p>"
-                 + _table(part.head(shown), attrs("helps"), columns)
-                 + "<p>Hurts most:</p>" + _table(part.tail(shown).iloc[::-1], attrs("hurts"), columns))
-    return _section(title, body, "The test cases (or patients) where the chosen strategy gains most and loses most "
-                    "against the supervised baseline: class-averaged Dice averaged over the pooled label fractions "
-                    "and seeds (cells: how many fraction x seed pairs).")
+        body += (
+            f"<h3>{html.escape(str(ds))}: {html.escape(strategy)}</h3>"
+            f"<p>Helps most ({len(part)} units in all, {int((part['diff'] > 0).sum())} better than the baseline):</p>"
+            + _table(part.head(shown), attrs("helps"), columns)
+            + "<p>Hurts most:</p>"
+            + _table(part.tail(shown).iloc[::-1], attrs("hurts"), columns)
+        )
+    return _section(
+        title,
+        body,
+        "The test cases (or patients) where the chosen strategy gains most and loses most "
+        "against the supervised baseline: class-averaged Dice averaged over the pooled label fractions "
+        "and seeds (cells: how many fraction x seed pairs).",
+    )
 
 
 def _boundary(table: pd.DataFrame, analysis: Analysis) -> str:
@@ -249,11 +352,14 @@ def _boundary(table: pd.DataFrame, analysis: Analysis) -> str:
     frame = boundary_summary(table, analysis.chosen, analysis.settings.baseline)
     if frame.empty:
         return _missing(title, "the per-case tables carry no NSD or HD95 (trials run before they were recorded).")
-    return _section(title, _table(frame, 'class="boundary"'),
-                    "Per class, the chosen strategy and the supervised baseline: mean test Dice, normalised surface "
-                    "distance at the class's tolerance (nsd_tol_mm) and the 95th-percentile Hausdorff distance in mm "
-                    "(mean and median), over the cases where the class is present; python -m study.analyze NAME "
-                    "--metric nsd (or hd95) ranks by them.")
+    return _section(
+        title,
+        _table(frame, 'class="boundary"'),
+        "Per class, the chosen strategy and the supervised baseline: mean test Dice, normalised surface "
+        "distance at the class's tolerance (nsd_tol_mm) and the 95th-percentile Hausdorff distance in mm "
+        "(mean and median), over the cases where the class is present; python -m study.analyze NAME "
+        "--metric nsd (or hd95) ranks by them.",
+    )
 
 
 def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None, *, optuna: str | None = None) -> str:
@@ -266,38 +372,72 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
     wall = sum(r.seconds or 0 for r in results)
     uri = state.get("tracking_uri", "")
     run = state.get("parent_run_id", "")
-    link = f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)' if uri.startswith("http") else f" in {html.escape(uri)}"
+    link = (
+        f' (<a href="{html.escape(uri)}">{html.escape(uri)}</a>)'
+        if uri.startswith("http")
+        else f" in {html.escape(uri)}"
+    )
 
     def bad(group: list) -> str:
         return ' class="failed"' if group else ""  # red only when there are some
 
-    counts = (f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
-              f'<span>stopped early: <b>{sum(r.stopped for r in results)}</b></span>'
-              f'<span{bad(failed)}>failed: <b>{len(failed)}</b></span><span{bad(errored)}>errored: <b>{len(errored)}</b></span>'
-              f'<span>pending: <b>{max(planned - len(results), 0)}</b></span>'
-              f'<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: <b>{wall / 60:.1f} min</b></span></p>')
+    counts = (
+        f'<p class="counts"><span>planned trials: <b>{planned}</b></span><span>finished: <b>{len(done)}</b></span>'
+        f"<span>stopped early: <b>{sum(r.stopped for r in results)}</b></span>"
+        f"<span{bad(failed)}>failed: <b>{len(failed)}</b></span><span{bad(errored)}>errored: "
+        f"<b>{len(errored)}</b></span>"
+        f"<span>pending: <b>{max(planned - len(results), 0)}</b></span>"
+        f"<span>pretrainings: <b>{len(pretrainings)}</b></span><span>summed trial time: "
+        f"<b>{wall / 60:.1f} min</b></span></p>"
+    )
     rows = pd.DataFrame([{"axis": name, "levels": ", ".join(map(_level, levels))} for name, levels in _resolved(spec)])
-    body = (counts + _table(rows, 'class="axes"') + _plan_table(state, results)
-            + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}"
-            + (f"; the search in Optuna's dashboard: <code>optuna-dashboard {html.escape(optuna)}</code>" if optuna else "")
-            + ".</p>")
-    body += ("<details><summary>The spec as run (YAML)</summary><pre class=\"spec\">"
-             + html.escape(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)) + "</pre></details>")
-    for title, group in (("Failed trials (a retry cannot help)", failed), ("Errored trials (retried, no result; run the "
-                         "study again to retry)", errored)):
+    body = (
+        counts
+        + _table(rows, 'class="axes"')
+        + _plan_table(state, results)
+        + f"<p>MLflow parent run <code>{html.escape(run)}</code>{link}"
+        + (f"; the search in Optuna's dashboard: <code>optuna-dashboard {html.escape(optuna)}</code>" if optuna else "")
+        + ".</p>"
+    )
+    body += (
+        '<details><summary>The spec as run (YAML)</summary><pre class="spec">'
+        + html.escape(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100))
+        + "</pre></details>"
+    )
+    for title, group in (
+        ("Failed trials (a retry cannot help)", failed),
+        ("Errored trials (retried, no result; run the study again to retry)", errored),
+    ):
         if group:
-            items = "".join(f"<li>{html.escape(r.strategy)} on {html.escape(r.dataset)} at "
-                            f"{r.label_fraction}: {html.escape(r.reason)}</li>" for r in group)
+            items = "".join(
+                f"<li>{html.escape(r.strategy)} on {html.escape(r.dataset)} at "
+                f"{r.label_fraction}: {html.escape(r.reason)}</li>"
+                for r in group
+            )
             body += f'<p class="failed">{html.escape(title)}:</p><ul class="failed">{items}</ul>'
-    stopped = sorted((r for r in results if r.stopped), key=lambda r: (r.dataset, r.strategy, r.lr or 0,
-                                                                       r.label_fraction))
+    stopped = sorted(
+        (r for r in results if r.stopped), key=lambda r: (r.dataset, r.strategy, r.lr or 0, r.label_fraction)
+    )
     if stopped:
-        rows = pd.DataFrame([{"data set": r.dataset, "strategy": r.strategy, "lr": r.lr, "label fraction": r.label_fraction,
-                              "rung": int(r.metrics.get("rung", -1)) + 1, "epoch": int(r.metrics.get("rung_epoch", 0)),
-                              "Holm p": r.metrics.get("p_holm", float("nan"))} for r in stopped])
-        body += ('<p>Stopped early by the pruning rungs (another configuration of their data set was better on '
-                 'the validation patients, Holm over every ordered pair; never ranked):</p>'
-                 + _table(rows, 'class="stopped"'))
+        rows = pd.DataFrame(
+            [
+                {
+                    "data set": r.dataset,
+                    "strategy": r.strategy,
+                    "lr": r.lr,
+                    "label fraction": r.label_fraction,
+                    "rung": int(r.metrics.get("rung", -1)) + 1,
+                    "epoch": int(r.metrics.get("rung_epoch", 0)),
+                    "Holm p": r.metrics.get("p_holm", float("nan")),
+                }
+                for r in stopped
+            ]
+        )
+        body += (
+            "<p>Stopped early by the pruning rungs (another configuration of their data set was better on "
+            "the validation patients, Holm over every ordered pair; never ranked):</p>"
+            + _table(rows, 'class="stopped"')
+        )
     if analysis is not None and analysis.notes:
         body += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>"
     return _section("Overview", body, "The spec as run, what finished, and where the MLflow runs are.")
@@ -305,12 +445,17 @@ def _overview(state: dict, results: list[TrialRecord], analysis: Analysis | None
 
 def _answer(analysis: Analysis) -> str:
     """The headline of ``study.analyze``, first thing on the page."""
-    lines = "".join(f'<li class="{"sub" if line.startswith(" ") else "head"}">{html.escape(line.strip())}</li>'
-                    for line in analysis.headline)
-    return _section("Answer", f'<ul class="headline">{lines}</ul>',
-                    "Per label fraction: which strategies beat the supervised baseline at the corrected level, "
-                    "which of them the data separate (the best set: no other strategy shown better), what is "
-                    "practically equivalent to the baseline, and what would settle it.")
+    lines = "".join(
+        f'<li class="{"sub" if line.startswith(" ") else "head"}">{html.escape(line.strip())}</li>'
+        for line in analysis.headline
+    )
+    return _section(
+        "Answer",
+        f'<ul class="headline">{lines}</ul>',
+        "Per label fraction: which strategies beat the supervised baseline at the corrected level, "
+        "which of them the data separate (the best set: no other strategy shown better), what is "
+        "practically equivalent to the baseline, and what would settle it.",
+    )
 
 
 def _chosen_line(analysis: Analysis) -> str:
@@ -323,8 +468,11 @@ def _chosen_line(analysis: Analysis) -> str:
     for ds, strategy in sorted(analysis.chosen.items()):
         rows = ranking[(ranking["dataset"] == ds) & (ranking["strategy"] == strategy)] if not ranking.empty else ranking
         beats = bool(rows["beats_baseline"].any()) if "beats_baseline" in rows else False
-        verdict = ("beats the supervised baseline" if beats else
-                   "did not beat the supervised baseline: the best ranked, shown for comparison")
+        verdict = (
+            "beats the supervised baseline"
+            if beats
+            else "did not beat the supervised baseline: the best ranked, shown for comparison"
+        )
         items.append(f"<li><b>{html.escape(str(ds))}</b>: <code>{html.escape(strategy)}</code> ({verdict})</li>")
     return f'<ul class="chosen">{"".join(items)}</ul>'
 
@@ -344,14 +492,26 @@ def _with_chosen(section: str, analysis: Analysis) -> str:
     return head + "<p>The chosen strategy:</p>" + _chosen_line(analysis) + sep + tail
 
 
-def build_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
-                 settings: AnalysisSettings | None = None) -> Path:
+def build_report(
+    store: StudyStore,
+    state: dict,
+    table: pd.DataFrame,
+    results: list[TrialRecord],
+    *,
+    settings: AnalysisSettings | None = None,
+) -> Path:
     """Write the dashboard of a study whose per-case ``table`` is loaded; returns the HTML path."""
     return write_report(store, state, table, results, settings=settings)[0]
 
 
-def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: list[TrialRecord], *,
-                 settings: AnalysisSettings | None = None) -> tuple[Path, Analysis]:
+def write_report(
+    store: StudyStore,
+    state: dict,
+    table: pd.DataFrame,
+    results: list[TrialRecord],
+    *,
+    settings: AnalysisSettings | None = None,
+) -> tuple[Path, Analysis]:
     """:func:`build_report`, also returning the analysis it drew (the driver ends with its headline)."""
     study_dir, out = store.root, store.report_dir
     figs = out / "figures"
@@ -366,66 +526,120 @@ def write_report(store: StudyStore, state: dict, table: pd.DataFrame, results: l
     def beats(r: Any) -> str:
         return "beats" if r.beats_baseline else ""
 
-    body = "".join(f"<h3>{html.escape(ds)}</h3>" + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"',
-                                                          RANKING_SHOWN, row_class=beats)
-                   for ds, part in ranking.groupby("dataset", sort=True))
-    pairs = ("one pair per case (or patient), its differences averaged over the label-limited fractions and seeds"
-             if analysis.settings.pairing == "per_case" else
-             "pairs per case and label fraction pooled over the label-limited fractions (the paper's protocol; "
-             "correlated pairs make these p-values too small)")
+    body = "".join(
+        f"<h3>{html.escape(ds)}</h3>"
+        + _table(part, f'class="ranking" data-dataset="{html.escape(ds, quote=True)}"', RANKING_SHOWN, row_class=beats)
+        for ds, part in ranking.groupby("dataset", sort=True)
+    )
+    pairs = (
+        "one pair per case (or patient), its differences averaged over the label-limited fractions and seeds"
+        if analysis.settings.pairing == "per_case"
+        else "pairs per case and label fraction pooled over the label-limited fractions (the paper's protocol; "
+        "correlated pairs make these p-values too small)"
+    )
     parts = [
         _answer(analysis),
         _overview(state, results, analysis, optuna=store.optuna_storage),
-        _section("Table 3. Ranking against the supervised baseline", body,
-                 f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
-                 "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
-                 "95 % interval, matched-pairs rank-biserial; best set: no other strategy is shown better (each "
-                 "against all others, Holm); P(worse / equivalent / better): Bayesian signed-rank posterior with "
-                 f"a region of practical equivalence of +-{analysis.settings.rope:g} Dice; "
-                 f"P(top-{analysis.settings.top_k}): share of bootstrap resamples of the cases (and seeds) in which "
-                 "the strategy ranks in the top k, a description of the ranking's spread, not a verdict.")
-        if not ranking.empty else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
+        _section(
+            "Table 3. Ranking against the supervised baseline",
+            body,
+            f"One-sided Wilcoxon signed-rank test (strategy greater) on paired class-averaged Dice, {pairs}; "
+            "Holm and Benjamini-Hochberg adjusted p; median paired difference, Hodges-Lehmann shift with its "
+            "95 % interval, matched-pairs rank-biserial; best set: no other strategy is shown better (each "
+            "against all others, Holm); P(worse / equivalent / better): Bayesian signed-rank posterior with "
+            f"a region of practical equivalence of +-{analysis.settings.rope:g} Dice; "
+            f"P(top-{analysis.settings.top_k}): share of bootstrap resamples of the cases (and seeds) in which "
+            "the strategy ranks in the top k, a description of the ranking's spread, not a verdict.",
+        )
+        if not ranking.empty
+        else _missing("Table 3. Ranking", "no strategy could be paired with the baseline."),
         _effects(analysis, figs),
         _with_chosen(_drill_down(analysis), analysis),
         _with_chosen(_boundary(table, analysis), analysis),
-        _figure("Figure 1. Corruptions", figures.corruption_examples(state), figs, "fig1_corruptions",
-                "One training slice corrupted by each pretext task, sampler and patch size of the study "
-                "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",
-                "the study has no pretraining axes or its data cannot be opened."),
-        _section("Table 2. Inpainting L2 norm", _table(l2, 'class="inpainting"'),
-                 "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
-                 "lower is a better restoration.") if not l2.empty
+        _figure(
+            "Figure 1. Corruptions",
+            figures.corruption_examples(state),
+            figs,
+            "fig1_corruptions",
+            "One training slice corrupted by each pretext task, sampler and patch size of the study "
+            "(K in pixels of a 512 x 512 image; the pixels used at this image size in brackets).",
+            "the study has no pretraining axes or its data cannot be opened.",
+        ),
+        _section(
+            "Table 2. Inpainting L2 norm",
+            _table(l2, 'class="inpainting"'),
+            "L2 norm of restored minus original per held-out slice, mean and SD, per pretraining: "
+            "lower is a better restoration.",
+        )
+        if not l2.empty
         else _missing("Table 2. Inpainting L2 norm", "no pretraining has finished."),
-        _with_chosen(_figure("Figures 3-4. Dice against label fraction", figures.dice_vs_fraction(table, analysis.chosen), figs,
+        _with_chosen(
+            _figure(
+                "Figures 3-4. Dice against label fraction",
+                figures.dice_vs_fraction(table, analysis.chosen),
+                figs,
                 "fig3_dice_vs_fraction",
                 "Mean test Dice per class and data set at each label fraction: every strategy (thin), the chosen "
                 "strategy (red), the supervised baseline (black) and its value with the most labels (dashed).",
-                "the study has a single label fraction."), analysis),
-        _figure("Figure 5. Scaling with unlabeled data", figures.scaling_figure(table, analysis.scaling_fits), figs,
-                "fig5_scaling", "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c, "
-                "drawn only where the shape is identified: the power law fits better than a constant gain (F-test "
-                "p_step <= alpha) and k's 95 % profile interval [k_low, k_high] lies inside its bounds (1e-6, 5); the "
-                "note says why a fit is not.",
-                "the study has fewer than two pretraining extents.",
-                extra=_table(analysis.scaling_fits, 'class="scaling"')),
-        _with_chosen(_figure("Figure 6. Clinical metric errors", figures.clinical_figure(analysis.clinical_summary), figs,
-                "fig6_clinical", "Median signed percent error of each clinical measurement from the predicted masks, "
+                "the study has a single label fraction.",
+            ),
+            analysis,
+        ),
+        _figure(
+            "Figure 5. Scaling with unlabeled data",
+            figures.scaling_figure(table, analysis.scaling_fits),
+            figs,
+            "fig5_scaling",
+            "Test Dice against pretraining extent per label fraction with the fit Dice = a x^k + c, "
+            "drawn only where the shape is identified: the power law fits better than a constant gain (F-test "
+            "p_step <= alpha) and k's 95 % profile interval [k_low, k_high] lies inside its bounds (1e-6, 5); the "
+            "note says why a fit is not.",
+            "the study has fewer than two pretraining extents.",
+            extra=_table(analysis.scaling_fits, 'class="scaling"'),
+        ),
+        _with_chosen(
+            _figure(
+                "Figure 6. Clinical metric errors",
+                figures.clinical_figure(analysis.clinical_summary),
+                figs,
+                "fig6_clinical",
+                "Median signed percent error of each clinical measurement from the predicted masks, "
                 "per class and label fraction, for the chosen strategy and the supervised baseline.",
-                "the data carry no clinical measurements."), analysis),
-        _with_chosen(_figure("Figure 7. Per-case clinical errors", figures.clinical_cases_figure(analysis.clinical_cases), figs,
-                "fig7_clinical_cases", "Per test case, absolute percent error of the baseline (x) against the chosen "
+                "the data carry no clinical measurements.",
+            ),
+            analysis,
+        ),
+        _with_chosen(
+            _figure(
+                "Figure 7. Per-case clinical errors",
+                figures.clinical_cases_figure(analysis.clinical_cases),
+                figs,
+                "fig7_clinical_cases",
+                "Per test case, absolute percent error of the baseline (x) against the chosen "
                 "strategy (y), averaged over classes and label-limited fractions; points below the diagonal favour "
-                "the strategy.", "the data carry no clinical measurements."), analysis),
-        _figure("Figure A1. Transfer choices", figures.transfer_figure(table), figs, "figA1_transfer",
-                "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.",
-                "the study varies no transfer choice."),
+                "the strategy.",
+                "the data carry no clinical measurements.",
+            ),
+            analysis,
+        ),
+        _figure(
+            "Figure A1. Transfer choices",
+            figures.transfer_figure(table),
+            figs,
+            "figA1_transfer",
+            "Per-case test Dice of each transfer scope, schedule and learning rate, best median first.",
+            "the study varies no transfer choice.",
+        ),
     ]
 
     template = Template((DASHBOARDS / "report.html").read_text())
     page = template.substitute(
         title=html.escape(f"Study {state.get('name', study_dir.name)}"),
-        subtitle=html.escape(f"{study_dir}"), css=(DASHBOARDS / "report.css").read_text(),
-        sections="\n".join(parts), written=time.strftime("%Y-%m-%d %H:%M"), figures=html.escape(str(figs)),
+        subtitle=html.escape(f"{study_dir}"),
+        css=(DASHBOARDS / "report.css").read_text(),
+        sections="\n".join(parts),
+        written=time.strftime("%Y-%m-%d %H:%M"),
+        figures=html.escape(str(figs)),
     )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"

@@ -1,5 +1,6 @@
 """``python -m study.report STUDY``: write the study's HTML dashboard and its figures.
 
+Examples:
     python -m study.report pretext                 # studies/pretext/report/report.html
     python -m study.report search_spaces/pretext.yaml   # the study that spec names, in its storage
     python -m study.report transfer --storage /shared/studies --open
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 import webbrowser
-from typing import Sequence
+from collections.abc import Sequence
 
 from study._cli import ArgumentParser, run_main
 from study.analysis import PAIRINGS, AnalysisSettings
@@ -17,8 +18,10 @@ from study.analyze import find_study, load_study, spec_settings
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m study.report", doc=__doc__)
-    p.add_argument("study", help="a study folder, a study's spec file (found in the spec's storage), or a study "
-                   "name under --storage")
+    p.add_argument(
+        "study",
+        help="a study folder, a study's spec file (found in the spec's storage), or a study name under --storage",
+    )
     p.add_argument("--storage", help="the folder of study folders a name is looked up in (default ./studies)")
     p.add_argument("--top-k", type=int, help="P(top-k), the ranking's spread under resampling (default: the spec's, 3)")
     p.add_argument("--pairing", choices=PAIRINGS, help="per_case or pooled (default: the spec's, per_case)")

@@ -17,7 +17,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from study.constants import SUPERVISED  # noqa: E402
-from study.store import StudyStore  # noqa: E402
+from study.folder.store import StudyStore  # noqa: E402
 
 
 def corruption_examples(state: dict) -> Figure | None:
@@ -35,8 +35,13 @@ def corruption_examples(state: dict) -> Figure | None:
     except Exception:
         return None
     image = _middle_slice(dataset)
-    preview = preview_figure(image, patch_sizes_512=tuple(pre.get("patch_size", (32,))), seed=0,
-                             tasks=tuple(pre.get("task", ("restoration",))), samplers=tuple(pre.get("sampler", ("poisson_disc",))))
+    preview = preview_figure(
+        image,
+        patch_sizes_512=tuple(pre.get("patch_size", (32,))),
+        seed=0,
+        tasks=tuple(pre.get("task", ("restoration",))),
+        samplers=tuple(pre.get("sampler", ("poisson_disc",))),
+    )
     return draw_preview(preview, original_title=f"original ({short(name)})", panel_inches=1.6, font_size=7)
 
 
@@ -52,7 +57,7 @@ def _middle_slice(dataset) -> np.ndarray:
 
 
 def mask_examples(point, data_path: str | None) -> Figure | None:
-    """The masks one pretraining (a :class:`~study.plan.PretrainPoint`) trains with, drawn on a
+    """The masks one pretraining (a :class:`~study.design.plan.PretrainPoint`) trains with, drawn on a
     training slice of its data set: what its MLflow run shows beside its curves."""
     from study.data import open_dataset
     from study.pretext import draw_preview, preview_figure
@@ -64,8 +69,9 @@ def mask_examples(point, data_path: str | None) -> Figure | None:
         image = _middle_slice(dataset)
     finally:
         dataset.close()
-    preview = preview_figure(image, patch_sizes_512=(point.patch_size,), seed=point.seed, tasks=(point.task,),
-                             samplers=(point.sampler,))
+    preview = preview_figure(
+        image, patch_sizes_512=(point.patch_size,), seed=point.seed, tasks=(point.task,), samplers=(point.sampler,)
+    )
     return draw_preview(preview, original_title=f"original ({short(point.dataset)})", panel_inches=2.2, font_size=8)
 
 
@@ -76,8 +82,16 @@ def inpainting_table(store: StudyStore, state: dict) -> pd.DataFrame:
         pre = entry.get("pretraining")
         if not pre:
             continue
-        rows.append({"dataset": entry["dataset"], "task": pre["task"], "patch_size": pre["patch_size"],
-                     "sampler": pre["sampler"], "extent": pre["extent"], "key": _pretrain_key(entry)})
+        rows.append(
+            {
+                "dataset": entry["dataset"],
+                "task": pre["task"],
+                "patch_size": pre["patch_size"],
+                "sampler": pre["sampler"],
+                "extent": pre["extent"],
+                "key": _pretrain_key(entry),
+            }
+        )
     if not rows:
         return pd.DataFrame()
     keys = pd.DataFrame(rows).drop_duplicates("key")
@@ -86,13 +100,23 @@ def inpainting_table(store: StudyStore, state: dict) -> pd.DataFrame:
         table = store.read_inpainting(row.key)
         if table is not None:
             l2 = table["l2"]
-            out.append({"dataset": row.dataset, "task": row.task, "patch_size": row.patch_size, "sampler": row.sampler,
-                        "extent": row.extent, "l2_mean": l2.mean(), "l2_sd": l2.std(), "n_slices": len(l2)})
+            out.append(
+                {
+                    "dataset": row.dataset,
+                    "task": row.task,
+                    "patch_size": row.patch_size,
+                    "sampler": row.sampler,
+                    "extent": row.extent,
+                    "l2_mean": l2.mean(),
+                    "l2_sd": l2.std(),
+                    "n_slices": len(l2),
+                }
+            )
     return pd.DataFrame(out).sort_values(["dataset", "task", "patch_size", "sampler"]) if out else pd.DataFrame()
 
 
 def _pretrain_key(entry: dict) -> str:
-    from study.plan import TrialPoint
+    from study.design.plan import TrialPoint
 
     return TrialPoint.from_json(entry).pretraining.key
 
@@ -106,8 +130,9 @@ def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure |
     classes = {ds: list(dict.fromkeys(table.loc[table["dataset"] == ds, "class"])) for ds in datasets}
     n_cols = max(len(c) for c in classes.values())
     mean = table.groupby(["dataset", "class", "strategy", "label_fraction"])["dice"].mean()
-    fig, axes = plt.subplots(len(datasets), n_cols, figsize=(2.6 * n_cols, 2.3 * len(datasets)),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(datasets), n_cols, figsize=(2.6 * n_cols, 2.3 * len(datasets)), squeeze=False, sharey=True
+    )
     for i, ds in enumerate(datasets):
         for j in range(n_cols):
             ax = axes[i, j]
@@ -123,8 +148,16 @@ def dice_vs_fraction(table: pd.DataFrame, highlight: dict[str, str]) -> Figure |
                     full = curve[x == x.max()]
                     ax.axhline(float(full.iloc[0]), color="k", ls="--", lw=0.8, label="supervised, most labels")
                 elif strategy == highlight.get(ds):
-                    ax.plot(x, curve.values, "-o", color="tab:red", lw=2, ms=3, label="chosen strategy (row title)",
-                            zorder=2)
+                    ax.plot(
+                        x,
+                        curve.values,
+                        "-o",
+                        color="tab:red",
+                        lw=2,
+                        ms=3,
+                        label="chosen strategy (row title)",
+                        zorder=2,
+                    )
                 else:
                     ax.plot(x, curve.values, "-", color="tab:blue", lw=0.6, alpha=0.4)
             ax.set_xscale("log")
@@ -163,7 +196,7 @@ def scaling_figure(table: pd.DataFrame, fits: pd.DataFrame) -> Figure | None:
             line = ax.plot(part.index, part.values, "o", ms=4, label=label)[0]
             if drawn:
                 x = np.linspace(part.index.min(), part.index.max(), 100)
-                ax.plot(x, fit.a * x ** fit.k + fit.c, "-", color=line.get_color(), lw=1)
+                ax.plot(x, fit.a * x**fit.k + fit.c, "-", color=line.get_color(), lw=1)
         ax.set_title(short(ds), fontsize=9)
         ax.set_xlabel("pretraining extent (x training set)", fontsize=8)
         ax.set_ylabel("test Dice", fontsize=8)
@@ -206,10 +239,17 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
     from study.analysis._effects import AXIS_NAMES
 
     datasets = sorted(effects["dataset"].unique())
-    heights = [len(effects[effects["dataset"] == ds]) + effects.loc[effects["dataset"] == ds, "axis"].nunique()
-               for ds in datasets]
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 0.32 * sum(heights) + 1.2 * len(datasets)), squeeze=False,
-                             gridspec_kw={"width_ratios": [3, 1], "height_ratios": heights})
+    heights = [
+        len(effects[effects["dataset"] == ds]) + effects.loc[effects["dataset"] == ds, "axis"].nunique()
+        for ds in datasets
+    ]
+    fig, axes = plt.subplots(
+        len(datasets),
+        2,
+        figsize=(10, 0.32 * sum(heights) + 1.2 * len(datasets)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1], "height_ratios": heights},
+    )
     for (left, right), ds in zip(axes, datasets):
         part = effects[effects["dataset"] == ds]
         weights = importance[importance["dataset"] == ds].set_index("axis") if not importance.empty else pd.DataFrame()
@@ -219,8 +259,15 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
         for axis in order:
             for r in part[part["axis"] == axis].itertuples():
                 color = "tab:green" if r.ci_low > 0 else "tab:red" if r.ci_high < 0 else "0.3"
-                left.errorbar(r.mean_diff, -y, xerr=[[r.mean_diff - r.ci_low], [r.ci_high - r.mean_diff]], fmt="o",
-                              color=color, ms=4, capsize=2)
+                left.errorbar(
+                    r.mean_diff,
+                    -y,
+                    xerr=[[r.mean_diff - r.ci_low], [r.ci_high - r.mean_diff]],
+                    fmt="o",
+                    color=color,
+                    ms=4,
+                    capsize=2,
+                )
                 ticks.append(-y)
                 labels.append(f"{AXIS_NAMES.get(axis, axis)}: {r.level}")
                 y += 1
@@ -232,15 +279,28 @@ def effects_figure(effects: pd.DataFrame, importance: pd.DataFrame) -> Figure | 
         left.set_title(short(ds), fontsize=9)
         if share.empty:
             right.set_axis_off()
-            right.text(0.5, 0.5, "importance:\ntoo few trials", ha="center", va="center", fontsize=8,
-                       transform=right.transAxes)
+            right.text(
+                0.5, 0.5, "importance:\ntoo few trials", ha="center", va="center", fontsize=8, transform=right.transAxes
+            )
             continue
         names = [a for a in order if a in share.index]
         important = [bool(weights.loc[a, "important"]) for a in names]
-        right.barh(range(len(names)), [share[a] for a in names], height=0.5,
-                   color=["tab:blue" if i else "white" for i in important], edgecolor="tab:blue")
-        right.scatter([weights.loc[a, "null_high"] for a in names], range(len(names)), marker="|", s=120, color="k",
-                      zorder=3, label="null, 1 - alpha quantile")
+        right.barh(
+            range(len(names)),
+            [share[a] for a in names],
+            height=0.5,
+            color=["tab:blue" if i else "white" for i in important],
+            edgecolor="tab:blue",
+        )
+        right.scatter(
+            [weights.loc[a, "null_high"] for a in names],
+            range(len(names)),
+            marker="|",
+            s=120,
+            color="k",
+            zorder=3,
+            label="null, 1 - alpha quantile",
+        )
         right.set_yticks(range(len(names)), [AXIS_NAMES.get(a, a) for a in names], fontsize=8)
         right.invert_yaxis()
         right.set_xlim(0, 1)
@@ -262,7 +322,7 @@ def clinical_cases_figure(cases: pd.DataFrame) -> Figure | None:
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.2 * rows), squeeze=False)
-    for ax in axes.ravel()[len(groups):]:
+    for ax in axes.ravel()[len(groups) :]:
         ax.set_visible(False)
     for ax, ((ds, metric), part) in zip(axes.ravel(), groups):
         ax.scatter(part["baseline_abs_pct_err"], part["strategy_abs_pct_err"], s=12)
@@ -285,13 +345,23 @@ def transfer_figure(table: pd.DataFrame) -> Figure | None:
     pre = table[table["strategy"] != SUPERVISED]
     if pre.empty or pre[list(cols)].astype(str).drop_duplicates().shape[0] < 2:
         return None
-    cases = table.groupby(["dataset", "scope", "schedule", "lr", "unfrozen_lr", "strategy", "case_id"], dropna=False)["dice"].mean().reset_index()
+    cases = (
+        table.groupby(["dataset", "scope", "schedule", "lr", "unfrozen_lr", "strategy", "case_id"], dropna=False)[
+            "dice"
+        ]
+        .mean()
+        .reset_index()
+    )
     cases["combination"] = [
         SUPERVISED if s == SUPERVISED else f"{sc}\n{sch}\nlr {lr:g}" + ("" if pd.isna(u) else f"/{u:g}")
-        for s, sc, sch, lr, u in zip(cases["strategy"], cases["scope"], cases["schedule"], cases["lr"], cases["unfrozen_lr"])
+        for s, sc, sch, lr, u in zip(
+            cases["strategy"], cases["scope"], cases["schedule"], cases["lr"], cases["unfrozen_lr"]
+        )
     ]
     datasets = sorted(cases["dataset"].unique())
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(max(6, 0.8 * cases["combination"].nunique()), 3 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), 1, figsize=(max(6, 0.8 * cases["combination"].nunique()), 3 * len(datasets)), squeeze=False
+    )
     for ax, ds in zip(axes[:, 0], datasets):
         part = cases[cases["dataset"] == ds]
         order = part.groupby("combination")["dice"].median().sort_values(ascending=False).index

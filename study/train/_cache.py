@@ -20,7 +20,7 @@ draws from the generator are the very same as a lazy read's: the cache is read t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def cache_bytes(dataset: Dataset, scan_ids: Sequence[str], with_masks: bool) -> 
     sizes = {(dataset.scans[s].height, dataset.scans[s].width) for s in scan_ids}
     if len(sizes) != 1:
         return None
-    (height, width), = sizes
+    ((height, width),) = sizes
     n = sum(dataset.scans[s].n_slices for s in scan_ids)
     return slice_cache_bytes(n, dataset.in_channels, len(dataset.class_names) if with_masks else 0, height, width)
 
@@ -70,17 +70,23 @@ class SliceCache:
     :class:`study.data.SliceDataset`.
     """
 
-    def __init__(self, dataset: Dataset, scan_ids: Sequence[str], *, with_masks: bool, device: str | torch.device,
-                 on_gpu: bool) -> None:
+    def __init__(
+        self, dataset: Dataset, scan_ids: Sequence[str], *, with_masks: bool, device: str | torch.device, on_gpu: bool
+    ) -> None:
         self.device = torch.device(device)
         self.on_gpu = on_gpu
         first = dataset.scans[scan_ids[0]]
         n = sum(dataset.scans[s].n_slices for s in scan_ids)
         store = self.device if on_gpu else torch.device("cpu")
-        self.images = torch.empty((n, dataset.in_channels, first.height, first.width), dtype=torch.float32, device=store)
+        self.images = torch.empty(
+            (n, dataset.in_channels, first.height, first.width), dtype=torch.float32, device=store
+        )
         self.mask_shape = (len(dataset.class_names), first.height, first.width) if with_masks else None
-        self.masks = None if self.mask_shape is None else torch.empty(
-            (n, _packed_bytes(int(np.prod(self.mask_shape)))), dtype=torch.uint8, device=store)
+        self.masks = (
+            None
+            if self.mask_shape is None
+            else torch.empty((n, _packed_bytes(int(np.prod(self.mask_shape)))), dtype=torch.uint8, device=store)
+        )
         start = 0
         for scan_id in scan_ids:  # whole scans: one h5 read each, not one per slice
             image = torch.from_numpy(dataset.read_image(scan_id))
@@ -123,7 +129,9 @@ class SliceCache:
 def unpack_masks(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
     """(B, bytes) bits from ``np.packbits`` -> (B, *shape) float32 {0, 1}, on ``packed``'s device."""
     bits = (packed.unsqueeze(-1) >> _BIT_SHIFTS.to(packed.device)) & 1
-    return bits.reshape(packed.shape[0], -1)[:, : int(np.prod(shape))].reshape(packed.shape[0], *shape).to(torch.float32)
+    return (
+        bits.reshape(packed.shape[0], -1)[:, : int(np.prod(shape))].reshape(packed.shape[0], *shape).to(torch.float32)
+    )
 
 
 def _packed_bytes(bits: int) -> int:

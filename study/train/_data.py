@@ -4,7 +4,7 @@ read in order every epoch, are held after the first epoch when they fit what the
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
@@ -56,8 +56,14 @@ class WorkerPasses:
 
     def __init__(self, items: SliceDataset, settings: TrainSettings, generator: torch.Generator) -> None:
         self.n, self.batch_size, self.generator = len(items), settings.batch_size, generator
-        self.loader = DataLoader(items, batch_size=settings.batch_size, sampler=_Permutation(self.n, generator),
-                                 generator=generator, num_workers=settings.num_workers, pin_memory=settings.on_cuda)
+        self.loader = DataLoader(
+            items,
+            batch_size=settings.batch_size,
+            sampler=_Permutation(self.n, generator),
+            generator=generator,
+            num_workers=settings.num_workers,
+            pin_memory=settings.on_cuda,
+        )
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         batches = iter(self.loader)  # the base seed; the permutation with the workers' first reads
@@ -89,24 +95,36 @@ def train_batches(
     set (see :class:`EpochBatches`); the order follows ``generator``. The slices are cached once
     when they fit ``settings.gpu_cache_gb`` (on CUDA) or ``settings.cache_gb``; the batches are the
     same either way."""
-    where = placement(cache_bytes(dataset, scan_ids, with_masks), on_cuda=settings.on_cuda,
-                      cache_gb=settings.cache_gb, gpu_cache_gb=settings.gpu_cache_gb)
+    where = placement(
+        cache_bytes(dataset, scan_ids, with_masks),
+        on_cuda=settings.on_cuda,
+        cache_gb=settings.cache_gb,
+        gpu_cache_gb=settings.gpu_cache_gb,
+    )
     if where is not None:
         cache = SliceCache(dataset, scan_ids, with_masks=with_masks, device=settings.device, on_gpu=where == "gpu")
         # The sampler a shuffling DataLoader builds, and the generator draw each of its epochs makes,
         # so the cache gives the very batches (and leaves the generator where) a lazy read would.
-        sampler = BatchSampler(RandomSampler(range(len(cache)), generator=generator), settings.batch_size, drop_last=False)
-        return EpochBatches(DataLoader(cache, sampler=sampler, batch_size=None, generator=generator),
-                            settings.steps_per_epoch, source=where)
+        sampler = BatchSampler(
+            RandomSampler(range(len(cache)), generator=generator), settings.batch_size, drop_last=False
+        )
+        return EpochBatches(
+            DataLoader(cache, sampler=sampler, batch_size=None, generator=generator),
+            settings.steps_per_epoch,
+            source=where,
+        )
     items = SliceDataset(dataset, scan_ids, with_masks=with_masks)
     if settings.num_workers > 0:
         return EpochBatches(WorkerPasses(items, settings, generator), settings.steps_per_epoch)
-    loader = DataLoader(items, batch_size=settings.batch_size, shuffle=True, generator=generator,
-                        pin_memory=settings.on_cuda)
+    loader = DataLoader(
+        items, batch_size=settings.batch_size, shuffle=True, generator=generator, pin_memory=settings.on_cuda
+    )
     return EpochBatches(loader, settings.steps_per_epoch)
 
 
-def eval_batches(dataset: Dataset, scan_ids: Sequence[str], batch_size: int, with_masks: bool) -> Iterator[dict[str, torch.Tensor]]:
+def eval_batches(
+    dataset: Dataset, scan_ids: Sequence[str], batch_size: int, with_masks: bool
+) -> Iterator[dict[str, torch.Tensor]]:
     """Every slice of ``scan_ids`` in order, in batches of up to ``batch_size``."""
     loader = DataLoader(SliceDataset(dataset, scan_ids, with_masks=with_masks), batch_size=batch_size, shuffle=False)
     yield from loader
@@ -142,15 +160,23 @@ def eval_bytes(dataset: Dataset, scan_ids: Sequence[str], with_masks: bool) -> i
     return pixels * channels * 4
 
 
-def validation_batches(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings, *, with_masks: bool,
-                       train_ids: Sequence[str] = ()) -> Iterable[dict[str, torch.Tensor]]:
+def validation_batches(
+    dataset: Dataset,
+    val_ids: Sequence[str],
+    settings: TrainSettings,
+    *,
+    with_masks: bool,
+    train_ids: Sequence[str] = (),
+) -> Iterable[dict[str, torch.Tensor]]:
     """The validation batches for every epoch of a fit on ``train_ids``: held in host RAM after the
     first epoch when they fit what ``settings.cache_gb`` leaves beside the training slices' cache
     there, else read again each epoch."""
     held_train = 0
     nbytes = cache_bytes(dataset, train_ids, with_masks) if train_ids else None
-    if placement(nbytes, on_cuda=settings.on_cuda, cache_gb=settings.cache_gb,
-                 gpu_cache_gb=settings.gpu_cache_gb) == "host":
+    if (
+        placement(nbytes, on_cuda=settings.on_cuda, cache_gb=settings.cache_gb, gpu_cache_gb=settings.gpu_cache_gb)
+        == "host"
+    ):
         held_train = nbytes or 0
     fits = eval_bytes(dataset, val_ids, with_masks) <= settings.cache_gb * GIB - held_train
     kind = HeldBatches if fits else _Reread

@@ -127,9 +127,7 @@ class EarlyStopping:
             raise TypeError(f"epoch={epoch!r} must be an integer")
         if self.last_epoch is not None and epoch <= self.last_epoch:
             # Catches a resume that replays epochs and would count them twice.
-            raise ValueError(
-                f"epoch {epoch} is not after the last recorded epoch {self.last_epoch}"
-            )
+            raise ValueError(f"epoch {epoch} is not after the last recorded epoch {self.last_epoch}")
         value = float(value)  # also accepts a 0-d tensor or numpy scalar
         if self.diverged:
             raise Diverged(value, int(epoch), self.best, self.best_epoch)

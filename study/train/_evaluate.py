@@ -9,7 +9,8 @@ ground-truth masks.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,16 @@ import torch
 from torch import nn
 
 from study.data import Dataset
-from study.metrics import (binarize, boundary_rows, case_rows, clinical_rows, ct_clinical, dice_rows, inpainting_l2,
-                           mri_clinical)
+from study.metrics import (
+    binarize,
+    boundary_rows,
+    case_rows,
+    clinical_rows,
+    ct_clinical,
+    dice_rows,
+    inpainting_l2,
+    mri_clinical,
+)
 from study.train._loop import TrainSettings
 from study.train._padding import network_forward
 
@@ -31,8 +40,13 @@ def predict_scan(model: nn.Module, dataset: Dataset, scan_id: str, settings: Tra
 
 
 @torch.inference_mode()
-def predict_image(model: nn.Module, read: Callable[[slice], np.ndarray], n_slices: int, settings: TrainSettings,
-                  logits_out: list | None = None) -> np.ndarray:
+def predict_image(
+    model: nn.Module,
+    read: Callable[[slice], np.ndarray],
+    n_slices: int,
+    settings: TrainSettings,
+    logits_out: list | None = None,
+) -> np.ndarray:
     """Binary prediction (K, S, H, W) bool of an image of ``n_slices`` slices, read a batch at a time
     by ``read(slice)`` as network input (n, C, H, W): the evaluation's and study.predict's one path.
     ``logits_out``, when given, receives each batch's logits (n, K, H, W) as float32 numpy."""
@@ -65,8 +79,13 @@ def _clinical(dataset: Dataset, scan_id: str, pred: np.ndarray, true: np.ndarray
 
 
 def evaluate_segmentation(
-    model: nn.Module, dataset: Dataset, scan_ids: Sequence[str], settings: TrainSettings, empty: str = "nan",
-    boundary: bool = True, nsd_tolerance_mm: Mapping[str, Any] | None = None,
+    model: nn.Module,
+    dataset: Dataset,
+    scan_ids: Sequence[str],
+    settings: TrainSettings,
+    empty: str = "nan",
+    boundary: bool = True,
+    nsd_tolerance_mm: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per (case, class): ``dataset, case_id, subject_id, class, dice``, with ``boundary``
     ``nsd, hd95, nsd_tol_mm`` (NSD at the class's tolerance, ``nsd_tolerance_mm`` over the defaults
@@ -81,8 +100,9 @@ def evaluate_segmentation(
         true = np.moveaxis(dataset.read_masks(scan_id), 1, 0)  # (K, S, H, W)
         lists = [dice_rows(pred, true, dataset.class_names, empty=empty)]
         if boundary:
-            lists.append(boundary_rows(pred, true, dataset.class_names, dataset.scans[scan_id].spacing_mm,
-                                       nsd_tolerance_mm))
+            lists.append(
+                boundary_rows(pred, true, dataset.class_names, dataset.scans[scan_id].spacing_mm, nsd_tolerance_mm)
+            )
         clinical = _clinical(dataset, scan_id, pred, true)
         if clinical:
             lists.append(clinical)
@@ -107,7 +127,9 @@ def evaluate_inpainting(
     for scan_id in scan_ids:
         n = dataset.scans[scan_id].n_slices
         for start in range(0, n, settings.batch_size):
-            x = settings.to_device(torch.from_numpy(dataset.read_image(scan_id, slice(start, min(n, start + settings.batch_size)))))
+            x = settings.to_device(
+                torch.from_numpy(dataset.read_image(scan_id, slice(start, min(n, start + settings.batch_size))))
+            )
             with settings.autocast():
                 restored = network_forward(model, corrupt(x, generator), settings).float()
             for i, l2 in enumerate(inpainting_l2(restored, x)):

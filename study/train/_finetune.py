@@ -9,9 +9,9 @@ learning rate.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from study.train._padding import network_forward
 from study.train._schedule import StepDecay
 
 # The checkpoint file of each fine-tuning stage, in running order, in the ``workdir`` a resumed
-# attempt continues from (study.tune reads them to note the epoch an attempt resumes from).
+# attempt continues from (study.execution.tune reads them to note the epoch an attempt resumes from).
 FINETUNE_CHECKPOINTS: dict[str, str] = {"finetune": "finetune.pt", "unfrozen": "unfrozen.pt"}
 
 
@@ -75,8 +75,9 @@ class FinetuneResult:
         return sum(f.step_seconds for f in self.fits)
 
 
-def dice_val_loss(dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings,
-                  train_ids: Sequence[str] = ()) -> Callable[[nn.Module], float]:
+def dice_val_loss(
+    dataset: Dataset, val_ids: Sequence[str], settings: TrainSettings, train_ids: Sequence[str] = ()
+) -> Callable[[nn.Module], float]:
     """Mean soft Dice loss over the validation slices, batch by batch (as Keras reports val_loss).
     The slices are held after the first call when they fit the cache budget beside ``train_ids``'."""
     batches = validation_batches(dataset, val_ids, settings, with_masks=True, train_ids=train_ids)
@@ -129,7 +130,9 @@ def finetune(
     if plan.scope != "none" and pretrained is None:
         raise SpecError(f"transfer scope {plan.scope!r} needs a pretrained model")
     model = settings.place(UNet(unet, seed=settings.seed))
-    report = transfer_weights(pretrained, model, plan.scope) if plan.scope != "none" and pretrained is not None else None
+    report = (
+        transfer_weights(pretrained, model, plan.scope) if plan.scope != "none" and pretrained is not None else None
+    )
     frozen = freeze(model, plan.frozen_groups) if plan.frozen_groups else None
 
     generator = torch.Generator().manual_seed(settings.seed)

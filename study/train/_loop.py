@@ -11,9 +11,10 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -229,12 +230,20 @@ def fit(
         record = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss, "val_loss": val}
         history.append(record)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "stopper": stopper.state_dict(), "generator": generator.get_state(),
-                "best_state": best_state, "history": history, "epoch": epoch, "steps": steps,
-                "step_seconds": step_seconds,
-            })
+            save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "stopper": stopper.state_dict(),
+                    "generator": generator.get_state(),
+                    "best_state": best_state,
+                    "history": history,
+                    "epoch": epoch,
+                    "steps": steps,
+                    "step_seconds": step_seconds,
+                },
+            )
         if on_epoch is not None:
             on_epoch(record)
         if stopper.should_stop:

@@ -25,8 +25,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], layout
     # A silent broadcast of (B, C, H, W) against (B, 1, H, W) would train on the wrong loss; refuse.
     if a.shape != b.shape:
         raise ValueError(
-            f"{names[0]} shape {tuple(a.shape)} differs from {names[1]} shape {tuple(b.shape)}; "
-            f"both must be {layout}"
+            f"{names[0]} shape {tuple(a.shape)} differs from {names[1]} shape {tuple(b.shape)}; both must be {layout}"
         )
     if a.ndim < 3:
         raise ValueError(f"{names[0]} has shape {tuple(a.shape)}; expected {layout}")
@@ -51,9 +50,7 @@ def inpainting_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return error.pow(2).sum(dim=spatial).mean()
 
 
-def soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS
-) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
     """1 − mean over classes of the soft Dice, with all pixels of the batch pooled per class.
 
     ``logits``: (B, K, H, W) raw scores of the K sigmoid channels (no background channel,

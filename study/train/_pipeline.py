@@ -1,15 +1,15 @@
 """A trial's two halves, without Ray or MLflow: pretrain (or not), then transfer -> fine-tune -> evaluate.
 
-:mod:`study.trial` runs them for a study and for ``python -m study.train``, with the pretraining
+:mod:`study.execution.trial` runs them for a study and for ``python -m study.train``, with the pretraining
 made once per key in the study folder and shared by the trials that transfer it. So the split
 selection, the network, the evaluation and the table columns cannot drift apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -53,8 +53,17 @@ def pretrain_strategy(
     """Pretrain the inpainting network ``unet`` on the scans the extent selects (never validation
     or test scans)."""
     ids = pretraining_scans(dataset.split, config.extent, seed=split_seed, rounding=default_rounding(dataset))
-    result = pretrain(dataset, ids, val_ids=dataset.split.val, test_ids=dataset.split.test, unet=unet,
-                      config=config, settings=settings, workdir=workdir, on_epoch=on_epoch)
+    result = pretrain(
+        dataset,
+        ids,
+        val_ids=dataset.split.val,
+        test_ids=dataset.split.test,
+        unet=unet,
+        config=config,
+        settings=settings,
+        workdir=workdir,
+        on_epoch=on_epoch,
+    )
     return Pretrained(result, ids)
 
 
@@ -82,15 +91,27 @@ def finetune_and_test(
     class over the defaults (the spec's ``analysis.nsd_tolerance_mm``).
     """
     train_ids = finetuning_scans(dataset, label_fraction, seed=split_seed)
-    finetuned = finetune(dataset, train_ids, val_ids=dataset.split.val, unet=unet, config=config, settings=settings,
-                         pretrained=pretrained, workdir=workdir, on_epoch=on_epoch, until_epoch=until_epoch)
+    finetuned = finetune(
+        dataset,
+        train_ids,
+        val_ids=dataset.split.val,
+        unet=unet,
+        config=config,
+        settings=settings,
+        pretrained=pretrained,
+        workdir=workdir,
+        on_epoch=on_epoch,
+        until_epoch=until_epoch,
+    )
     val_dice = None
     if until_epoch is not None or record_validation:
-        val_dice = case_dice(evaluate_segmentation(finetuned.model, dataset, dataset.split.val, settings,
-                                                    boundary=False))
+        val_dice = case_dice(
+            evaluate_segmentation(finetuned.model, dataset, dataset.split.val, settings, boundary=False)
+        )
     if finetuned.paused:
         return Tested(None, finetuned, train_ids, val_dice)
-    table = evaluate_segmentation(finetuned.model, dataset, dataset.split.test, settings,
-                                  nsd_tolerance_mm=nsd_tolerance_mm)
+    table = evaluate_segmentation(
+        finetuned.model, dataset, dataset.split.test, settings, nsd_tolerance_mm=nsd_tolerance_mm
+    )
     table.insert(1, "label_fraction", label_fraction)
     return Tested(table, finetuned, train_ids, val_dice)

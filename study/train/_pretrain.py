@@ -6,9 +6,9 @@ summed over pixels. Each batch draws fresh masks from the run's mask bank on the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -56,8 +56,10 @@ class PretrainConfig:
 
     def corruption(self, image_size: int) -> CorruptionConfig:
         return CorruptionConfig(
-            task=self.task, sampler=self.sampler,
-            patch_size=scaled_patch_size(self.patch_size, image_size), n_masks=self.n_masks,
+            task=self.task,
+            sampler=self.sampler,
+            patch_size=scaled_patch_size(self.patch_size, image_size),
+            n_masks=self.n_masks,
         )
 
 
@@ -91,8 +93,10 @@ def pretrain(
     on ``test_ids``. Returns the best weights. ``unet`` is the inpainting network: its input and
     output channels are the data set's."""
     if not unet.in_channels == unet.out_channels == dataset.in_channels:
-        raise SpecError(f"an inpainting U-Net for {dataset.in_channels}-channel images needs in_channels = "
-                        f"out_channels = {dataset.in_channels}, got {unet.in_channels} and {unet.out_channels}")
+        raise SpecError(
+            f"an inpainting U-Net for {dataset.in_channels}-channel images needs in_channels = "
+            f"out_channels = {dataset.in_channels}, got {unet.in_channels} and {unet.out_channels}"
+        )
     model = settings.place(UNet(unet, seed=settings.seed))
     bank = build_bank(dataset, config, settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -108,7 +112,9 @@ def pretrain(
         total, n = 0.0, 0
         for batch in val_batches:
             x = settings.to_device(batch["image"])
-            total += float(inpainting_loss(network_forward(m, bank.corrupt(x, val_generator), settings), x)) * x.shape[0]
+            total += (
+                float(inpainting_loss(network_forward(m, bank.corrupt(x, val_generator), settings), x)) * x.shape[0]
+            )
             n += x.shape[0]
         return total / n
 

@@ -22,16 +22,28 @@ ALPHA = 0.05
 # Found 5: two restoration strategies ahead of the baseline, prediction slightly behind, each at
 # three learning rates of which 0.3 cannot learn (every model there, the baseline too, ends near
 # Dice 0.1) and 0.003 learns less well than 0.001.
-AHEAD = {("restoration", 16): 0.026, ("restoration", 32): 0.025, ("prediction", 16): -0.004,
-         ("prediction", 32): -0.008}
+AHEAD = {("restoration", 16): 0.026, ("restoration", 32): 0.025, ("prediction", 16): -0.004, ("prediction", 32): -0.008}
 RATES = {0.001: 0.0, 0.003: -0.03, 0.3: None}  # None: cannot learn
 
 
-def _trial(strategy: str, fraction: float, seed: int, lr: float, dice: np.ndarray, val_loss: float,
-           **design: object) -> pd.DataFrame:
-    return pd.DataFrame({"dataset": "mri", "strategy": strategy, "label_fraction": fraction, "seed": seed,
-                         "case_id": [f"c{i}" for i in range(dice.size)], "class": "a", "dice": dice, "lr": lr,
-                         "trial_id": f"{strategy}@{lr:g}-{fraction:g}-{seed}", "val_loss": val_loss, **design})
+def _trial(
+    strategy: str, fraction: float, seed: int, lr: float, dice: np.ndarray, val_loss: float, **design: object
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "dataset": "mri",
+            "strategy": strategy,
+            "label_fraction": fraction,
+            "seed": seed,
+            "case_id": [f"c{i}" for i in range(dice.size)],
+            "class": "a",
+            "dice": dice,
+            "lr": lr,
+            "trial_id": f"{strategy}@{lr:g}-{fraction:g}-{seed}",
+            "val_loss": val_loss,
+            **design,
+        }
+    )
 
 
 def found_5_study(n_cases: int = 30, seeds: tuple[int, ...] = (0, 1), rng_seed: int = 5) -> pd.DataFrame:
@@ -45,12 +57,12 @@ def found_5_study(n_cases: int = 30, seeds: tuple[int, ...] = (0, 1), rng_seed: 
         level = difficulty + (0.05 if fraction == 0.25 else 0.0)
         arms = [("supervised", 0.0, {"task": "none"})] + [
             (f"{task}/K{k}/random|encoder/at_once", gain, {"task": task, "patch_size": k, "sampler": "random"})
-            for (task, k), gain in AHEAD.items()]
+            for (task, k), gain in AHEAD.items()
+        ]
         for (strategy, gain, design), (lr, penalty) in itertools.product(arms, RATES.items()):
             true = np.full(n_cases, 0.1) if penalty is None else level + gain + penalty
             dice = true + rng.normal(0, 0.02, n_cases)
-            parts.append(_trial(strategy, fraction, seed, lr, dice, 1 - true.mean() + rng.normal(0, 0.002),
-                                **design))
+            parts.append(_trial(strategy, fraction, seed, lr, dice, 1 - true.mean() + rng.normal(0, 0.002), **design))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -91,9 +103,19 @@ def _noise_study(rng: np.random.Generator, task_gain: float = 0.0, n_cases: int 
     parts = [_trial("supervised", 0.05, 0, 0.001, difficulty + rng.normal(0, 0.03, n_cases), 0.3, task="none")]
     for task, k, sampler in itertools.product(*AXES.values()):
         gain = task_gain if task == "restoration" else 0.0
-        parts.append(_trial(f"{task}/K{k}/{sampler}|encoder/at_once", 0.05, 0, 0.001,
-                            difficulty + gain + rng.normal(0, 0.03, n_cases), 0.3, task=task, patch_size=k,
-                            sampler=sampler))
+        parts.append(
+            _trial(
+                f"{task}/K{k}/{sampler}|encoder/at_once",
+                0.05,
+                0,
+                0.001,
+                difficulty + gain + rng.normal(0, 0.03, n_cases),
+                0.3,
+                task=task,
+                patch_size=k,
+                sampler=sampler,
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -110,8 +132,10 @@ def test_found_6_importance_calls_an_axis_in_noise_at_most_alpha_of_the_time() -
     studies = 200
     called = [_important(_noise_study(rng)) for _ in range(studies)]
     rate = np.mean([bool(c) for c in called])
-    print(f"\npure noise, 12 strategies, {studies} studies: an axis called important in {rate:.3f} "
-          f"({sum(map(len, called))} axis calls)")
+    print(
+        f"\npure noise, 12 strategies, {studies} studies: an axis called important in {rate:.3f} "
+        f"({sum(map(len, called))} axis calls)"
+    )
     assert rate <= ALPHA
 
 
@@ -121,6 +145,8 @@ def test_an_axis_with_a_real_effect_is_called_important() -> None:
     called = [_important(_noise_study(rng, task_gain=0.03)) for _ in range(studies)]
     task = np.mean(["task" in c for c in called])
     others = np.mean([bool(c - {"task"}) for c in called])
-    print(f"\ntask +0.03 Dice (per-case noise SD 0.03, 20 cases), {studies} studies: task important in {task:.2f}, "
-          f"another axis in {others:.2f}")
+    print(
+        f"\ntask +0.03 Dice (per-case noise SD 0.03, 20 cases), {studies} studies: task important in {task:.2f}, "
+        f"another axis in {others:.2f}"
+    )
     assert task >= 0.9 and others <= ALPHA

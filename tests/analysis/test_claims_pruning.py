@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.pruning import decide
+from study.execution.pruning import decide
 
 RUNGS, CONFIGURATIONS, PATIENTS, WORSE = 1000, 15, 20, 5
 NOISE, DIFFICULTY, ALPHA = 0.03, 0.08, 0.05
@@ -26,9 +26,19 @@ def simulate(shifts: np.ndarray, seed: int) -> np.ndarray:
     for r in range(RUNGS):
         difficulty = rng.normal(0.75, DIFFICULTY, PATIENTS)
         dice = difficulty + shifts[:, None] + rng.normal(0, NOISE, (len(shifts), PATIENTS))
-        values = {name: {(0.05, 0): dict(zip(map(str, range(PATIENTS)), row.tolist()))} for name, row in zip(names, dice)}
-        out = decide(values, dataset="ct", rung=0, protected=set(), strategies={s: s for s in names}, alpha=ALPHA,
-                     min_survivors=1, unit="patient")
+        values = {
+            name: {(0.05, 0): dict(zip(map(str, range(PATIENTS)), row.tolist()))} for name, row in zip(names, dice)
+        }
+        out = decide(
+            values,
+            dataset="ct",
+            rung=0,
+            protected=set(),
+            strategies={s: s for s in names},
+            alpha=ALPHA,
+            min_survivors=1,
+            unit="patient",
+        )
         stopped[r] = [d.stopped for d in sorted(out, key=lambda d: d.strategy)]
     return stopped
 
@@ -45,7 +55,9 @@ def test_worse_configurations_are_stopped_and_the_best_ones_are_not() -> None:
     stopped = simulate(shifts, seed=20261202)
     worse = stopped[:, :WORSE].mean(axis=0)
     best_stopped = stopped[:, WORSE:].any(axis=1).mean()
-    print(f"\n5 of 15 worse by 0.05 Dice (paired sd 0.042): each stopped at {np.round(worse, 3).tolist()}; "
-          f"P(stopping any of the 10 best) = {best_stopped:.3f}")
+    print(
+        f"\n5 of 15 worse by 0.05 Dice (paired sd 0.042): each stopped at {np.round(worse, 3).tolist()}; "
+        f"P(stopping any of the 10 best) = {best_stopped:.3f}"
+    )
     assert (worse >= 0.95).all()  # 0.995-0.999 measured
     assert best_stopped <= 0.06  # strong control: the worse ones being there does not raise it

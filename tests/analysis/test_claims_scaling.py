@@ -8,7 +8,7 @@ and the report draws no curve. Fixed generators; every rate is printed (``pytest
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,9 @@ FAMILY = "restoration/K32/poisson_disc"
 N_UNITS, NOISE = 16, 0.02  # per unit: the mean at an extent has SD 0.005
 
 
-def _units(rng: np.random.Generator, curve: Callable[[float], float],
-           fractions: tuple[float, ...] = (0.05,)) -> pd.DataFrame:
+def _units(
+    rng: np.random.Generator, curve: Callable[[float], float], fractions: tuple[float, ...] = (0.05,)
+) -> pd.DataFrame:
     """Per unit Dice = curve(extent) + the unit's difficulty (SD 0.05, the same at every extent) +
     noise (SD 0.02); the supervised baseline at extent 0."""
     parts = []
@@ -32,9 +33,18 @@ def _units(rng: np.random.Generator, curve: Callable[[float], float],
         difficulty = rng.normal(0, 0.05, N_UNITS)
         for x in (0.0, *EXTENTS):
             name = "supervised" if x == 0 else f"{FAMILY}/x{x:g}|encoder/at_once"
-            parts.append(pd.DataFrame({"dataset": "mri", "strategy": name, "label_fraction": fraction, "extent": x,
-                                       "unit": [f"c{i}" for i in range(N_UNITS)],
-                                       "dice": curve(x) + difficulty + rng.normal(0, NOISE, N_UNITS)}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "dataset": "mri",
+                        "strategy": name,
+                        "label_fraction": fraction,
+                        "extent": x,
+                        "unit": [f"c{i}" for i in range(N_UNITS)],
+                        "dice": curve(x) + difficulty + rng.normal(0, NOISE, N_UNITS),
+                    }
+                )
+            )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -65,13 +75,16 @@ def _check_every_fit(fits: pd.DataFrame) -> None:
 def test_found_7_no_effect_of_extent_is_never_an_identified_law_without_its_note() -> None:
     rng = np.random.default_rng(7)
     studies = 500
-    for name, curve in (("no effect at all", lambda x: 0.6),
-                        ("a constant gain of +0.03 at every extent", lambda x: 0.6 + 0.03 * (x > 0))):
+    for name, curve in (
+        ("no effect at all", lambda x: 0.6),
+        ("a constant gain of +0.03 at every extent", lambda x: 0.6 + 0.03 * (x > 0)),
+    ):
         fits = _fits(rng, curve, studies)
         _check_every_fit(fits)
         bound, identified = _on_bound(fits["k"]).mean(), fits["identified"].mean()
-        print(f"\n{name}, {studies} studies: k on a bound {bound:.2f} (each with its note), "
-              f"identified {identified:.3f}")
+        print(
+            f"\n{name}, {studies} studies: k on a bound {bound:.2f} (each with its note), identified {identified:.3f}"
+        )
         assert identified <= ALPHA
 
 
@@ -83,9 +96,11 @@ def test_a_real_power_law_is_identified_in_most_studies() -> None:
     _check_every_fit(fits)
     identified = fits["identified"].mean()
     covered = ((fits["k_low"] <= k) & (k <= fits["k_high"])).mean()
-    print(f"\nDice = {a} x^{k} + {c}, per-unit noise SD {NOISE} over {N_UNITS} units, extents 0 and "
-          f"{', '.join(map(str, EXTENTS))}, {studies} studies: identified {identified:.3f}, "
-          f"k's 95% interval covers {k} in {covered:.3f}")
+    print(
+        f"\nDice = {a} x^{k} + {c}, per-unit noise SD {NOISE} over {N_UNITS} units, extents 0 and "
+        f"{', '.join(map(str, EXTENTS))}, {studies} studies: identified {identified:.3f}, "
+        f"k's 95% interval covers {k} in {covered:.3f}"
+    )
     assert identified >= 0.8 and covered >= 0.9
 
 

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import clinical_cases, clinical_metrics, clinical_summary, transfer_summary
-from study.analysis import AnalysisSettings, analyze
+from study.analysis import (
+    AnalysisSettings,
+    analyze,
+    clinical_cases,
+    clinical_metrics,
+    clinical_summary,
+    transfer_summary,
+)
 
 NAN = float("nan")
 
@@ -21,9 +27,19 @@ def hand_table() -> pd.DataFrame:
         for f, f_scale in ((0.05, 2.0), (0.25, 1.0)):
             for case, fc, pc in (("c1", 10.0, 6.0), ("c2", -20.0, NAN if f == 0.05 else -8.0)):
                 for cls, err in (("fc", fc), ("pc", pc)):
-                    records.append({"dataset": "mri", "strategy": strategy, "label_fraction": f, "case_id": case,
-                                    "subject_id": case, "class": cls, "dice": 0.5,
-                                    "t2_ms_pct_err": err * scale * f_scale, "volume_ml_pct_err": -err})
+                    records.append(
+                        {
+                            "dataset": "mri",
+                            "strategy": strategy,
+                            "label_fraction": f,
+                            "case_id": case,
+                            "subject_id": case,
+                            "class": cls,
+                            "dice": 0.5,
+                            "t2_ms_pct_err": err * scale * f_scale,
+                            "volume_ml_pct_err": -err,
+                        }
+                    )
     return pd.DataFrame(records)
 
 
@@ -68,10 +84,30 @@ def test_transfer_combinations_keep_learning_rates_apart() -> None:
         for i, v in enumerate([0.1, 0.2, 0.3, 0.4]):
             base = {"dataset": "mri", "label_fraction": f, "case_id": f"c{i}", "class": "a"}
             records.append({**base, "strategy": "supervised", "dice": v - 0.05, "lr": 0.01, "trial_id": f"s{f}"})
-            records.append({**base, "strategy": "A|encoder/at_once", "scope": "encoder", "schedule": "at_once",
-                            "dice": v, "lr": 0.01, "trial_id": f"a1{f}", "val_loss": 0.2})
-            records.append({**base, "strategy": "A|encoder/at_once", "scope": "encoder", "schedule": "at_once",
-                            "dice": v + 0.3, "lr": 0.001, "trial_id": f"a2{f}", "val_loss": 0.1})
+            records.append(
+                {
+                    **base,
+                    "strategy": "A|encoder/at_once",
+                    "scope": "encoder",
+                    "schedule": "at_once",
+                    "dice": v,
+                    "lr": 0.01,
+                    "trial_id": f"a1{f}",
+                    "val_loss": 0.2,
+                }
+            )
+            records.append(
+                {
+                    **base,
+                    "strategy": "A|encoder/at_once",
+                    "scope": "encoder",
+                    "schedule": "at_once",
+                    "dice": v + 0.3,
+                    "lr": 0.001,
+                    "trial_id": f"a2{f}",
+                    "val_loss": 0.1,
+                }
+            )
     table = pd.DataFrame(records)
     result = analyze(table, AnalysisSettings(n_boot=200))
     transfer = result.transfer.set_index(["combination", "label_fraction"])
@@ -82,6 +118,10 @@ def test_transfer_combinations_keep_learning_rates_apart() -> None:
     assert pd.isna(transfer.loc[("supervised", 0.05), "rank"])
     # the main ranking keeps the lower validation loss (lr 0.001)
     assert result.ranking.iloc[0]["mean_dice"] == pytest.approx(0.55)
-    again = transfer_summary(table.drop(columns=["lr"]).query("trial_id != 'a20.05' and trial_id != 'a20.25'"),
-                             result.ranking, result.fractions, AnalysisSettings(n_boot=200))
+    again = transfer_summary(
+        table.drop(columns=["lr"]).query("trial_id != 'a20.05' and trial_id != 'a20.25'"),
+        result.ranking,
+        result.fractions,
+        AnalysisSettings(n_boot=200),
+    )
     assert set(again["combination"]) == {"A|encoder/at_once", "supervised"} and np.isfinite(again["p"]).any()

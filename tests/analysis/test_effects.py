@@ -16,8 +16,13 @@ PATCH = {16: 0.004, 32: 0.0}
 LR = {0.001: 0.0, 0.01: -0.02}
 
 
-def _grid(n_cases: int = 24, fractions: tuple[float, ...] = (0.25, 0.5), seed: int = 0,
-          seeds: tuple[int, ...] = (0,), seed_shift: float = 0.0) -> pd.DataFrame:
+def _grid(
+    n_cases: int = 24,
+    fractions: tuple[float, ...] = (0.25, 0.5),
+    seed: int = 0,
+    seeds: tuple[int, ...] = (0,),
+    seed_shift: float = 0.0,
+) -> pd.DataFrame:
     """A grid over task x patch size x fine-tuning lr, whose effects add up exactly, and a baseline
     at the same two learning rates. Validation loss prefers lr 0.001, so the ranking keeps it for
     every strategy and the baseline; the baseline learns far less at lr 0.01 (-0.3). A seed adds
@@ -28,13 +33,35 @@ def _grid(n_cases: int = 24, fractions: tuple[float, ...] = (0.25, 0.5), seed: i
     for f, s in itertools.product(fractions, seeds):
         base = rng.uniform(0.5, 0.8, n_cases)
         for lr, loss in ((0.001, 0.1), (0.01, 0.2)):
-            records += rows("mri", "supervised", f, dict(zip(cases, base + (0 if lr == 0.001 else -0.3))), seed=s,
-                            trial_id=f"base-{f}-{lr}-{s}", task="none", lr=lr, val_loss=loss)
+            records += rows(
+                "mri",
+                "supervised",
+                f,
+                dict(zip(cases, base + (0 if lr == 0.001 else -0.3))),
+                seed=s,
+                trial_id=f"base-{f}-{lr}-{s}",
+                task="none",
+                lr=lr,
+                val_loss=loss,
+            )
         for task, k, lr in itertools.product(TASK, PATCH, LR):
             shift = TASK[task] + PATCH[k] + LR[lr] + seed_shift * s + rng.normal(0, 0.002, n_cases)
-            records += rows("mri", f"{task}/K{k}/random|encoder/at_once", f, dict(zip(cases, base + shift)), seed=s,
-                            trial_id=f"{task}-{k}-{lr}-{f}-{s}", task=task, patch_size=k, sampler="random", extent=1.0,
-                            scope="encoder", schedule="at_once", lr=lr, val_loss=0.1 if lr == 0.001 else 0.2)
+            records += rows(
+                "mri",
+                f"{task}/K{k}/random|encoder/at_once",
+                f,
+                dict(zip(cases, base + shift)),
+                seed=s,
+                trial_id=f"{task}-{k}-{lr}-{f}-{s}",
+                task=task,
+                patch_size=k,
+                sampler="random",
+                extent=1.0,
+                scope="encoder",
+                schedule="at_once",
+                lr=lr,
+                val_loss=0.1 if lr == 0.001 else 0.2,
+            )
     return pd.DataFrame(records)
 
 
@@ -113,7 +140,9 @@ def test_pooled_pairs_one_difference_per_case_and_fraction() -> None:
 
 def test_a_study_that_varies_one_strategy_has_no_axis_to_show() -> None:
     table = _grid()
-    one = table[(table["task"] == "none") | ((table["task"] == "restoration") & (table["patch_size"] == 16)
-                                             & (table["lr"] == 0.001))]
+    one = table[
+        (table["task"] == "none")
+        | ((table["task"] == "restoration") & (table["patch_size"] == 16) & (table["lr"] == 0.001))
+    ]
     result = analyze(one, AnalysisSettings(n_boot=200))
     assert result.effects.empty and result.importance.empty and "effects" not in result.tables()

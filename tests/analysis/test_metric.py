@@ -85,8 +85,9 @@ def test_tolerances_that_differ_between_trials_are_noted(study: Path) -> None:
     assert any("mri/femoral_cartilage" in n and "different tolerances" in n for n in notes)
 
 
-def test_the_report_shows_dice_beside_nsd_and_hd95_per_class(study: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_report_shows_dice_beside_nsd_and_hd95_per_class(
+    study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from study.analysis._boundary import boundary_summary
     from study.analyze import load_study
     from study.report.__main__ import main as report_main
@@ -94,8 +95,9 @@ def test_the_report_shows_dice_beside_nsd_and_hd95_per_class(study: Path, tmp_pa
     table = load_study(study).table
     summary = boundary_summary(table, {"mri": GOOD}, "supervised")
     assert set(summary["strategy"]) == {GOOD, "supervised"} and len(summary) == 2 * 3 * 2  # x fractions x classes
-    row = summary[(summary["strategy"] == GOOD) & (summary["label_fraction"] == 1.0)
-                  & (summary["class"] == "meniscus")].iloc[0]
+    row = summary[
+        (summary["strategy"] == GOOD) & (summary["label_fraction"] == 1.0) & (summary["class"] == "meniscus")
+    ].iloc[0]
     cases = table[(table["strategy"] == GOOD) & (table["label_fraction"] == 1.0) & (table["class"] == "meniscus")]
     assert row["dice"] == pytest.approx(cases["dice"].mean()) and row["hd95"] == pytest.approx(cases["hd95"].mean())
     assert row["nsd_tol_mm"] == 1.0 and row["n_cases"] == 6
@@ -103,6 +105,6 @@ def test_the_report_shows_dice_beside_nsd_and_hd95_per_class(study: Path, tmp_pa
 
     assert report_main(["tiny", "--storage", str(tmp_path / "studies")]) == 0
     page = (study / "report" / "report.html").read_text()
-    section = page[page.index("Boundary metrics"):]
-    table = section[section.index('<table class="boundary"'):section.index("</table>")]
+    section = page[page.index("Boundary metrics") :]
+    table = section[section.index('<table class="boundary"') : section.index("</table>")]
     assert "hd95" in table and "nsd" in table and GOOD.split("/")[0] in table

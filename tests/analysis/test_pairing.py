@@ -11,8 +11,9 @@ from study.analysis import AnalysisSettings, analyze, pair_with_baseline, wilcox
 from tests.analysis.test_ranking import known_order, rows
 
 
-def null_studies(n_studies: int, n_cases: int = 36, fractions=(0.5, 0.25, 0.1, 0.05), effect_sd: float = 1.0,
-                 seed: int = 2026) -> pd.DataFrame:
+def null_studies(
+    n_studies: int, n_cases: int = 36, fractions=(0.5, 0.25, 0.1, 0.05), effect_sd: float = 1.0, seed: int = 2026
+) -> pd.DataFrame:
     """One baseline and ``n_studies`` strategies no better than it. Each strategy's difference on a
     case is a per-case random effect shared across the fractions (a case that suits the strategy
     suits it at every fraction) plus independent noise: d = 0.02 (u_case + e_case,fraction)."""
@@ -21,11 +22,29 @@ def null_studies(n_studies: int, n_cases: int = 36, fractions=(0.5, 0.25, 0.1, 0
     base = rng.uniform(0.5, 0.8, (len(fractions), n_cases))
     u = rng.normal(0, effect_sd, (n_studies, 1, n_cases))
     d = 0.02 * (u + rng.normal(0, 1, (n_studies, len(fractions), n_cases)))
-    frames = [pd.DataFrame({"strategy": "supervised", "label_fraction": np.repeat(fractions, n_cases),
-                            "seed": 0, "unit": cases * len(fractions), "dice": base.ravel()})]
+    frames = [
+        pd.DataFrame(
+            {
+                "strategy": "supervised",
+                "label_fraction": np.repeat(fractions, n_cases),
+                "seed": 0,
+                "unit": cases * len(fractions),
+                "dice": base.ravel(),
+            }
+        )
+    ]
     for s in range(n_studies):
-        frames.append(pd.DataFrame({"strategy": f"s{s:04d}", "label_fraction": np.repeat(fractions, n_cases),
-                                    "seed": 0, "unit": cases * len(fractions), "dice": (base + d[s]).ravel()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "strategy": f"s{s:04d}",
+                    "label_fraction": np.repeat(fractions, n_cases),
+                    "seed": 0,
+                    "unit": cases * len(fractions),
+                    "dice": (base + d[s]).ravel(),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -40,8 +59,10 @@ def rejection_rate(frame: pd.DataFrame, pairing: str, alpha: float = 0.05) -> fl
 def test_per_case_pairing_keeps_the_type_one_error_of_correlated_null_studies() -> None:
     frame = null_studies(2000)
     per_case, pooled = rejection_rate(frame, "per_case"), rejection_rate(frame, "pooled")
-    print(f"type-I error at alpha 0.05 over 2000 null studies (36 cases x 4 fractions, effect SD 1.0): "
-          f"per_case {per_case:.3f}, pooled {pooled:.3f}")
+    print(
+        f"type-I error at alpha 0.05 over 2000 null studies (36 cases x 4 fractions, effect SD 1.0): "
+        f"per_case {per_case:.3f}, pooled {pooled:.3f}"
+    )
     assert 0.035 <= per_case <= 0.06  # it rejects about 5 % of the time, as a level-0.05 test must
 
 

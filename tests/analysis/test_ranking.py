@@ -10,37 +10,60 @@ from scipy import stats
 from study.analysis import (
     AnalysisSettings,
     analyze,
+    case_dice,
     format_ranking,
+    normalise,
     optimum,
     pooled_fractions,
     rank_strategies,
     units,
-    case_dice,
-    normalise,
 )
 from study.errors import DataError, SpecError
 
 FRACTIONS = (0.05, 0.25, 1.0)
 
 
-def rows(dataset: str, strategy: str, fraction: float, dice: dict[str, float], *, seed: int = 0,
-         subjects: dict[str, str] | None = None, trial_id: str | None = None, **extra: object) -> list[dict]:
+def rows(
+    dataset: str,
+    strategy: str,
+    fraction: float,
+    dice: dict[str, float],
+    *,
+    seed: int = 0,
+    subjects: dict[str, str] | None = None,
+    trial_id: str | None = None,
+    **extra: object,
+) -> list[dict]:
     """Two classes per case: "a" carries the Dice, "b" is absent from truth and prediction (NaN),
     so the class average is exactly the given value."""
     out = []
     for case, value in dice.items():
         for cls, v in (("a", value), ("b", np.nan)):
-            out.append({"dataset": dataset, "strategy": strategy, "label_fraction": fraction, "case_id": case,
-                        "subject_id": (subjects or {}).get(case, case), "class": cls, "dice": v, "seed": seed,
-                        "trial_id": trial_id or f"{dataset}-{strategy}-{fraction}-{seed}", **extra})
+            out.append(
+                {
+                    "dataset": dataset,
+                    "strategy": strategy,
+                    "label_fraction": fraction,
+                    "case_id": case,
+                    "subject_id": (subjects or {}).get(case, case),
+                    "class": cls,
+                    "dice": v,
+                    "seed": seed,
+                    "trial_id": trial_id or f"{dataset}-{strategy}-{fraction}-{seed}",
+                    **extra,
+                }
+            )
     return out
 
 
 def known_order(dataset: str = "mri", n_cases: int = 10, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Baseline plus "strong" (every case better), "weak" (noisy, slightly better), "worse"."""
     rng = np.random.default_rng(seed)
-    shifts = {"strong": lambda m: 0.05 + rng.uniform(0, 0.01, m), "weak": lambda m: rng.normal(0.01, 0.02, m),
-              "worse": lambda m: -0.03 + rng.uniform(0, 0.01, m)}
+    shifts = {
+        "strong": lambda m: 0.05 + rng.uniform(0, 0.01, m),
+        "weak": lambda m: rng.normal(0.01, 0.02, m),
+        "worse": lambda m: -0.03 + rng.uniform(0, 0.01, m),
+    }
     cases = [f"c{i}" for i in range(n_cases)]
     records, values = [], {}
     for f in FRACTIONS:
@@ -165,8 +188,9 @@ def test_a_strategy_without_a_pooled_fraction_is_noted_not_ranked() -> None:
 def test_the_lowest_validation_loss_is_kept_when_trials_share_a_strategy() -> None:
     table, values = known_order()
     table["val_loss"] = 0.5
-    rival = table[table["strategy"] == "worse"].assign(trial_id=lambda t: t["trial_id"] + "-lr2", val_loss=0.1,
-                                                       dice=lambda t: t["dice"] + 0.2)
+    rival = table[table["strategy"] == "worse"].assign(
+        trial_id=lambda t: t["trial_id"] + "-lr2", val_loss=0.1, dice=lambda t: t["dice"] + 0.2
+    )
     result = analyze(pd.concat([table, rival]), AnalysisSettings(n_boot=200))
     row = result.ranking.set_index("strategy").loc["worse"]
     assert row["mean_dice"] == pytest.approx(np.mean([values[("worse", f)] + 0.2 for f in (0.25, 0.05)]))
@@ -175,9 +199,15 @@ def test_the_lowest_validation_loss_is_kept_when_trials_share_a_strategy() -> No
 
 def test_the_optimum_is_the_only_member_of_the_best_set_of_every_data_set_and_beats_the_baseline() -> None:
     def ranking(mri_best: str, ct_best: str, beats: bool = True) -> pd.DataFrame:
-        return pd.DataFrame({"dataset": ["mri"] * 3 + ["ct"] * 3, "strategy": list("ABC") * 2,
-                             "best_set": [s in mri_best for s in "ABC"] + [s in ct_best for s in "ABC"],
-                             "beats_baseline": beats})
+        return pd.DataFrame(
+            {
+                "dataset": ["mri"] * 3 + ["ct"] * 3,
+                "strategy": list("ABC") * 2,
+                "best_set": [s in mri_best for s in "ABC"] + [s in ct_best for s in "ABC"],
+                "beats_baseline": beats,
+            }
+        )
+
     assert optimum(ranking("B", "B")) == ["B"]
     assert optimum(ranking("B", "A")) == []  # a different best per data set
     assert optimum(ranking("AB", "B")) == []  # MRI does not separate A and B
@@ -204,12 +234,28 @@ def test_repeated_seeds_give_per_seed_rankings_and_their_stability() -> None:
 
 
 def test_units_average_classes_then_patients_then_seeds() -> None:
-    table = pd.DataFrame([
-        {"dataset": "ct", "strategy": "s", "label_fraction": 0.1, "case_id": c, "subject_id": "p", "class": k,
-         "dice": v, "seed": seed}
-        for seed, c, k, v in [(0, "x", "a", 0.2), (0, "x", "b", 0.4), (0, "y", "a", 0.6), (0, "y", "b", np.nan),
-                              (1, "x", "a", 1.0), (1, "y", "a", 0.0)]
-    ])
+    table = pd.DataFrame(
+        [
+            {
+                "dataset": "ct",
+                "strategy": "s",
+                "label_fraction": 0.1,
+                "case_id": c,
+                "subject_id": "p",
+                "class": k,
+                "dice": v,
+                "seed": seed,
+            }
+            for seed, c, k, v in [
+                (0, "x", "a", 0.2),
+                (0, "x", "b", 0.4),
+                (0, "y", "a", 0.6),
+                (0, "y", "b", np.nan),
+                (1, "x", "a", 1.0),
+                (1, "y", "a", 0.0),
+            ]
+        ]
+    )
     per_unit, kind = units(case_dice(normalise(table)), "auto")
     # seed 0: x 0.3, y 0.6 -> patient 0.45; seed 1: x 1.0, y 0.0 -> 0.5; over seeds 0.475
     assert kind == {"ct": "patient"} and per_unit["dice"].tolist() == [pytest.approx(0.475)]
@@ -220,9 +266,10 @@ def test_full_analysis_serialises_and_prints() -> None:
     result = analyze(table, AnalysisSettings(n_boot=200))
     text = format_ranking(result)
     assert "mri: 3 strategies vs 'supervised'" in text and "optimum: strong (beats the baseline" in text
-    assert text.splitlines()[:len(result.headline)] == result.headline
+    assert text.splitlines()[: len(result.headline)] == result.headline
     data = json.loads(json.dumps(result.to_json(), allow_nan=False))
     assert data["chosen"] == {"mri": "strong"} and data["tables"]["ranking"][0]["strategy"] == "strong"
-    by_set, _ = rank_strategies(units(case_dice(normalise(table)), "case", by_seed=True)[0], result.fractions,
-                                AnalysisSettings(n_boot=200))
+    by_set, _ = rank_strategies(
+        units(case_dice(normalise(table)), "case", by_seed=True)[0], result.fractions, AnalysisSettings(n_boot=200)
+    )
     pd.testing.assert_frame_equal(by_set, result.ranking)  # same seed, same intervals

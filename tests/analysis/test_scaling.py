@@ -21,8 +21,11 @@ def test_power_law_fit_recovers_a_k_c_from_exact_points(x: list[float], a: float
     xs = np.array(x, dtype=float)
     fit = fit_power_law(xs, power_law(xs, a, k, c))
     assert fit["note"] == ""
-    assert (fit["a"], fit["k"], fit["c"]) == (pytest.approx(a, rel=1e-4), pytest.approx(k, rel=1e-4),
-                                              pytest.approx(c, rel=1e-4))
+    assert (fit["a"], fit["k"], fit["c"]) == (
+        pytest.approx(a, rel=1e-4),
+        pytest.approx(k, rel=1e-4),
+        pytest.approx(c, rel=1e-4),
+    )
     assert fit["rse"] == pytest.approx(0.0, abs=1e-7) and fit["n_points"] == len(x)
 
 
@@ -40,7 +43,9 @@ def test_fewer_than_four_extents_give_a_note_not_an_error() -> None:
 
 
 def test_strategy_extents_parse_the_plan_names() -> None:
-    names = pd.Series(["restoration/K32/poisson_disc|encoder/at_once", "restoration/K32/poisson_disc/x1.5|encoder/at_once"])
+    names = pd.Series(
+        ["restoration/K32/poisson_disc|encoder/at_once", "restoration/K32/poisson_disc/x1.5|encoder/at_once"]
+    )
     info = strategy_extents(names)
     assert info["extent"].tolist() == [1.0, 1.5]
     assert info["family"].nunique() == 1
@@ -53,12 +58,25 @@ def extent_table(a: float = 0.05, k: float = 0.4, c: float = 0.6) -> pd.DataFram
     effects = np.linspace(-0.02, 0.02, 6)
     records = []
     for f in (0.05, 0.25):
-        for name, x in (("supervised", 0.0), (f"{family}|encoder/at_once", 1.0), (f"{family}/x1.5|encoder/at_once", 1.5),
-                        (f"{family}/x2|encoder/at_once", 2.0), (f"{family}/x3|encoder/at_once", 3.0)):
+        for name, x in (
+            ("supervised", 0.0),
+            (f"{family}|encoder/at_once", 1.0),
+            (f"{family}/x1.5|encoder/at_once", 1.5),
+            (f"{family}/x2|encoder/at_once", 2.0),
+            (f"{family}/x3|encoder/at_once", 3.0),
+        ):
             level = power_law(np.array(x), a, k, c) + (0.1 * f)
             for i, e in enumerate(effects):
-                records.append({"dataset": "mri", "strategy": name, "label_fraction": f, "case_id": f"c{i}",
-                                "class": "a", "dice": float(level + e + 0.001 * (i - 2.5) * (x == 3.0))})
+                records.append(
+                    {
+                        "dataset": "mri",
+                        "strategy": name,
+                        "label_fraction": f,
+                        "case_id": f"c{i}",
+                        "class": "a",
+                        "dice": float(level + e + 0.001 * (i - 2.5) * (x == 3.0)),
+                    }
+                )
     return pd.DataFrame(records)
 
 
@@ -71,8 +89,9 @@ def test_scaling_fits_each_fraction_and_tests_the_largest_extent() -> None:
     assert fits.loc[0.25, "c"] == pytest.approx(0.625, rel=1e-3) and fits.loc[0.25, "rse"] < 1e-6
     tests = result.scaling_tests.set_index("label_fraction")
     x = table[(table["strategy"].str.contains("/x3")) & (table["label_fraction"] == 0.05)]["dice"].to_numpy()
-    y = table[(table["strategy"] == "restoration/K32/poisson_disc|encoder/at_once")
-              & (table["label_fraction"] == 0.05)]["dice"].to_numpy()
+    y = table[
+        (table["strategy"] == "restoration/K32/poisson_disc|encoder/at_once") & (table["label_fraction"] == 0.05)
+    ]["dice"].to_numpy()
     assert tests.loc[0.05, "extent"] == 3.0 and tests.loc[0.05, "n"] == 6
     assert tests.loc[0.05, "p"] == pytest.approx(stats.wilcoxon(x, y, alternative="greater").pvalue, rel=1e-12)
 

@@ -185,7 +185,9 @@ def test_percentile_interval_and_underpowered_flag() -> None:
     p = np.r_[np.full(15, 1e-9), 0.5]
     assert not underpowered(p, np.full(16, 5), 0.05)[-1] and underpowered(p, np.full(16, 4), 0.05)[-1]
     assert not underpowered(p, np.full(16, 4), 0.05, "bh")[:15].any()
-    assert smallest_p(np.array([60]))[0] == pytest.approx(stats.wilcoxon(np.arange(1.0, 61), alternative="greater").pvalue)
+    assert smallest_p(np.array([60]))[0] == pytest.approx(
+        stats.wilcoxon(np.arange(1.0, 61), alternative="greater").pvalue
+    )
 
 
 def test_rank_biserial_and_its_interval_share_midranks_of_tied_differences() -> None:

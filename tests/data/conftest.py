@@ -34,10 +34,13 @@ def write_tiny_mri(out: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2,
                 scan = synthetic_mri_scan(rng)
                 scan_id = f"s{i:02d}"
                 writer.add_scan(
-                    scan_id, scan_id, mri_input(scan["echo1"], scan["echo2"]),
+                    scan_id,
+                    scan_id,
+                    mri_input(scan["echo1"], scan["echo2"]),
                     None if role == "unlabeled" else scan["labels"],
                     {"echo1": scan["echo1"], "echo2": scan["echo2"], "t2_true_ms": scan["t2"]},
-                    (0.8, 0.3125, 0.3125), PARAMS,
+                    (0.8, 0.3125, 0.3125),
+                    PARAMS,
                 )
                 ids[role].append(scan_id)
                 i += 1
@@ -72,8 +75,14 @@ def write_skmtea(root: Path, shape: tuple[int, int, int] = (12, 10, 5), roles: d
                 f[f"stats/rss/{key}"] = value
     for role, ids in roles.items():
         images = [
-            {"file_name": f"{s}.h5", "scan_id": s, "subject_id": f"subj-{s}", "voxel_spacing": [0.3125, 0.3125, 0.8],
-             "matrix_shape": list(shape), "orientation": ["SI", "AP", "LR"]}
+            {
+                "file_name": f"{s}.h5",
+                "scan_id": s,
+                "subject_id": f"subj-{s}",
+                "voxel_spacing": [0.3125, 0.3125, 0.8],
+                "matrix_shape": list(shape),
+                "orientation": ["SI", "AP", "LR"],
+            }
             for s in ids
         ]
         (ann / f"{role}.json").write_text(json.dumps({"images": images, "annotations": []}))

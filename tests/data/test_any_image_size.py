@@ -21,11 +21,10 @@ import torch
 import yaml
 
 from study.data import open_dataset
+from study.design.plan import TrialPoint
+from study.folder.store import StudyStore
 from study.model import UNet, UNetConfig
-from study.plan import TrialPoint
-from study.store import StudyStore
 from study.train import load_checkpoint
-
 from tests.predict.round_trip import check_predict_and_metrics
 
 from ..conftest import REPO, run_cli
@@ -33,8 +32,16 @@ from ..conftest import REPO, run_cli
 pytestmark = pytest.mark.slow
 
 ZOOMS = (0.7, 0.8, 3.0)  # row, col, slice (mm)
-SCALE = {"profile": "laptop", "widths": [4, 8, 16, 32], "groups": 4, "batch_size": 4, "pretrain_max_epochs": 1,
-         "finetune_max_epochs": 2, "steps_per_epoch": 2, "n_masks": 4}
+SCALE = {
+    "profile": "laptop",
+    "widths": [4, 8, 16, 32],
+    "groups": 4,
+    "batch_size": 4,
+    "pretrain_max_epochs": 1,
+    "finetune_max_epochs": 2,
+    "steps_per_epoch": 2,
+    "n_masks": 4,
+}
 KNEE = ("patellar_cartilage", "femoral_cartilage", "tibial_cartilage", "meniscus")
 ABDOMEN = ("muscle", "imat", "vat", "sat")
 
@@ -68,8 +75,20 @@ def _volumes(root: Path, name: str, shape: tuple[int, int], modality: str) -> tu
 def _import(root: Path, name: str, shape: tuple[int, int], modality: str, classes: tuple[str, ...]) -> Path:
     images, labels = _volumes(root, name, shape, modality)
     out = root / f"{name}-data"
-    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels), "--modality",
-                     modality, "--classes", ",".join(f"{c}={k}" for k, c in enumerate(classes, 1)), "--out", str(out))
+    result = run_cli(
+        "study.data",
+        "import-nifti",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--modality",
+        modality,
+        "--classes",
+        ",".join(f"{c}={k}" for k, c in enumerate(classes, 1)),
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -102,13 +121,26 @@ def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path, stu
     ct = _import(tmp_path, "abdomen", (61, 90), "ct", ABDOMEN)
     checked = run_cli("study.data", "check", str(mri))
     assert checked.returncode == 0, checked.stderr
-    assert "197 x 233 px: padded to 200 x 240 for a U-Net of 4 levels (laptop scale), padded to 208 x 240 " \
-           "for a U-Net of 5 levels (paper scale); mode constant" in checked.stdout
+    assert (
+        "197 x 233 px: padded to 200 x 240 for a U-Net of 4 levels (laptop scale), padded to 208 x 240 "
+        "for a U-Net of 5 levels (paper scale); mode constant" in checked.stdout
+    )
 
     scale = yaml.safe_dump(SCALE, default_flow_style=True).strip()
-    args = ["study.run", str(REPO / "search_spaces" / "smoke.yaml"), "--set", f"datasets=[{mri}, {ct}]",
-            "--set", f"scale={scale}", "--set", f"storage={tmp_path / 'studies'}", "--set", "resources.cpus_per_trial=1",
-            "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    args = [
+        "study.run",
+        str(REPO / "search_spaces" / "smoke.yaml"),
+        "--set",
+        f"datasets=[{mri}, {ct}]",
+        "--set",
+        f"scale={scale}",
+        "--set",
+        f"storage={tmp_path / 'studies'}",
+        "--set",
+        "resources.cpus_per_trial=1",
+        "--set",
+        f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     dry = run_cli(*args, "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert f"images of {mri}: 197 x 233 px padded to 200 x 240 for a U-Net of 4 levels (constant)" in dry.stdout
@@ -131,21 +163,49 @@ def test_a_study_runs_on_odd_sizes_and_says_how_it_pads_them(tmp_path: Path, stu
         l2 = store.read_inpainting(key)
         assert l2 is not None and len(l2) > 0 and np.isfinite(l2["l2"]).all() and (l2["l2"] > 0).all()
     # This finished study also carries the boundary metrics' and study.predict's checks (no study of their own).
-    check_predict_and_metrics(tmp_path, store, {str(mri): (tmp_path / "knee", tmp_path / "knee-labels", "mri"),
-                                                str(ct): (tmp_path / "abdomen", tmp_path / "abdomen-labels", "ct")})
+    check_predict_and_metrics(
+        tmp_path,
+        store,
+        {
+            str(mri): (tmp_path / "knee", tmp_path / "knee-labels", "mri"),
+            str(ct): (tmp_path / "abdomen", tmp_path / "abdomen-labels", "ct"),
+        },
+    )
 
 
-@pytest.mark.parametrize("name, shape, modality, classes", [("knee", (197, 233), "mri", KNEE),
-                                                            ("abdomen", (61, 90), "ct", ABDOMEN)])
+@pytest.mark.parametrize(
+    "name, shape, modality, classes", [("knee", (197, 233), "mri", KNEE), ("abdomen", (61, 90), "ct", ABDOMEN)]
+)
 def test_per_case_dice_equals_a_hand_computation_on_the_original_grid(
     tmp_path: Path, name: str, shape: tuple[int, int], modality: str, classes: tuple[str, ...]
 ) -> None:
     data = _import(tmp_path, name, shape, modality, classes)
     out = tmp_path / "run"
     # A study trial's code, run whole; its --out folder keeps the fine-tuned weights.
-    ran = run_cli("study.train", "--data", str(data), "--fraction", "1.0", "--task", "restoration",
-                  "--max-epochs", "2", "--steps-per-epoch", "2", "--widths", "4,8,16,32", "--groups", "4",
-                  "--batch-size", "4", "--device", "cpu", "--quiet", "--out", str(out))
+    ran = run_cli(
+        "study.train",
+        "--data",
+        str(data),
+        "--fraction",
+        "1.0",
+        "--task",
+        "restoration",
+        "--max-epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--widths",
+        "4,8,16,32",
+        "--groups",
+        "4",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     (trial,) = (out / "trials").glob("*/per_case.csv")  # --out is a one-trial study folder
     table = pd.read_csv(trial)

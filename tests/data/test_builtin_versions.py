@@ -25,7 +25,7 @@ from study.data import (
     subset_size,
 )
 from study.errors import DataError
-from study.power_check import needed
+from study.preflight.power_check import needed
 from tests.conftest import assert_user_error, run_cli
 
 # What the code before versions made by default (PhantomSettings' defaults then): version 1.
@@ -116,8 +116,11 @@ def test_a_study_keeps_the_version_its_folder_records(state: dict | None, versio
 
 @pytest.mark.parametrize("bad", [9, "2", True, None])
 def test_an_unknown_recorded_version_is_refused(bad) -> None:
-    with pytest.raises(DataError, match=r"study.json: made with built-in data version .* which this code does not know "
-                                        r"\(it has 1, 2\).*--fresh"):
+    with pytest.raises(
+        DataError,
+        match=r"study.json: made with built-in data version .* which this code does not know "
+        r"\(it has 1, 2\).*--fresh",
+    ):
         study_phantom_version({"phantom_version": bad}, "study.json")
 
 
@@ -171,10 +174,19 @@ def test_a_study_keeps_its_recorded_phantom_folder_after_a_generator_change(tmp_
 
 def _spec(tmp_path: Path) -> Path:
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "v", "datasets": ["mri"], "storage": str(tmp_path / "studies"),
-                                    "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                    "pretraining": {"task": ["restoration"], "patch_size": [32]},
-                                    "label_fractions": [1.0], "baseline": True}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "v",
+                "datasets": ["mri"],
+                "storage": str(tmp_path / "studies"),
+                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "pretraining": {"task": ["restoration"], "patch_size": [32]},
+                "label_fractions": [1.0],
+                "baseline": True,
+            }
+        )
+    )
     return spec
 
 
@@ -183,9 +195,11 @@ def test_the_dry_run_names_the_phantom_version_a_study_uses(tmp_path: Path) -> N
     new = run_cli("study.run", str(spec), "--dry-run", cwd=tmp_path)
     assert new.returncode == 0, new.stderr
     latest = PhantomSettings.default("mri")
-    assert (f"  data mri: built-in phantom version {LATEST_PHANTOM_VERSION}, the latest: 80 train, 20 val, 32 test, "
-            f"80 unlabeled volumes of 4 slices, 64 px; cache {phantom_cache_path(latest)} (made when the study starts)"
-            in new.stdout.splitlines())
+    assert (
+        f"  data mri: built-in phantom version {LATEST_PHANTOM_VERSION}, the latest: 80 train, 20 val, 32 test, "
+        f"80 unlabeled volumes of 4 slices, 64 px; cache {phantom_cache_path(latest)} (made when the study starts)"
+        in new.stdout.splitlines()
+    )
     # A study folder written before versions were recorded: version 1, its own cache folder.
     folder = tmp_path / "studies" / "v"
     folder.mkdir(parents=True)
@@ -194,22 +208,46 @@ def test_the_dry_run_names_the_phantom_version_a_study_uses(tmp_path: Path) -> N
     old = run_cli("study.run", str(spec), "--dry-run", cwd=tmp_path)
     assert old.returncode == 0, old.stderr
     line = next(line for line in old.stdout.splitlines() if line.startswith("  data mri: "))
-    assert line.startswith("  data mri: built-in phantom version 1, this study folder's (the latest is 2: --fresh "
-                           "starts the study over on it): 20 train, 4 val, 8 test, 20 unlabeled volumes of 16 slices")
+    assert line.startswith(
+        "  data mri: built-in phantom version 1, this study folder's (the latest is 2: --fresh "
+        "starts the study over on it): 20 train, 4 val, 8 test, 20 unlabeled volumes of 16 slices"
+    )
     assert f"cache {old_path} " in line
     fresh = run_cli("study.run", str(spec), "--dry-run", "--fresh", cwd=tmp_path)
     assert f"built-in phantom version {LATEST_PHANTOM_VERSION}, the latest" in fresh.stdout
     (folder / "study.json").write_text(json.dumps({"name": "v", "phantom_version": 7}))
-    assert_user_error(run_cli("study.run", str(spec), "--dry-run", cwd=tmp_path),
-                      f"{folder / 'study.json'}: made with built-in data version 7")
+    assert_user_error(
+        run_cli("study.run", str(spec), "--dry-run", cwd=tmp_path),
+        f"{folder / 'study.json'}: made with built-in data version 7",
+    )
 
 
 def test_the_phantom_command_makes_any_version(tmp_path: Path) -> None:
-    made = run_cli("study.data", "phantom", "--kind", "mri", "--phantom-version", "1", "--size", "32",
-                   "--n-train", "2", "--n-unlabeled", "0", "--out", str(tmp_path / "v1"))
+    made = run_cli(
+        "study.data",
+        "phantom",
+        "--kind",
+        "mri",
+        "--phantom-version",
+        "1",
+        "--size",
+        "32",
+        "--n-train",
+        "2",
+        "--n-unlabeled",
+        "0",
+        "--out",
+        str(tmp_path / "v1"),
+    )
     assert made.returncode == 0, made.stderr
     phantom = json.loads((tmp_path / "v1" / "dataset.json").read_text())["preprocessing"]["phantom"]
-    assert phantom == {**PHANTOM_VERSIONS[1]["mri"], "kind": "mri", "size": 32, "n_train": 2, "n_unlabeled": 0,
-                       "seed": 0}
+    assert phantom == {
+        **PHANTOM_VERSIONS[1]["mri"],
+        "kind": "mri",
+        "size": 32,
+        "n_train": 2,
+        "n_unlabeled": 0,
+        "seed": 0,
+    }
     refused = run_cli("study.data", "phantom", "--kind", "mri", "--phantom-version", "3", "--out", str(tmp_path / "v3"))
     assert refused.returncode == 2 and "--phantom-version" in refused.stderr

@@ -9,11 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from study.data import check_contents, open_dataset
-from study.store import StudyStore
-from study.data import _checks
+from study.data import _checks, check_contents, open_dataset
 from study.data.check import check_dataset
 from study.errors import DataError
+from study.folder.store import StudyStore
 
 from .conftest import write_skmtea, write_tiny_mri
 
@@ -110,7 +109,10 @@ def _replace_raw(root: Path, scan: str, how: str) -> None:
 @pytest.mark.parametrize(
     "how, message",
     [
-        ("fewer slices", "s08.h5: raw values 'echo1' of slices 0..2 have shape (2, 16, 16), the manifest says (3, 16, 16)"),
+        (
+            "fewer slices",
+            "s08.h5: raw values 'echo1' of slices 0..2 have shape (2, 16, 16), the manifest says (3, 16, 16)",
+        ),
         ("bool", "s08.h5: raw values 'echo1' are stored as bool; the clinical metrics need numbers"),
     ],
 )
@@ -160,7 +162,9 @@ def test_scans_are_read_in_bounded_blocks(tmp_path: Path, monkeypatch: pytest.Mo
     assert sizes == [2, 1, 2, 1]  # s00 then s01, 3 slices each
 
 
-def test_a_record_skips_unchanged_files_and_rereads_a_changed_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_record_skips_unchanged_files_and_rereads_a_changed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = write_tiny_mri(tmp_path / "ds")
     study = tmp_path / "studies" / "tiny"
     study.mkdir(parents=True)

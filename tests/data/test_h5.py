@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from study.data import DatasetWriter, Split, open_dataset
-from study.data.slices import SliceDataset
 from study.data.check import check_dataset
+from study.data.slices import SliceDataset
 from study.errors import DataError
 
 from .conftest import CLASSES, write_tiny_mri

@@ -89,8 +89,20 @@ def test_bad_class_declarations(text: str, message: str) -> None:
 def test_cli_import_reports_a_missing_label_map(tmp_path: Path) -> None:
     images, labels = _write_ct_volumes(tmp_path)
     (labels / "case3.nii.gz").unlink()
-    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
-                     "--classes", "m=1,i=2,v=3,s=4", "--modality", "ct", "--out", str(tmp_path / "out"))
+    result = run_cli(
+        "study.data",
+        "import-nifti",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--classes",
+        "m=1,i=2,v=3,s=4",
+        "--modality",
+        "ct",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_user_error(result, "no label map for image 'case3'")
     assert not (tmp_path / "out").exists()
 
@@ -100,9 +112,22 @@ def test_a_split_file_naming_files_outside_the_folder_is_refused(tmp_path: Path,
     images, labels = _write_ct_volumes(tmp_path)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["case0", "case1", name], "val": ["case3"], "test": ["case4"]}))
-    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
-                     "--classes", "a=1,b=2,c=3,d=4", "--split-file", str(split), "--modality", "ct",
-                     "--out", str(tmp_path / "out"))
+    result = run_cli(
+        "study.data",
+        "import-nifti",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--classes",
+        "a=1,b=2,c=3,d=4",
+        "--split-file",
+        str(split),
+        "--modality",
+        "ct",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_user_error(result, f"{split}: train file name {name!r} is not a plain file name")
     assert not (tmp_path / "out").exists()
 
@@ -113,16 +138,39 @@ def test_a_declared_class_with_no_voxel_is_refused(tmp_path: Path) -> None:
     for path in labels.iterdir():  # no voxel of label value 4 anywhere
         img = nibabel.load(str(path))
         data = np.asarray(img.dataobj)
-        nibabel.save(nibabel.Nifti1Image(np.where(data == 4, 0, data).astype(np.int16), img.affine, img.header), str(path))
-    result = run_cli("study.data", "import-nifti", "--images", str(images), "--labels", str(labels),
-                     "--classes", "a=1,b=2,c=3,d=4", "--modality", "ct", "--out", str(tmp_path / "out"))
+        nibabel.save(
+            nibabel.Nifti1Image(np.where(data == 4, 0, data).astype(np.int16), img.affine, img.header), str(path)
+        )
+    result = run_cli(
+        "study.data",
+        "import-nifti",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--classes",
+        "a=1,b=2,c=3,d=4",
+        "--modality",
+        "ct",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_user_error(result, f"{labels}: class d (label value 4) has no voxel in any label map")
     assert not (tmp_path / "out").exists()
 
 
 def test_the_modality_must_be_given_and_the_data_set_is_named_after_out(tmp_path: Path) -> None:
     images, labels = _write_ct_volumes(tmp_path)
-    args = ["study.data", "import-nifti", "--images", str(images), "--labels", str(labels), "--classes", "m=1,i=2,v=3,s=4"]
+    args = [
+        "study.data",
+        "import-nifti",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--classes",
+        "m=1,i=2,v=3,s=4",
+    ]
     assert_user_error(run_cli(*args, "--out", str(tmp_path / "my-ct")), "--modality")  # not MRI by default
     assert not (tmp_path / "my-ct").exists()
     done = run_cli(*args, "--modality", "ct", "--out", str(tmp_path / "my-ct"))
@@ -133,10 +181,30 @@ def test_the_modality_must_be_given_and_the_data_set_is_named_after_out(tmp_path
 
 def test_without_nibabel_the_hint_is_the_readmes(tmp_path: Path) -> None:
     images, labels = _write_ct_volumes(tmp_path)
-    code = ("import sys; sys.modules['nibabel'] = None\n"
-            "from study._cli import run_main; from study.data.__main__ import main; run_main(main)")
-    result = subprocess.run([sys.executable, "-c", code, "import-nifti", "--images", str(images), "--labels", str(labels),
-                             "--classes", "m=1,i=2,v=3,s=4", "--modality", "ct", "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.modules['nibabel'] = None\n"
+        "from study._cli import run_main; from study.data.__main__ import main; run_main(main)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "import-nifti",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--classes",
+            "m=1,i=2,v=3,s=4",
+            "--modality",
+            "ct",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert_user_error(result, 'pip install -e ".[nifti]"')
     assert 'pip install -e ".[nifti]"' in (Path(__file__).parents[2] / "README.md").read_text()

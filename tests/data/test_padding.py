@@ -16,9 +16,9 @@ import torch
 
 from study.data import DatasetWriter, Split, open_dataset
 from study.data.padding import NetworkPadding
+from study.design.spec_loading import validate
 from study.errors import SpecError
 from study.model import UNet, UNetConfig
-from study.spec_loading import validate
 from study.train import TrainSettings, evaluate_inpainting, evaluate_segmentation
 from study.train._padding import network_forward
 
@@ -45,8 +45,10 @@ def test_padding_reaches_the_next_multiple_split_evenly(size, levels, padded, pa
 
 
 def test_the_description_names_sizes_depth_and_mode() -> None:
-    assert NetworkPadding(197, 233, 4).describe("constant") == \
-        "197 x 233 px padded to 200 x 240 for a U-Net of 4 levels (constant)"
+    assert (
+        NetworkPadding(197, 233, 4).describe("constant")
+        == "197 x 233 px padded to 200 x 240 for a U-Net of 4 levels (constant)"
+    )
     assert NetworkPadding(64, 64, 4).describe("reflect") == "64 x 64 px, no padding for a U-Net of 4 levels"
 
 

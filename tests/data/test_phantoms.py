@@ -248,7 +248,14 @@ def test_cache_key_follows_settings_and_generator_version(monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("kind, n_slices", [("mri", 3), ("ct", 1)])
 def test_split_and_rounding_are_known_before_the_phantom_is_written(tmp_path, kind: str, n_slices: int) -> None:
-    from study.data import PhantomSettings, default_rounding, make_phantom_dataset, open_dataset, phantom_rounding, phantom_split
+    from study.data import (
+        PhantomSettings,
+        default_rounding,
+        make_phantom_dataset,
+        open_dataset,
+        phantom_rounding,
+        phantom_split,
+    )
 
     settings = PhantomSettings(kind=kind, size=32, n_train=3, n_val=1, n_test=2, n_unlabeled=2, n_slices=n_slices)
     dataset = open_dataset(make_phantom_dataset(settings, tmp_path / kind))

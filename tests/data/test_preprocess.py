@@ -43,7 +43,9 @@ def test_mri_input_is_rss_zscored_over_the_volume() -> None:
     np.testing.assert_allclose(root_sum_of_squares(np.array([3.0]), np.array([4.0])), [5.0])
 
 
-@pytest.mark.parametrize("windows, message", [([(0, 50)], "width=0.0 must be > 0"), ([(400,)], r"ct_windows\[0\]"), ([], "at least one")])
+@pytest.mark.parametrize(
+    "windows, message", [([(0, 50)], "width=0.0 must be > 0"), ([(400,)], r"ct_windows\[0\]"), ([], "at least one")]
+)
 def test_bad_ct_windows_are_refused(windows: list, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         ct_input(np.zeros((1, 2, 2)), windows)

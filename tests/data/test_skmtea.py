@@ -68,9 +68,7 @@ def test_broken_skmtea_is_reported_by_file(tmp_path: Path, damage: str, message:
         (root / "image_files" / "MTR_004.h5").rename(root / "image_files" / "MTR_404.h5")
         text = (root / "annotations/v1.0.0/test.json").read_text().replace("MTR_004", "MTR_404")
         (root / "annotations/v1.0.0/test.json").write_text(text)
-        (root / "all_metadata.csv").write_text(
-            (root / "all_metadata.csv").read_text().replace("MTR_004", "MTR_404")
-        )
+        (root / "all_metadata.csv").write_text((root / "all_metadata.csv").read_text().replace("MTR_004", "MTR_404"))
         (root / "image_files" / "MTR_404.h5").unlink()
     elif damage in ("missing_seg", "wrong_seg_shape"):
         with h5py.File(scan, "a") as f:
@@ -97,9 +95,20 @@ def _shipped_metadata(root: Path, rows: list[dict]) -> Path:
 def test_metadata_as_the_data_set_ships_it(tmp_path: Path) -> None:
     root = write_skmtea(tmp_path / "skm")
     scans = ["MTR_900", "MTR_003", "MTR_001", "MTR_004", "MTR_002"]
-    rows = [{"MTR_ID": s, "PatientAge": 40 + i, "MedialDirection": "L", "RepetitionTime": 18.0 + i,
-             "EchoTime1": 5.8, "EchoTime2": 30.2, "FlipAngle": 20.0, "SpoilerGradientArea": 3132.0 + i,
-             "SpoilerGradientTime": 1560.0} for i, s in enumerate(scans)]
+    rows = [
+        {
+            "MTR_ID": s,
+            "PatientAge": 40 + i,
+            "MedialDirection": "L",
+            "RepetitionTime": 18.0 + i,
+            "EchoTime1": 5.8,
+            "EchoTime2": 30.2,
+            "FlipAngle": 20.0,
+            "SpoilerGradientArea": 3132.0 + i,
+            "SpoilerGradientTime": 1560.0,
+        }
+        for i, s in enumerate(scans)
+    ]
     path = _shipped_metadata(root, rows)
     assert path.read_text().startswith(",MTR_ID,")
     # The data set's own evaluation code reads this sample as it reads the real file.
@@ -117,12 +126,21 @@ def test_metadata_as_the_data_set_ships_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "header, body, message",
     [
-        (",ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
-         "0,MTR_001,18,5.8,20,3132,1560", "missing column(s) MTR_ID or scan_id needed for T2 estimation"),
-        (",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
-         "0,MTR_001,18,5.8,20,3132,1560\n1,MTR_001,18,5.8,20,3132,1560", "scan MTR_001 has more than one row"),
-        (",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
-         "0,MTR_001,fast,5.8,20,3132,1560", "scan MTR_001: could not convert string to float: 'fast'"),
+        (
+            ",ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+            "0,MTR_001,18,5.8,20,3132,1560",
+            "missing column(s) MTR_ID or scan_id needed for T2 estimation",
+        ),
+        (
+            ",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+            "0,MTR_001,18,5.8,20,3132,1560\n1,MTR_001,18,5.8,20,3132,1560",
+            "scan MTR_001 has more than one row",
+        ),
+        (
+            ",MTR_ID,RepetitionTime,EchoTime1,FlipAngle,SpoilerGradientArea,SpoilerGradientTime",
+            "0,MTR_001,fast,5.8,20,3132,1560",
+            "scan MTR_001: could not convert string to float: 'fast'",
+        ),
     ],
 )
 def test_metadata_problems_name_the_file(tmp_path: Path, header: str, body: str, message: str) -> None:

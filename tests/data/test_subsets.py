@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from study.data import Split, check_selections, guard_training_scans, label_subsets, open_dataset, pretraining_scans, subset_size
+from study.data import (
+    Split,
+    check_selections,
+    guard_training_scans,
+    label_subsets,
+    open_dataset,
+    pretraining_scans,
+    subset_size,
+)
 from study.data.subsets import finetuning_scans
 from study.errors import DataError, SpecError
 
@@ -40,7 +48,9 @@ def test_label_fraction_outside_unit_interval_is_refused(fraction: float) -> Non
 
 
 def test_pretraining_extents_add_unlabeled_scans_nested() -> None:
-    split = Split(train=tuple(f"t{i}" for i in range(10)), val=("v",), test=("x",), unlabeled=tuple(f"u{i}" for i in range(10)))
+    split = Split(
+        train=tuple(f"t{i}" for i in range(10)), val=("v",), test=("x",), unlabeled=tuple(f"u{i}" for i in range(10))
+    )
     base, half, double = (pretraining_scans(split, e, seed=3) for e in (1.0, 1.5, 2.0))
     assert base == split.train
     assert len(half) == 15 and len(double) == 20
@@ -69,7 +79,9 @@ def test_pretraining_extents_below_one_are_nested_training_subsets(rounding: str
 
 
 def test_selections_a_study_cannot_make_are_named() -> None:
-    split = Split(train=tuple(f"t{i}" for i in range(10)), val=("v",), test=("x",), unlabeled=tuple(f"u{i}" for i in range(5)))
+    split = Split(
+        train=tuple(f"t{i}" for i in range(10)), val=("v",), test=("x",), unlabeled=tuple(f"u{i}" for i in range(5))
+    )
     check_selections(split, "ceil", [0.25, 1.0, 1.5], [0.05, 1.0])
     with pytest.raises(DataError, match=r"^pretraining.extent 2: .*needs 10 unlabeled scans, the data set has 5"):
         check_selections(split, "ceil", [0.5, 2.0], [0.05])

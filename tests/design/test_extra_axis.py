@@ -16,8 +16,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from study.plan import make_plan
-from study.spec_loading import validate
+from study.design.plan import make_plan
+from study.design.spec_loading import validate
 from tests.conftest import REPO
 from tests.run.conftest import write_spec
 
@@ -33,8 +33,13 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("extra-axis")
-    spec = write_spec(folder, name="margin", datasets=["mri"], label_fractions=[0.5],
-                      finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001], "min_delta": MARGINS})
+    spec = write_spec(
+        folder,
+        name="margin",
+        datasets=["mri"],
+        label_fractions=[0.5],
+        finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001], "min_delta": MARGINS},
+    )
     done = _run("-m", "study.run", str(spec), cwd=folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder, spec
@@ -68,9 +73,11 @@ def test_the_axis_reaches_plan_records_and_its_default_keeps_the_ids(study: tupl
 
 def test_the_trial_trains_with_the_axis_value(study: tuple[Path, Path]) -> None:
     folder, spec = study
-    code = ("import sys; from study.spec_loading import load_spec; from study.plan import make_plan; "
-            "from study.configs import finetune_config; spec = load_spec(sys.argv[1]); "
-            "print(sorted((t.id, finetune_config(t.scale, t.values()).min_delta) for t in make_plan(spec).trials))")
+    code = (
+        "import sys; from study.design.spec_loading import load_spec; from study.design.plan import make_plan; "
+        "from study.execution.configs import finetune_config; spec = load_spec(sys.argv[1]); "
+        "print(sorted((t.id, finetune_config(t.scale, t.values()).min_delta) for t in make_plan(spec).trials))"
+    )
     out = _run("-c", code, str(spec), cwd=folder)
     assert out.returncode == 0, out.stderr
     margins = dict(eval(out.stdout))  # noqa: S307 - our own subprocess's repr of (id, float) pairs

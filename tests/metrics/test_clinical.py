@@ -21,9 +21,7 @@ from study.metrics import (
 )
 
 # Typical SKM-TEA qDESS parameters (ms, degrees, as stored, µs).
-PARAMS = QDessParams(
-    repetition_time=18.176, echo_time=5.8, flip_angle=20.0, spoiler_area=3132.0, spoiler_time=1560.0
-)
+PARAMS = QDessParams(repetition_time=18.176, echo_time=5.8, flip_angle=20.0, spoiler_area=3132.0, spoiler_time=1560.0)
 SPACING = (0.8, 0.3125, 0.3125)  # (slice, row, col) mm -> 0.078125 mm^3 per voxel
 MRI_NAMES = ("patellar_cartilage", "femoral_cartilage", "tibial_cartilage", "meniscus")
 
@@ -111,9 +109,7 @@ def test_mri_clinical_errors():
     with pytest.raises(SpecError, match=r"t1_ms=-5.0 must be a T1 in ms > 0"):
         mri_clinical(echo1, echo2, masks, PARAMS, SPACING, t1_ms=-5.0)
     with pytest.raises(SpecError, match=r"meniscus_class='meniscus' is not among class_names"):
-        mri_clinical(
-            echo1, echo2, masks, PARAMS, SPACING, meniscus_t1_ms=1000.0, class_names="abcd"
-        )
+        mri_clinical(echo1, echo2, masks, PARAMS, SPACING, meniscus_t1_ms=1000.0, class_names="abcd")
     with pytest.raises(ValueError, match=r"must be \(S, H, W\), \(S, H, W\) and \(K, S, H, W\)"):
         mri_clinical(echo1, echo2, masks[:, :2], PARAMS, SPACING)
     with pytest.raises(ValueError, match=r"3 class names .* for 4 mask channels"):
@@ -233,9 +229,15 @@ def test_case_rows_build_the_per_case_table():
     )
     table = pd.DataFrame(rows)
     assert list(table.columns) == [
-        "case_id", "class", "dice",
-        "t2_ms_pred", "t2_ms_true", "t2_ms_pct_err",
-        "volume_ml_pred", "volume_ml_true", "volume_ml_pct_err",
+        "case_id",
+        "class",
+        "dice",
+        "t2_ms_pred",
+        "t2_ms_true",
+        "t2_ms_pct_err",
+        "volume_ml_pred",
+        "volume_ml_true",
+        "volume_ml_pct_err",
     ]
     assert table["class"].tolist() == list(MRI_NAMES)
     assert (table["case_id"] == "scan_07").all()

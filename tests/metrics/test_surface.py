@@ -32,10 +32,10 @@ def _monai(pred: np.ndarray, true: np.ndarray, spacing, tolerance: float) -> tup
     y = torch.from_numpy(true[None, None].astype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI warns on an empty class; the values are what is compared
-        nsd = monai_metrics.compute_surface_dice(y_pred, y, [tolerance], include_background=True,
-                                                 spacing=list(spacing))
-        hd = monai_metrics.compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95,
-                                                      spacing=list(spacing))
+        nsd = monai_metrics.compute_surface_dice(y_pred, y, [tolerance], include_background=True, spacing=list(spacing))
+        hd = monai_metrics.compute_hausdorff_distance(
+            y_pred, y, include_background=True, percentile=95, spacing=list(spacing)
+        )
     return float(nsd[0, 0]), float(hd[0, 0])
 
 
@@ -52,10 +52,17 @@ def _ball(shape, centre, radius, spacing) -> np.ndarray:
 CASES_2D = {
     "disc vs shifted disc": (lambda: (_disc((40, 40), (20, 20), 9), _disc((40, 40), (22, 17), 9)), (1.0, 1.0)),
     "disc vs smaller disc": (lambda: (_disc((40, 40), (20, 20), 6), _disc((40, 40), (20, 20), 11)), (0.7, 0.7)),
-    "anisotropic pixels": (lambda: (_disc((40, 40), (20, 20), 8, (0.5, 1.5)), _disc((40, 40), (23, 19), 8, (0.5, 1.5))),
-                           (0.5, 1.5)),
-    "thin shell": (lambda: (_disc((40, 40), (20, 20), 10) & ~_disc((40, 40), (20, 20), 8),
-                            _disc((40, 40), (20, 21), 11) & ~_disc((40, 40), (20, 21), 9)), (0.8, 0.8)),
+    "anisotropic pixels": (
+        lambda: (_disc((40, 40), (20, 20), 8, (0.5, 1.5)), _disc((40, 40), (23, 19), 8, (0.5, 1.5))),
+        (0.5, 1.5),
+    ),
+    "thin shell": (
+        lambda: (
+            _disc((40, 40), (20, 20), 10) & ~_disc((40, 40), (20, 20), 8),
+            _disc((40, 40), (20, 21), 11) & ~_disc((40, 40), (20, 21), 9),
+        ),
+        (0.8, 0.8),
+    ),
     "touches the grid's edge": (lambda: (_disc((30, 30), (3, 15), 7), _disc((30, 30), (0, 14), 8)), (1.0, 1.0)),
 }
 
@@ -108,8 +115,9 @@ def test_empty_classes_follow_the_named_policy() -> None:
         nsd, hd95 = nsd_hd95(pred, true, (0.5, 2.0), 1.0)
         assert nsd == 0.0 == _monai(pred, true, (0.5, 2.0), 1.0)[0]  # MONAI agrees on NSD
         assert hd95 == pytest.approx(math.hypot(20 * 0.5, 30 * 2.0))  # the field of view's diagonal (MONAI: inf)
-    nsd, hd95 = boundary_per_class(np.stack([disc, empty, disc]), np.stack([disc, empty, empty]), (1.0, 1.0),
-                                   [1.0, 1.0, 1.0])
+    nsd, hd95 = boundary_per_class(
+        np.stack([disc, empty, disc]), np.stack([disc, empty, empty]), (1.0, 1.0), [1.0, 1.0, 1.0]
+    )
     assert nsd[0] == 1.0 and hd95[0] == 0.0 and math.isnan(nsd[1]) and math.isnan(hd95[1]) and nsd[2] == 0.0
 
 
@@ -142,19 +150,24 @@ def test_the_evaluation_writes_the_columns_with_the_spec_tolerances(tiny_mri) ->
     """evaluate_segmentation (a trial's test evaluation) adds nsd, hd95 and nsd_tol_mm after dice,
     with the spec's tolerances over the defaults; its validation use (boundary=False) adds nothing."""
     from study.data import open_dataset
+    from study.design.spec import StudySpec
     from study.model import UNet, UNetConfig
-    from study.spec import StudySpec
     from study.train import TrainSettings, evaluate_segmentation
 
     dataset = open_dataset(tiny_mri)  # volumes of several slices
     model = UNet(UNetConfig(in_channels=1, out_channels=4, widths=(4, 8), groups=4), seed=0)
     spec = StudySpec(name="x", analysis={"nsd_tolerance_mm": {"meniscus": 0.4}})
     settings = TrainSettings(batch_size=4)
-    table = evaluate_segmentation(model, dataset, dataset.split.test, settings,
-                                  nsd_tolerance_mm=spec.analysis.nsd_tolerance_mm)
+    table = evaluate_segmentation(
+        model, dataset, dataset.split.test, settings, nsd_tolerance_mm=spec.analysis.nsd_tolerance_mm
+    )
     assert list(table.columns[:8]) == ["dataset", "case_id", "subject_id", "class", "dice", "nsd", "hd95", "nsd_tol_mm"]
     assert table.groupby("class")["nsd_tol_mm"].first().to_dict() == {
-        "femoral_cartilage": 1.0, "meniscus": 0.4, "patellar_cartilage": 1.0, "tibial_cartilage": 1.0}
+        "femoral_cartilage": 1.0,
+        "meniscus": 0.4,
+        "patellar_cartilage": 1.0,
+        "tibial_cartilage": 1.0,
+    }
     case = dataset.split.test[0]
     assert dataset.scans[case].n_slices > 1
     from study.train import predict_scan

@@ -23,7 +23,10 @@ def test_widths_from_yaml_list_become_a_tuple() -> None:
     [
         # width 8 cannot hold 16 groups: refused, the valid choices are named
         (dict(widths=(8, 16, 32, 64)), r"widths\[0\] = 8 is not divisible by groups = 16.*\[1, 2, 4, 8\]"),
-        (dict(widths=(24, 48), groups=16), r"widths\[0\] = 24 .*groups dividing all widths: \[1, 2, 3, 4, 6, 8, 12, 24\]"),
+        (
+            dict(widths=(24, 48), groups=16),
+            r"widths\[0\] = 24 .*groups dividing all widths: \[1, 2, 3, 4, 6, 8, 12, 24\]",
+        ),
         (dict(widths=(32,)), r"widths must have at least 2 levels"),
         (dict(widths=(32, 0)), r"widths\[1\] must be an integer >= 1, got 0"),
         (dict(in_channels=0), r"in_channels must be an integer >= 1, got 0"),

@@ -19,7 +19,15 @@ def test_hand_counted_two_level_net() -> None:
     "config",
     [
         UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32, 64), groups=8),
-        UNetConfig(in_channels=3, out_channels=3, widths=(4, 8, 16), groups=4, block="conv_relu_norm", up_kernel=3, head_kernel=3),
+        UNetConfig(
+            in_channels=3,
+            out_channels=3,
+            widths=(4, 8, 16),
+            groups=4,
+            block="conv_relu_norm",
+            up_kernel=3,
+            head_kernel=3,
+        ),
     ],
 )
 def test_matches_torch_flop_counter(config: UNetConfig) -> None:
@@ -45,9 +53,18 @@ def test_refuses_a_size_the_net_cannot_take() -> None:
     [
         UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32, 64), groups=8),
         UNetConfig(),
-        UNetConfig.for_architecture("authors", inpainting=True, in_channels=3, out_channels=3, widths=(4, 8, 16), groups=4),
-        UNetConfig.for_architecture("authors", inpainting=False, in_channels=1, out_channels=4, widths=(8, 16, 32), groups=4,
-                                    norm_running_stats=True),
+        UNetConfig.for_architecture(
+            "authors", inpainting=True, in_channels=3, out_channels=3, widths=(4, 8, 16), groups=4
+        ),
+        UNetConfig.for_architecture(
+            "authors",
+            inpainting=False,
+            in_channels=1,
+            out_channels=4,
+            widths=(8, 16, 32),
+            groups=4,
+            norm_running_stats=True,
+        ),
         UNetConfig(in_channels=1, out_channels=1, widths=(4, 8), groups=2, norm_running_stats=True),
     ],
 )

@@ -27,7 +27,12 @@ def test_ws_conv_convolves_the_standardized_weight_and_trains_the_raw_one() -> N
     y = conv(x)
     assert y.shape == (2, 4, 9, 11)
     w = conv.weight
-    ref = F.conv2d(x, (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True, correction=0) + 1e-5), conv.bias, padding=1)
+    ref = F.conv2d(
+        x,
+        (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True, correction=0) + 1e-5),
+        conv.bias,
+        padding=1,
+    )
     torch.testing.assert_close(y, ref)
     y.square().sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
@@ -65,7 +70,9 @@ def test_decoder_level_doubles_size_and_concatenates_the_skip(up_kernel: int) ->
 def test_hand_written_backward_matches_autograd_of_the_formula() -> None:
     torch.manual_seed(0)
     conv = WSConv2d(6, 5, eps=1e-3).double()
-    assert torch.autograd.gradcheck(lambda w: _Standardize.apply(w, 1e-3), (conv.weight.detach().clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda w: _Standardize.apply(w, 1e-3), (conv.weight.detach().clone().requires_grad_(),)
+    )
     w = conv.weight.detach().clone().requires_grad_()
     ref = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True, correction=0) + 1e-3)
     g = torch.randn_like(ref)
@@ -86,8 +93,15 @@ def test_standardisation_works_on_a_channels_last_weight() -> None:
 
 
 def _authors(inpainting: bool, **fields) -> UNetConfig:
-    return UNetConfig.for_architecture("authors", inpainting=inpainting, in_channels=3,
-                                       out_channels=3 if inpainting else 4, widths=(8, 16, 32), groups=4, **fields)
+    return UNetConfig.for_architecture(
+        "authors",
+        inpainting=inpainting,
+        in_channels=3,
+        out_channels=3 if inpainting else 4,
+        widths=(8, 16, 32),
+        groups=4,
+        **fields,
+    )
 
 
 @pytest.mark.parametrize("inpainting", [True, False])
@@ -111,9 +125,16 @@ def test_authors_architecture_standardises_only_the_last_conv_and_normalises_aft
 
 
 def test_default_architecture_is_the_dataclass_default() -> None:
-    default = UNetConfig.for_architecture("default", inpainting=True, in_channels=1, out_channels=1, widths=(8, 16), groups=4)
+    default = UNetConfig.for_architecture(
+        "default", inpainting=True, in_channels=1, out_channels=1, widths=(8, 16), groups=4
+    )
     assert default == UNetConfig(in_channels=1, out_channels=1, widths=(8, 16), groups=4)
-    assert (default.block, default.up_kernel, default.head_kernel, default.norm_running_stats) == ("conv_norm_relu", 2, 1, False)
+    assert (default.block, default.up_kernel, default.head_kernel, default.norm_running_stats) == (
+        "conv_norm_relu",
+        2,
+        1,
+        False,
+    )
 
 
 def test_running_group_norm_trains_as_group_norm_and_evaluates_with_its_running_statistics() -> None:
@@ -134,7 +155,9 @@ def test_running_group_norm_trains_as_group_norm_and_evaluates_with_its_running_
     norm.eval()
     y = norm(x)
     m, v = norm.running_mean.repeat_interleave(2), norm.running_var.repeat_interleave(2)
-    expected = (x - m.view(1, 4, 1, 1)) / torch.sqrt(v.view(1, 4, 1, 1) + 1e-5) * norm.weight.view(1, 4, 1, 1) + norm.bias.view(1, 4, 1, 1)
+    expected = (x - m.view(1, 4, 1, 1)) / torch.sqrt(v.view(1, 4, 1, 1) + 1e-5) * norm.weight.view(
+        1, 4, 1, 1
+    ) + norm.bias.view(1, 4, 1, 1)
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(norm(x[:1]), y[:1])  # one slice evaluates alike whatever else is in the batch
 
@@ -154,5 +177,7 @@ def test_running_statistics_are_a_setting_and_state_of_the_level() -> None:
     plain, running = UNet(_authors(False)), UNet(_authors(False, norm_running_stats=True))
     assert not any(isinstance(m, RunningGroupNorm) for m in plain.modules())
     assert "enc_1.norm2.running_mean" not in plain.state_dict()
-    assert {"enc_1.norm2.running_mean", "enc_1.norm2.running_var", "dec_1.block.norm2.running_var"} <= set(running.state_dict())
+    assert {"enc_1.norm2.running_mean", "enc_1.norm2.running_var", "dec_1.block.norm2.running_var"} <= set(
+        running.state_dict()
+    )
     assert [n for n, _ in plain.named_parameters()] == [n for n, _ in running.named_parameters()]

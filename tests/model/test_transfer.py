@@ -72,7 +72,9 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes_and_leaves_target_untou
     source = UNet(UNetConfig(in_channels=3, out_channels=3, widths=(8, 16, 64), groups=4))  # wider bottleneck
     _, target = _pair()
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(SpecError, match=r"'bottleneck.conv1.weight' has shape \(64, 16, 3, 3\), the target expects \(32, 16, 3, 3\)"):
+    with pytest.raises(
+        SpecError, match=r"'bottleneck.conv1.weight' has shape \(64, 16, 3, 3\), the target expects \(32, 16, 3, 3\)"
+    ):
         transfer_weights(source.state_dict(), target, "encoder")
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
 
@@ -97,8 +99,11 @@ def test_head_of_different_size_is_no_obstacle_and_compiled_keys_are_accepted() 
 
 def test_unknown_scope_suggests_the_closest() -> None:
     source, target = _pair()
-    with pytest.raises(SpecError, match=r"^transfer scope: unknown value 'encoder_decoder'; did you mean 'encoder\+decoder'\? "
-                       r"Choices: 'none', 'encoder', 'encoder\+decoder'$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^transfer scope: unknown value 'encoder_decoder'; did you mean 'encoder\+decoder'\? "
+        r"Choices: 'none', 'encoder', 'encoder\+decoder'$",
+    ):
         transfer_weights(source.state_dict(), target, "encoder_decoder")  # type: ignore[arg-type]
     assert check_scope("none") == "none"
     with pytest.raises(SpecError, match=r"fine-tuning schedule: unknown value 'at-once'; did you mean 'at_once'\?"):
@@ -137,7 +142,11 @@ def test_adam_leaves_frozen_weights_unchanged() -> None:
 
 
 def test_freeze_refuses_an_unknown_group() -> None:
-    with pytest.raises(SpecError, match=r"parameter group: unknown value 'encoders'; did you mean 'encoder'\? Choices: 'encoder', 'decoder', 'head'"):
+    with pytest.raises(
+        SpecError,
+        match=r"parameter group: unknown value 'encoders'; did you mean 'encoder'\? "
+        r"Choices: 'encoder', 'decoder', 'head'",
+    ):
         freeze(UNet(SEGMENT), ["encoders"])
 
 
@@ -178,7 +187,8 @@ def test_transfer_between_two_authors_models_copies_the_same_tensors() -> None:
 
 def test_an_authors_model_does_not_take_the_default_models_weights() -> None:
     source = UNet(PRETEXT)
-    target = UNet(UNetConfig.for_architecture("authors", inpainting=False, in_channels=3, out_channels=4,
-                                              widths=WIDTHS, groups=4))
+    target = UNet(
+        UNetConfig.for_architecture("authors", inpainting=False, in_channels=3, out_channels=4, widths=WIDTHS, groups=4)
+    )
     with pytest.raises(SpecError, match="tensors the target lacks|lack tensor"):
         transfer_weights(source.state_dict(), target, "encoder")

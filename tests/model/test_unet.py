@@ -18,7 +18,10 @@ TINY = UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32), groups=4)
         (TINY, (16, 24)),  # 3 levels: multiples of 4, non-square
         (UNetConfig(in_channels=3, out_channels=3, widths=(8, 16, 32, 64), groups=8), (32, 32)),  # CT inpainting
         (UNetConfig(in_channels=1, out_channels=1, widths=(4, 8), groups=2), (6, 10)),  # 2 levels, odd halves
-        (UNetConfig(widths=(8, 16, 32, 64, 128), groups=8, block="conv_relu_norm", up_kernel=3, head_kernel=3), (48, 16)),
+        (
+            UNetConfig(widths=(8, 16, 32, 64, 128), groups=8, block="conv_relu_norm", up_kernel=3, head_kernel=3),
+            (48, 16),
+        ),
     ],
 )
 def test_output_has_head_channels_and_input_size(config: UNetConfig, size: tuple[int, int]) -> None:

@@ -21,9 +21,9 @@ import pytest
 
 from study._cli import run_main
 from study.data import open_dataset
+from study.folder.store import StudyStore
 from study.metrics import boundary_rows, dice_per_class
 from study.predict import main as predict_main
-from study.store import StudyStore
 
 RESTORATION = "restoration/K32/poisson_disc|encoder/at_once"
 
@@ -44,8 +44,14 @@ def _refused(*argv: str, fragment: str) -> None:
 
 
 def _trial(store: StudyStore, dataset: str, strategy: str, fraction: float):
-    (record,) = [r for tid in store.trial_ids() if (r := store.trial_result(tid)) is not None
-                 and r.dataset == dataset and r.strategy == strategy and r.label_fraction == fraction]
+    (record,) = [
+        r
+        for tid in store.trial_ids()
+        if (r := store.trial_result(tid)) is not None
+        and r.dataset == dataset
+        and r.strategy == strategy
+        and r.label_fraction == fraction
+    ]
     return record
 
 
@@ -56,7 +62,9 @@ def check_predict_and_metrics(tmp_path: Path, store: StudyStore, imports: dict[s
     for trial_id in store.trial_ids():
         table = store.read_per_case(trial_id)
         assert {"nsd", "hd95", "nsd_tol_mm"} <= set(table.columns)
-        assert ((table["nsd"].dropna() >= 0) & (table["nsd"].dropna() <= 1)).all() and (table["hd95"].dropna() >= 0).all()
+        assert ((table["nsd"].dropna() >= 0) & (table["nsd"].dropna() <= 1)).all() and (
+            table["hd95"].dropna() >= 0
+        ).all()
     study = str(store.root)
     for data, (images, labels, modality) in imports.items():
         dataset = open_dataset(data)
@@ -67,11 +75,32 @@ def check_predict_and_metrics(tmp_path: Path, store: StudyStore, imports: dict[s
             shutil.copy(images / f"{subject}.nii.gz", new / f"{subject}.nii.gz")
         out = tmp_path / f"predicted-{modality}"
         # no optimum (one test volume cannot show a strategy better): refused, naming the choices
-        _refused(study, "--images", str(new), "--out", str(out), "--dataset", data,
-                 fragment=f"name one with --strategy: {RESTORATION}, supervised")
+        _refused(
+            study,
+            "--images",
+            str(new),
+            "--out",
+            str(out),
+            "--dataset",
+            data,
+            fragment=f"name one with --strategy: {RESTORATION}, supervised",
+        )
         assert not out.exists()
-        code, printed, err = _run(study, "--images", str(new), "--out", str(out), "--dataset", data,
-                                  "--strategy", RESTORATION, "--fraction", "1", "--masks", "--quiet")
+        code, printed, err = _run(
+            study,
+            "--images",
+            str(new),
+            "--out",
+            str(out),
+            "--dataset",
+            data,
+            "--strategy",
+            RESTORATION,
+            "--fraction",
+            "1",
+            "--masks",
+            "--quiet",
+        )
         assert code == 0, err
         record = _trial(store, data, RESTORATION, 1.0)
         assert f"with trial {record.trial_id}: {RESTORATION}" in printed and "cpu" in printed
@@ -82,8 +111,9 @@ def check_predict_and_metrics(tmp_path: Path, store: StudyStore, imports: dict[s
             written = nibabel.load(str(out / f"{subject}.nii.gz"))
             masks = nibabel.load(str(out / f"{subject}_masks.nii.gz"))
             for image in (written, masks):
-                assert np.array_equal(image.affine, given.affine) and np.array_equal(image.header.get_best_affine(),
-                                                                                       given.header.get_best_affine())
+                assert np.array_equal(image.affine, given.affine) and np.array_equal(
+                    image.header.get_best_affine(), given.header.get_best_affine()
+                )
                 assert image.header.get_zooms()[:3] == given.header.get_zooms()
             assert written.shape == given.shape and masks.shape == (*given.shape, 4)
             # (K, S, H, W), slices on the import's axis 2
@@ -95,16 +125,22 @@ def check_predict_and_metrics(tmp_path: Path, store: StudyStore, imports: dict[s
             assert np.isin(label_map[predicted.sum(axis=0) > 1], [1, 2, 3, 4]).all()
             truth = np.moveaxis(np.asarray(nibabel.load(str(labels / f"{subject}.nii.gz")).dataobj), 2, 0)
             zooms = written.header.get_zooms()
-            cases = ([(subject, slice(None))] if modality == "mri" else
-                     [(f"{subject}_s{z:03d}", slice(z, z + 1)) for z in range(truth.shape[0])])
+            cases = (
+                [(subject, slice(None))]
+                if modality == "mri"
+                else [(f"{subject}_s{z:03d}", slice(z, z + 1)) for z in range(truth.shape[0])]
+            )
             for case, part in cases:
                 pred = predicted[:, part]
                 true = np.stack([truth[part] == k for k in range(1, 5)])
                 dice = dice_per_class(pred, true)
                 boundary = boundary_rows(pred, true, dataset.class_names, (zooms[2], zooms[0], zooms[1]))
                 if not (pred.sum(axis=0) > 1).any():  # no voxel claimed twice: the label map gives the same
-                    assert np.allclose(dice, dice_per_class(np.stack([label_map[part] == k for k in range(1, 5)]),
-                                                            true), equal_nan=True)
+                    assert np.allclose(
+                        dice,
+                        dice_per_class(np.stack([label_map[part] == k for k in range(1, 5)]), true),
+                        equal_nan=True,
+                    )
                 for k, cls in enumerate(dataset.class_names):
                     row = table.loc[(case, cls)]
                     assert dice[k] == pytest.approx(row["dice"], abs=1e-6, nan_ok=True)
@@ -115,8 +151,9 @@ def check_predict_and_metrics(tmp_path: Path, store: StudyStore, imports: dict[s
         _refusals(tmp_path, store, study, data, new, out, modality, imports)
 
 
-def _refusals(tmp_path: Path, store: StudyStore, study: str, data: str, new: Path, out: Path, modality: str,
-              imports: dict) -> None:
+def _refusals(
+    tmp_path: Path, store: StudyStore, study: str, data: str, new: Path, out: Path, modality: str, imports: dict
+) -> None:
     args = ("--dataset", data, "--strategy", RESTORATION, "--fraction", "1")
     before = sorted(p.name for p in out.iterdir())
     _refused(study, "--images", str(new), "--out", str(out), *args, fragment="already exists and is not empty")
@@ -145,8 +182,15 @@ def _refusals(tmp_path: Path, store: StudyStore, study: str, data: str, new: Pat
         nibabel.save(nibabel.Nifti1Image(body, given.affine), str(other_images / "ct.nii.gz"))
     else:  # the MRI import's own volumes: magnitudes, nothing near fat's -100 HU
         other_images = next(i for i, _, m in imports.values() if m == "mri")
-    _refused(study, "--images", str(other_images), "--out", str(fresh), *args,
-             fragment="as a CT in HU" if modality == "mri" else "as an MRI magnitude")
+    _refused(
+        study,
+        "--images",
+        str(other_images),
+        "--out",
+        str(fresh),
+        *args,
+        fragment="as a CT in HU" if modality == "mri" else "as an MRI magnitude",
+    )
     assert not fresh.parent.exists()
     weights = store.trial_weights_path(_trial(store, data, RESTORATION, 1.0).trial_id)
     weights.rename(weights.with_suffix(".away"))
@@ -154,8 +198,26 @@ def _refusals(tmp_path: Path, store: StudyStore, study: str, data: str, new: Pat
         _refused(study, "--images", str(new), "--out", str(fresh), *args, fragment="kept no weights")
     finally:
         weights.with_suffix(".away").rename(weights)
-    _refused(study, "--images", str(new), "--out", str(fresh), "--strategy", RESTORATION,
-             fragment=f"the study has 2 data sets; name one with --dataset: {', '.join(sorted(imports))}")
-    _refused(study, "--images", str(new), "--out", str(fresh), "--dataset", data, "--strategy", "nonesuch",
-             fragment=f"the study's strategies: {RESTORATION}, supervised")
+    _refused(
+        study,
+        "--images",
+        str(new),
+        "--out",
+        str(fresh),
+        "--strategy",
+        RESTORATION,
+        fragment=f"the study has 2 data sets; name one with --dataset: {', '.join(sorted(imports))}",
+    )
+    _refused(
+        study,
+        "--images",
+        str(new),
+        "--out",
+        str(fresh),
+        "--dataset",
+        data,
+        "--strategy",
+        "nonesuch",
+        fragment=f"the study's strategies: {RESTORATION}, supervised",
+    )
     assert not fresh.parent.exists()

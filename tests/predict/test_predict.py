@@ -18,8 +18,8 @@ nibabel = pytest.importorskip("nibabel")
 def test_label_map_takes_the_declared_values_and_the_higher_logit_where_two_classes_claim() -> None:
     masks = np.zeros((3, 1, 2, 3), bool)
     logits = np.zeros((3, 1, 2, 3), np.float32)
-    masks[0, 0, 0, 0] = True                                   # one class: its value
-    masks[1, 0, 0, 1] = masks[2, 0, 0, 1] = True               # two: the higher logit wins
+    masks[0, 0, 0, 0] = True  # one class: its value
+    masks[1, 0, 0, 1] = masks[2, 0, 0, 1] = True  # two: the higher logit wins
     logits[1, 0, 0, 1], logits[2, 0, 0, 1] = 0.5, 2.0
     masks[0, 0, 1, 2] = masks[1, 0, 1, 2] = True
     logits[0, 0, 1, 2], logits[1, 0, 1, 2] = 3.0, 0.1
@@ -60,14 +60,18 @@ def test_the_trial_defaults_to_the_optimum_at_its_largest_fraction_and_refuses_w
     """On the synthetic study tests/analysis/test_cli.py ranks (restoration clearly ahead): no --strategy
     means the analysis's optimum, no --fraction its largest label fraction, no --seed the spec's."""
     from study.errors import SpecError
+    from study.folder.store import StudyStore
     from study.predict import choose_trial
-    from study.store import StudyStore
     from tests.analysis.test_cli import write_study
 
     store = StudyStore(write_study(tmp_path))
     state = store.read_state()
     chosen = choose_trial(store, state, "mri", None, None, None)
-    assert (chosen.strategy, chosen.label_fraction, chosen.seed) == ("restoration/K32/poisson_disc|encoder/at_once", 1.0, 0)
+    assert (chosen.strategy, chosen.label_fraction, chosen.seed) == (
+        "restoration/K32/poisson_disc|encoder/at_once",
+        1.0,
+        0,
+    )
     assert chosen.why == "the optimum of the study's analysis"
     assert store.trial_result(chosen.trial_id).label_fraction == 1.0
     low = choose_trial(store, state, "mri", "supervised", 0.05, 0)

@@ -20,9 +20,7 @@ from study.pretext._base import as_generator, check_fits, check_int, look_up, pa
         (64, 64, 16, False, 4),
     ],
 )
-def test_patch_count_is_floor_of_quarter_area(
-    height: int, width: int, k: int, paired: bool, expected: int
-) -> None:
+def test_patch_count_is_floor_of_quarter_area(height: int, width: int, k: int, paired: bool, expected: int) -> None:
     assert patch_count(height, width, k, 0.25, paired) == expected
 
 

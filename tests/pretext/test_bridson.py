@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study.pretext._bridson import _ExclusionRaster, _FORWARD_CELLS, _resolve, grow_poisson_disc
+from study.pretext._bridson import _FORWARD_CELLS, _ExclusionRaster, _resolve, grow_poisson_disc
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 13])

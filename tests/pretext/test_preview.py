@@ -58,9 +58,7 @@ def test_render_writes_a_png(tmp_path: Path) -> None:
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_writes_the_grid_and_refuses_bad_flags(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_writes_the_grid_and_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fig.png"
     assert main(["preview", "--out", str(out), "--size", "48", "--patch-sizes", "64,32"]) == 0
     assert out.stat().st_size > 0

@@ -7,22 +7,32 @@ import pytest
 from scipy import stats
 
 from study.analysis import configuration, holm, wilcoxon_greater
-from study.pruning import TEST, Decision, decide, rung_epochs, signed_rank_greater, unit_values
+from study.execution.pruning import TEST, Decision, decide, rung_epochs, signed_rank_greater, unit_values
 
 CELL = (0.05, 0)
 
 
-def values(rng: np.random.Generator, shifts: dict[str, float], n: int = 20, noise: float = 0.01,
-           cells: tuple = (CELL,)) -> dict:
+def values(
+    rng: np.random.Generator, shifts: dict[str, float], n: int = 20, noise: float = 0.01, cells: tuple = (CELL,)
+) -> dict:
     """configuration -> {cell: {case: Dice}}: a shared per-case difficulty, a shift, noise."""
     base = rng.uniform(0.5, 0.8, n)
-    return {s: {c: {f"c{i}": float(v) for i, v in enumerate(base + shift + rng.normal(0, noise, n))} for c in cells}
-            for s, shift in shifts.items()}
+    return {
+        s: {c: {f"c{i}": float(v) for i, v in enumerate(base + shift + rng.normal(0, noise, n))} for c in cells}
+        for s, shift in shifts.items()
+    }
 
 
 def run(v: dict, protected: set[str], min_survivors: int = 1, strategies: dict | None = None) -> dict[str, Decision]:
-    out = decide(v, dataset="ct", rung=0, protected=protected, strategies=strategies or {s: s for s in v}, alpha=0.05,
-                 min_survivors=min_survivors)
+    out = decide(
+        v,
+        dataset="ct",
+        rung=0,
+        protected=protected,
+        strategies=strategies or {s: s for s in v},
+        alpha=0.05,
+        min_survivors=min_survivors,
+    )
     return {d.strategy: d for d in out}
 
 
@@ -113,24 +123,44 @@ def test_too_few_validation_cases_never_stop_anything() -> None:
 def test_decisions_do_not_depend_on_the_order_values_arrive() -> None:
     rng = np.random.default_rng(3)
     v = values(rng, {"supervised": 0.0, "lead": 0.1, "a": -0.1, "b": 0.09})
-    forward = decide(v, dataset="ct", rung=1, protected={"supervised"}, strategies={s: s for s in v}, alpha=0.05,
-                     min_survivors=1)
-    backward = decide(dict(reversed(list(v.items()))), dataset="ct", rung=1, protected={"supervised"},
-                      strategies={s: s for s in v}, alpha=0.05, min_survivors=1)
+    forward = decide(
+        v, dataset="ct", rung=1, protected={"supervised"}, strategies={s: s for s in v}, alpha=0.05, min_survivors=1
+    )
+    backward = decide(
+        dict(reversed(list(v.items()))),
+        dataset="ct",
+        rung=1,
+        protected={"supervised"},
+        strategies={s: s for s in v},
+        alpha=0.05,
+        min_survivors=1,
+    )
     assert forward == backward
     assert [Decision.from_json(d.to_json()) for d in forward] == forward
 
 
 def test_decision_files_of_the_leader_rule_still_read() -> None:
     """A study folder pruned before keeps its decisions on resume, with its own test text."""
-    old = {"dataset": "ct", "rung": 0, "strategy": "x lr=1e-06", "leader": "y lr=0.01", "n": 20, "mean_dice": 0.1,
-           "leader_dice": 0.8, "p": 1e-6, "p_holm": 3e-6, "stopped": True,
-           "test": "one-sided Wilcoxon signed-rank, leader > strategy, per validation case"}
+    old = {
+        "dataset": "ct",
+        "rung": 0,
+        "strategy": "x lr=1e-06",
+        "leader": "y lr=0.01",
+        "n": 20,
+        "mean_dice": 0.1,
+        "leader_dice": 0.8,
+        "p": 1e-6,
+        "p_holm": 3e-6,
+        "stopped": True,
+        "test": "one-sided Wilcoxon signed-rank, leader > strategy, per validation case",
+    }
     d = Decision.from_json(old)
     assert (d.comparator, d.comparator_dice, d.m, d.unit) == ("y lr=0.01", 0.8, None, "case")
     assert d.test == old["test"] and d.test != TEST
-    assert d.reason(9) == ("stopped at rung 1 (epoch 9): worse than y lr=0.01 on 20 validation cases, Holm p = 3e-06 "
-                           "(mean Dice 0.100 vs 0.800)")
+    assert d.reason(9) == (
+        "stopped at rung 1 (epoch 9): worse than y lr=0.01 on 20 validation cases, Holm p = 3e-06 "
+        "(mean Dice 0.100 vs 0.800)"
+    )
     nan = Decision.from_json({**old, "p": None, "p_holm": None})
     assert np.isnan(nan.p) and np.isnan(nan.p_holm)
 
@@ -156,9 +186,12 @@ def test_the_batched_signed_rank_equals_scipy_row_by_row() -> None:
 def test_rungs_unit_values_and_labels() -> None:
     assert rung_epochs([0.25, 0.5], 18) == [5, 9]
     assert rung_epochs([0.01, 0.02, 0.99], 10) == [1]  # repeats and the full budget are no rung
-    got, unit = unit_values({"t1": {"a1": 0.2, "a2": 0.4, "b": 0.5}, "t2": {"a1": 0.4, "a2": float("nan"), "b": 0.7}},
-                            configuration_of={"t1": "s", "t2": "s"}, cell_of={"t1": (0.5, 0), "t2": (1.0, 0)},
-                            subject_of={"a1": "A", "a2": "A"})
+    got, unit = unit_values(
+        {"t1": {"a1": 0.2, "a2": 0.4, "b": 0.5}, "t2": {"a1": 0.4, "a2": float("nan"), "b": 0.7}},
+        configuration_of={"t1": "s", "t2": "s"},
+        cell_of={"t1": (0.5, 0), "t2": (1.0, 0)},
+        subject_of={"a1": "A", "a2": "A"},
+    )
     assert unit == "patient"
     assert got == {"s": {(0.5, 0): {"A": pytest.approx(0.3), "b": 0.5}, (1.0, 0): {"A": 0.4, "b": 0.7}}}
     _, unit = unit_values({"t1": {"a": 0.2}}, configuration_of={"t1": "s"}, cell_of={"t1": CELL}, subject_of={})

@@ -13,11 +13,11 @@ from scipy import stats
 from study.analysis import configuration, pooled_fractions
 from study.data import open_dataset
 from study.data.nifti import NiftiImport, import_nifti, parse_classes
-from study.plan import make_plan
-from study.rung_search import RungSearch
-from study.spec_loading import load_spec
-from study.store import StudyStore
-from study.trial import Paused, case_subjects, run_trial
+from study.design.plan import make_plan
+from study.design.spec_loading import load_spec
+from study.execution.rung_search import RungSearch
+from study.execution.trial import Paused, case_subjects, run_trial
+from study.folder.store import StudyStore
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SLICES = 3
@@ -34,17 +34,28 @@ def nifti_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
     labels.mkdir()
     rng = np.random.default_rng(0)
     for i in range(15):
-        for folder, data in ((images, rng.normal(0, 200, (8, 8, SLICES)).astype(np.float32)),
-                             (labels, rng.integers(0, 3, (8, 8, SLICES)).astype(np.int16))):
+        for folder, data in (
+            (images, rng.normal(0, 200, (8, 8, SLICES)).astype(np.float32)),
+            (labels, rng.integers(0, 3, (8, 8, SLICES)).astype(np.int16)),
+        ):
             nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(folder / f"pat{i:02d}.nii.gz"))
-    cfg = NiftiImport(images, labels, parse_classes("muscle=1,fat=2"), modality="ct", val_fraction=0.6,
-                      test_fraction=0.2)
+    cfg = NiftiImport(
+        images, labels, parse_classes("muscle=1,fat=2"), modality="ct", val_fraction=0.6, test_fraction=0.2
+    )
     return import_nifti(cfg, root / "ct")
 
 
 def _study(tmp_path: Path, data: Path):
-    spec = load_spec(SPACES / "smoke.yaml", [f"datasets=[{data}]", "label_fractions=[0.25,0.5]", "pruning.enabled=true",
-                                             "pruning.min_survivors=1", "finetuning.lr=[0.01,0.000001]"])
+    spec = load_spec(
+        SPACES / "smoke.yaml",
+        [
+            f"datasets=[{data}]",
+            "label_fractions=[0.25,0.5]",
+            "pruning.enabled=true",
+            "pruning.min_survivors=1",
+            "finetuning.lr=[0.01,0.000001]",
+        ],
+    )
     return spec, make_plan(spec).trials, StudyStore(tmp_path / "study")
 
 
@@ -78,7 +89,8 @@ def _means(trials, dice, by) -> dict[str, np.ndarray]:
             for case, v in dice[t.id].items():
                 units.setdefault(by(case), []).append(v)
             out.setdefault(configuration(t.strategy, t.lr, t.unfrozen_lr), []).append(
-                [np.mean(units[u]) for u in sorted(units)])
+                [np.mean(units[u]) for u in sorted(units)]
+            )
     return {s: np.mean(v, axis=0) for s, v in out.items()}
 
 

@@ -19,16 +19,31 @@ from tests.study_runner import StudyRunner
 
 # Small enough for seconds per trial, long enough that every fault point is reached: pretraining
 # runs 3 epochs and fine-tuning 4, so a fault "after 2 epochs" fires mid-trial.
-SCALE = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
-         "pretrain_max_epochs": 3, "finetune_max_epochs": 4, "steps_per_epoch": 2, "n_masks": 4}
+SCALE = {
+    "profile": "laptop",
+    "image_size": 32,
+    "widths": [8, 16, 32],
+    "groups": 4,
+    "batch_size": 4,
+    "pretrain_max_epochs": 3,
+    "finetune_max_epochs": 4,
+    "steps_per_epoch": 2,
+    "n_masks": 4,
+}
 
 
 def run_study(cwd: Path, spec: Path, fault: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     if fault:
         env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", str(spec)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_study_here(runner: StudyRunner, cwd: Path, spec: Path) -> subprocess.CompletedProcess:
@@ -44,7 +59,7 @@ def trial_ids(study: Path) -> list[str]:
 
 
 def _id_of(trial_json: dict) -> str:
-    from study.plan import TrialPoint
+    from study.design.plan import TrialPoint
 
     return TrialPoint.from_json(trial_json).id
 

@@ -50,9 +50,13 @@ class Tally:
             return
         write = terminalreporter.write_line
         terminalreporter.section("reliability summary")
-        labels = {"fault": "faults survived", "input": "hostile inputs refused cleanly",
-                  "load": "load runs without a lost row", "determinism": "determinism checks held",
-                  "safe": "safe-default checks held"}
+        labels = {
+            "fault": "faults survived",
+            "input": "hostile inputs refused cleanly",
+            "load": "load runs without a lost row",
+            "determinism": "determinism checks held",
+            "safe": "safe-default checks held",
+        }
         for category, label in labels.items():
             tried = self.tried.get(category, [])
             if tried:

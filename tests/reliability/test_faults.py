@@ -16,8 +16,8 @@ import pytest
 
 from study.faults import FAULT_ENV
 from tests.reliability.study_checks import SCALE, assert_complete, per_case, ranking, run_study, run_study_here
-from tests.study_runner import StudyRunner
 from tests.run.conftest import write_spec
+from tests.study_runner import StudyRunner
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +48,9 @@ def _survives(tally, name: str, folder: Path, reference: dict) -> None:
 
 
 @pytest.mark.parametrize("point", ["pretrain", "between", "finetune", "logging"])
-def test_driver_sigkill_then_resume(tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner,
-                                    tally, point: str) -> None:
+def test_driver_sigkill_then_resume(
+    tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner, tally, point: str
+) -> None:
     name = f"driver SIGKILL at {point}"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -59,22 +60,30 @@ def test_driver_sigkill_then_resume(tmp_path: Path, tiny_mri: Path, reference: d
     _survives(tally, name, tmp_path, reference)
 
 
-@pytest.mark.parametrize("fault, name", [("kill-worker:2", "worker SIGKILL after 2 epochs"),
-                                         ("raise:2", "exception in a trial after 2 epochs")])
-def test_a_trial_fault_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri: Path, reference: dict, tally,
-                                                      fault: str, name: str) -> None:
+@pytest.mark.parametrize(
+    "fault, name",
+    [("kill-worker:2", "worker SIGKILL after 2 epochs"), ("raise:2", "exception in a trial after 2 epochs")],
+)
+def test_a_trial_fault_is_retried_from_its_checkpoint(
+    tmp_path: Path, tiny_mri: Path, reference: dict, tally, fault: str, name: str
+) -> None:
     tally.trying("fault", name)
     _ok(run_study(tmp_path, _spec(tmp_path, tiny_mri), fault=fault))
     study = tmp_path / "studies" / "tiny"
     assert (study / "faults" / fault.split(":")[0]).exists(), "the fault never fired"
-    resumed = [line for p in study.glob("trials/*/attempts.jsonl") for line in p.read_text().splitlines()
-               if '"resumed_from_epoch": -1' not in line]
+    resumed = [
+        line
+        for p in study.glob("trials/*/attempts.jsonl")
+        for line in p.read_text().splitlines()
+        if '"resumed_from_epoch": -1' not in line
+    ]
     assert len(resumed) == 1, "exactly one attempt resumed from a checkpoint"
     _survives(tally, name, tmp_path, reference)
 
 
-def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Path, reference: dict,
-                                                    study_runner: StudyRunner, tally) -> None:
+def test_truncated_checkpoints_are_remade_not_fatal(
+    tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner, tally
+) -> None:
     name = "checkpoints and pretrained weights truncated on disk"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -90,9 +99,9 @@ def test_truncated_checkpoints_are_remade_not_fatal(tmp_path: Path, tiny_mri: Pa
     _survives(tally, name, tmp_path, reference)
 
 
-def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(tmp_path: Path, tiny_mri: Path,
-                                                                         reference: dict, study_runner: StudyRunner,
-                                                                         tally) -> None:
+def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(
+    tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner, tally
+) -> None:
     name = "storage full (ENOSPC) mid-study"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -105,9 +114,9 @@ def test_a_full_disk_stops_the_study_clearly_and_a_later_resume_completes(tmp_pa
     _survives(tally, name, tmp_path, reference)
 
 
-def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path: Path, tiny_mri: Path,
-                                                                    reference: dict, study_runner: StudyRunner,
-                                                                    tally) -> None:
+def test_same_seed_gives_identical_tables_and_another_seed_does_not(
+    tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner, tally
+) -> None:
     tally.trying("determinism", "same spec and seed, run twice on CPU")
     tally.trying("determinism", "another seed changes the per-case table")
     again, other = tmp_path / "again", tmp_path / "other"
@@ -127,8 +136,14 @@ def test_same_seed_gives_identical_tables_and_another_seed_does_not(tmp_path: Pa
 
 def _start(folder: Path, spec: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    return subprocess.Popen([sys.executable, "-m", "study.run", str(spec)], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "study.run", str(spec)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _refused_naming(code: int, stderr: str, runner: subprocess.Popen) -> None:
@@ -138,8 +153,9 @@ def _refused_naming(code: int, stderr: str, runner: subprocess.Popen) -> None:
     assert f"already being run by pid {runner.pid} on host {socket.gethostname()} since " in lines[0], lines[0]
 
 
-def test_two_drivers_started_together_one_runs_the_other_refuses(tmp_path: Path, tiny_mri: Path, reference: dict,
-                                                                  tally) -> None:
+def test_two_drivers_started_together_one_runs_the_other_refuses(
+    tmp_path: Path, tiny_mri: Path, reference: dict, tally
+) -> None:
     name = "two drivers of one study started together"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -153,9 +169,9 @@ def test_two_drivers_started_together_one_runs_the_other_refuses(tmp_path: Path,
     _survives(tally, name, tmp_path, reference)
 
 
-def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp_path: Path, tiny_mri: Path,
-                                                                            reference: dict, study_runner: StudyRunner,
-                                                                            tally) -> None:
+def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(
+    tmp_path: Path, tiny_mri: Path, reference: dict, study_runner: StudyRunner, tally
+) -> None:
     name = "a second driver 6 s later, then the running one SIGKILLed and taken over"
     tally.trying("fault", name)
     spec = _spec(tmp_path, tiny_mri)
@@ -171,12 +187,16 @@ def test_a_second_driver_refuses_and_a_sigkilled_drivers_study_is_taken_over(tmp
     deadline = time.monotonic() + 600
     while not list(study.glob("trials/*/attempts.jsonl")) and runner.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # kill it mid-study: once fine-tuning has begun
-    assert runner.poll() is None, "the running driver ended before it could be killed: " + runner.communicate()[1][-2000:]
+    assert runner.poll() is None, (
+        "the running driver ended before it could be killed: " + runner.communicate()[1][-2000:]
+    )
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=60)
     again = run_study_here(study_runner, tmp_path, spec)  # the same command again
     _ok(again)
     assert f"taking the study over from its driver pid {runner.pid} on host {socket.gethostname()}" in again.stdout
-    tally.note(f"drivers: a second driver refused after {waited:.1f} s (Python start-up and the checks, no Ray); "
-               "the SIGKILLed driver's study taken over at once")
+    tally.note(
+        f"drivers: a second driver refused after {waited:.1f} s (Python start-up and the checks, no Ray); "
+        "the SIGKILLed driver's study taken over at once"
+    )
     _survives(tally, name, tmp_path, reference)

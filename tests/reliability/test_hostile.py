@@ -59,63 +59,123 @@ YAML = [
     Case("yaml/binary-junk", ("binary_junk.yaml: cannot read", "utf-8"), "binary_junk.yaml"),
     Case("yaml/deep-nesting", ("deep_nesting.yaml: nested too deeply",), "deep_nesting.yaml"),
     Case("yaml/alias-bomb", ("alias_bomb.yaml: label_fractions.0: Input should be a valid number",), "alias_bomb.yaml"),
-    Case("yaml/huge-file", ("huge.yaml: 2,097,152 bytes is too large for a spec",), "{case}/huge.yaml", make="huge spec"),
+    Case(
+        "yaml/huge-file", ("huge.yaml: 2,097,152 bytes is too large for a spec",), "{case}/huge.yaml", make="huge spec"
+    ),
     Case("yaml/a-folder", ("{arena}: not a spec file",), "{arena}"),
     Case("yaml/a-device", ("/dev/zero: not a spec file",), "/dev/zero"),
 ]
 
 PYTHON_TAGS = [
-    Case("tag/os-system", ("tag_os_system.yaml line 1: not valid YAML", "python/object/apply:os.system"),
-         "tag_os_system.yaml", markers=("pwned-by-yaml",)),
-    Case("tag/popen-nested", ("tag_popen_nested.yaml line 4: not valid YAML", "subprocess.Popen"),
-         "tag_popen_nested.yaml", markers=("pwned-by-popen",)),
-    Case("tag/python-name", ("tag_python_name.yaml line 3: not valid YAML", "python/name:os.system"),
-         "tag_python_name.yaml"),
-    Case("tag/in-set", ("--set 'scale=!!python/object/apply:os.system", "the value is not valid YAML"),
-         args=("--set", 'scale=!!python/object/apply:os.system ["touch pwned-by-set"]'), markers=("pwned-by-set",)),
+    Case(
+        "tag/os-system",
+        ("tag_os_system.yaml line 1: not valid YAML", "python/object/apply:os.system"),
+        "tag_os_system.yaml",
+        markers=("pwned-by-yaml",),
+    ),
+    Case(
+        "tag/popen-nested",
+        ("tag_popen_nested.yaml line 4: not valid YAML", "subprocess.Popen"),
+        "tag_popen_nested.yaml",
+        markers=("pwned-by-popen",),
+    ),
+    Case(
+        "tag/python-name",
+        ("tag_python_name.yaml line 3: not valid YAML", "python/name:os.system"),
+        "tag_python_name.yaml",
+    ),
+    Case(
+        "tag/in-set",
+        ("--set 'scale=!!python/object/apply:os.system", "the value is not valid YAML"),
+        args=("--set", 'scale=!!python/object/apply:os.system ["touch pwned-by-set"]'),
+        markers=("pwned-by-set",),
+    ),
 ]
 
 SIZE = [
     Case("size/grid-500k", ("the grid has 500,000 trials, more than 20,000",), "grid_500k.yaml"),
     Case("size/grid-every-axis", ("the grid has 30,720,000,000 trials",), "grid_every_axis.yaml"),
-    Case("size/grid-by-set", ("the grid has 256,000 trials",),
-         args=("--set", f"pretraining.patch_size=[{', '.join(map(str, range(1, 257)))}]",
-               "--set", f"finetuning.lr=[{', '.join(f'{i / 1e4:g}' for i in range(1, 501))}]")),
-    Case("size/sampled-billion", ("search.num_samples", "less than or equal to 20000", "1000000000"), "sampled_billion.yaml"),
+    Case(
+        "size/grid-by-set",
+        ("the grid has 256,000 trials",),
+        args=(
+            "--set",
+            f"pretraining.patch_size=[{', '.join(map(str, range(1, 257)))}]",
+            "--set",
+            f"finetuning.lr=[{', '.join(f'{i / 1e4:g}' for i in range(1, 501))}]",
+        ),
+    ),
+    Case(
+        "size/sampled-billion",
+        ("search.num_samples", "less than or equal to 20000", "1000000000"),
+        "sampled_billion.yaml",
+    ),
 ]
 
 NAMES = [
-    Case("name/dotdot", ("name_dotdot.yaml: name: a study name is a folder name, not a path", "'../escaped'"), "name_dotdot.yaml"),
+    Case(
+        "name/dotdot",
+        ("name_dotdot.yaml: name: a study name is a folder name, not a path", "'../escaped'"),
+        "name_dotdot.yaml",
+    ),
     Case("name/absolute", ("name: a study name is a folder name", "'/tmp/escaped'"), "name_absolute.yaml"),
     Case("name/separator", ("name: a study name is a folder name", "'nested/escaped'"), "name_separator.yaml"),
     Case("name/backslash", ("name: a study name is a folder name",), "name_backslash.yaml"),
     Case("name/newline", ("name: a study name is a folder name", "'tiny\\n'"), "name_newline.yaml"),
-    Case("name/set-dotdot", ("name: a study name is a folder name", "'../../escaped'"), args=("--set", "name=../../escaped")),
-    Case("name/set-absolute", ("name: a study name", "'/etc/cron.d/escaped'"), args=("--set", "name=/etc/cron.d/escaped")),
-    Case("name/set-separator", ("name: a study name", "'tiny/../../escaped'"), args=("--set", "name=tiny/../../escaped")),
+    Case(
+        "name/set-dotdot",
+        ("name: a study name is a folder name", "'../../escaped'"),
+        args=("--set", "name=../../escaped"),
+    ),
+    Case(
+        "name/set-absolute", ("name: a study name", "'/etc/cron.d/escaped'"), args=("--set", "name=/etc/cron.d/escaped")
+    ),
+    Case(
+        "name/set-separator", ("name: a study name", "'tiny/../../escaped'"), args=("--set", "name=tiny/../../escaped")
+    ),
     Case("name/set-dots", ("name: a study name", "'..'"), args=("--set", "name=..")),
     Case("name/set-too-long", ("name: a study name", "up to 100"), args=("--set", "name=" + "n" * 300)),
 ]
 
 STORAGE = [
     Case("storage/dev-null", ("storage: /dev/null is a file, not a folder",), args=("--set", "storage=/dev/null")),
-    Case("storage/under-a-file", ("storage: {arena}/notes.txt is a file",), args=("--set", "storage={arena}/notes.txt/studies")),
-    Case("storage/study-folder-is-a-file", ("storage: {arena}/blocked/tiny is a file",), args=("--set", "storage={arena}/blocked")),
+    Case(
+        "storage/under-a-file",
+        ("storage: {arena}/notes.txt is a file",),
+        args=("--set", "storage={arena}/notes.txt/studies"),
+    ),
+    Case(
+        "storage/study-folder-is-a-file",
+        ("storage: {arena}/blocked/tiny is a file",),
+        args=("--set", "storage={arena}/blocked"),
+    ),
     Case("storage/nul-byte", ("storage: holds a control character",), "storage_nul.yaml"),
     Case("storage/unknown-user", (f"storage: {NOBODY}/studies",), args=("--set", f"storage={NOBODY}/studies")),
-    Case("storage/symlink-loop", ("storage: {case}/loop/studies", "loop"), args=("--set", "storage={case}/loop/studies"),
-         make="symlink loop"),
+    Case(
+        "storage/symlink-loop",
+        ("storage: {case}/loop/studies", "loop"),
+        args=("--set", "storage={case}/loop/studies"),
+        make="symlink loop",
+    ),
     Case("storage/name-too-long", ("longer than 255 bytes",), args=("--set", "storage={arena}/" + "s" * 300)),
     Case("storage/empty", ("storage: must name a folder",), args=("--set", "storage=''")),
-    Case("storage/read-only", ("storage: {case}/locked: permission denied",), args=("--set", "storage={case}/locked/studies"),
-         make="read-only folder", needs_non_root=True),
+    Case(
+        "storage/read-only",
+        ("storage: {case}/locked: permission denied",),
+        args=("--set", "storage={case}/locked/studies"),
+        make="read-only folder",
+        needs_non_root=True,
+    ),
 ]
 
 SETTINGS = [
     Case("setting/cpus-infinite", ("resources.cpus_per_trial: Input should be a finite number",), "cpus_infinite.yaml"),
     Case("setting/seed-negative", ("seed: Input should be greater than or equal to 0",), "seed_negative.yaml"),
-    Case("setting/seed-huge", ("search.seed: Input should be less than or equal to 4294967295",),
-         args=("--set", "search.seed=99999999999999999999")),
+    Case(
+        "setting/seed-huge",
+        ("search.seed: Input should be less than or equal to 4294967295",),
+        args=("--set", "search.seed=99999999999999999999"),
+    ),
 ]
 
 SCAN = "{data}/scans/mri0000.h5"  # a training scan of tiny_mri (4 train, 1 val, 2 test, 2 unlabeled)
@@ -126,18 +186,30 @@ DATA = [
     Case("data/labels-float", (f"{SCAN}: labels are stored as float32",), data="labels float32"),
     Case("data/nan-voxels", (f"{SCAN}: image has 5 NaN voxels",), data="nan voxels"),
     Case("data/inf-voxels", (f"{SCAN}: image has 2 infinite voxels",), data="inf voxels"),
-    Case("data/empty-label-map", ("{data}/scans/mri0005.h5: scan 'mri0005' in the test split has an empty label map",),
-         data="empty label map"),
+    Case(
+        "data/empty-label-map",
+        ("{data}/scans/mri0005.h5: scan 'mri0005' in the test split has an empty label map",),
+        data="empty label map",
+    ),
     Case("data/label-above-classes", (f"{SCAN}: label value 7 is not a class",), data="label above classes"),
     Case("data/label-negative", (f"{SCAN}: label value -3 is not a class",), data="label negative"),
     Case("data/missing-image-key", (f"{SCAN}: missing key 'image'",), data="missing image key"),
     Case("data/fewer-slices-than-manifest", (f"{SCAN}: image slices 0..3 have shape (2,",), data="fewer slices"),
-    Case("data/split-train-test-overlap", ("{data}/dataset.json: scan 'mri0000' is in both the train and the test split",),
-         data="split train test overlap"),
-    Case("data/split-scan-twice", ("{data}/dataset.json: scan 'mri0001' is listed twice in the train split",),
-         data="split scan twice"),
-    Case("data/split-missing-scan", ("{data}/dataset.json: the test split names scan 'ghost', which does not exist",),
-         data="split missing scan"),
+    Case(
+        "data/split-train-test-overlap",
+        ("{data}/dataset.json: scan 'mri0000' is in both the train and the test split",),
+        data="split train test overlap",
+    ),
+    Case(
+        "data/split-scan-twice",
+        ("{data}/dataset.json: scan 'mri0001' is listed twice in the train split",),
+        data="split scan twice",
+    ),
+    Case(
+        "data/split-missing-scan",
+        ("{data}/dataset.json: the test split names scan 'ghost', which does not exist",),
+        data="split missing scan",
+    ),
     Case("data/missing-scan-file", (f"{SCAN}: file not found",), data="missing scan file"),
     Case("data/truncated-h5", (f"{SCAN}: not a readable HDF5 file",), data="truncated h5"),
     Case("data/corrupt-h5", (f"{SCAN}: not a readable HDF5 file",), data="corrupt h5"),
@@ -146,8 +218,12 @@ DATA = [
     Case("data/manifest-empty", ("{data}/dataset.json: not valid JSON",), data="manifest empty.json"),
     Case("data/manifest-a-list", ("{data}/dataset.json: not a data set manifest",), data="manifest list.json"),
     Case("data/manifest-no-scans", ("{data}/dataset.json: the train split is empty",), data="no scans"),
-    Case("data/a-file-not-a-folder", ("{data}/dataset.json: a data set is a folder",),
-         fields={"datasets": ["{data}/dataset.json"]}, data="unchanged"),
+    Case(
+        "data/a-file-not-a-folder",
+        ("{data}/dataset.json: a data set is a folder",),
+        fields={"datasets": ["{data}/dataset.json"]},
+        data="unchanged",
+    ),
     Case("data/unknown-user", (f"datasets: {NOBODY}/data",), fields={"datasets": [f"{NOBODY}/data"]}),
     Case("data/nul-byte", ("datasets: holds a control character",), fields={"datasets": ["mri\0/../x"]}),
     Case("data/folder-not-readable", ("{data}: permission denied",), data="folder not readable", needs_non_root=True),
@@ -159,33 +235,72 @@ DATA = [
 MANIFEST = "{data}/dataset.json: scan id"
 SKMTEA_TEST = "{data}/annotations/v1.0.0/test.json"
 MANIFEST_NAMES = [
-    Case("manifest/scan-id-dotdot", (f"{MANIFEST} '../../outside' is not a plain file name",), data="scan id ../../outside"),
-    Case("manifest/scan-id-absolute", (f"{MANIFEST} '{{case}}/stolen' is not a plain file name",), data="scan id {case}/stolen"),
-    Case("manifest/scan-id-separator", (f"{MANIFEST} 'sub/mri0000' is not a plain file name",), data="scan id sub/mri0000"),
-    Case("manifest/scan-id-backslash", (f"{MANIFEST} '..\\\\mri0000' is not a plain file name",), data="scan id ..\\mri0000"),
+    Case(
+        "manifest/scan-id-dotdot",
+        (f"{MANIFEST} '../../outside' is not a plain file name",),
+        data="scan id ../../outside",
+    ),
+    Case(
+        "manifest/scan-id-absolute",
+        (f"{MANIFEST} '{{case}}/stolen' is not a plain file name",),
+        data="scan id {case}/stolen",
+    ),
+    Case(
+        "manifest/scan-id-separator",
+        (f"{MANIFEST} 'sub/mri0000' is not a plain file name",),
+        data="scan id sub/mri0000",
+    ),
+    Case(
+        "manifest/scan-id-backslash",
+        (f"{MANIFEST} '..\\\\mri0000' is not a plain file name",),
+        data="scan id ..\\mri0000",
+    ),
     Case("manifest/scan-id-dots", (f"{MANIFEST} '..' is not a plain file name",), data="scan id .."),
     Case("manifest/scan-id-empty", (f"{MANIFEST} '' is not a plain file name",), data="scan id "),
-    Case("manifest/skmtea-scan-id-dotdot", (f"{SKMTEA_TEST}: scan id '../../outside' is not a plain file name",),
-         data="skmtea scan_id"),
-    Case("manifest/skmtea-file-name-dotdot", (f"{SKMTEA_TEST}: file name '../../outside.h5' is not a plain file name",),
-         data="skmtea file_name"),
+    Case(
+        "manifest/skmtea-scan-id-dotdot",
+        (f"{SKMTEA_TEST}: scan id '../../outside' is not a plain file name",),
+        data="skmtea scan_id",
+    ),
+    Case(
+        "manifest/skmtea-file-name-dotdot",
+        (f"{SKMTEA_TEST}: file name '../../outside.h5' is not a plain file name",),
+        data="skmtea file_name",
+    ),
 ]
 
 # A database tracking store whose driver is not installed: SQLAlchemy's default driver for each
 # scheme MLflow accepts, refused before anything runs, in a dry run too, the password redacted.
 _DB = "study:secret@127.0.0.1"
 TRACKING = [
-    Case("tracking/postgresql-no-driver", ("tracking_uri postgresql://study:***@127.0.0.1:5432/mlflow",
-                                           "driver 'psycopg' is not installed", 'pip install "psycopg[binary]"'),
-         args=("--tracking-uri", f"postgresql://{_DB}:5432/mlflow"), absent="psycopg"),
-    Case("tracking/postgresql-no-driver-dry-run", ("driver 'psycopg' is not installed", ".[postgres]"),
-         args=("--dry-run", "--tracking-uri", f"postgresql://{_DB}/mlflow"), absent="psycopg"),
-    Case("tracking/mysql-no-driver", ("tracking_uri mysql://study:***@127.0.0.1/mlflow", "driver 'mysqldb'",
-                                      'pip install "mysqlclient"', "PyMySQL"),
-         args=("--tracking-uri", f"mysql://{_DB}/mlflow"), absent="MySQLdb"),
-    Case("tracking/mssql-no-driver-dry-run", ("tracking_uri mssql://study:***@127.0.0.1/mlflow", "driver 'pyodbc'",
-                                              'pip install "pyodbc"'),
-         args=("--dry-run", "--tracking-uri", f"mssql://{_DB}/mlflow"), absent="pyodbc"),
+    Case(
+        "tracking/postgresql-no-driver",
+        (
+            "tracking_uri postgresql://study:***@127.0.0.1:5432/mlflow",
+            "driver 'psycopg' is not installed",
+            'pip install "psycopg[binary]"',
+        ),
+        args=("--tracking-uri", f"postgresql://{_DB}:5432/mlflow"),
+        absent="psycopg",
+    ),
+    Case(
+        "tracking/postgresql-no-driver-dry-run",
+        ("driver 'psycopg' is not installed", ".[postgres]"),
+        args=("--dry-run", "--tracking-uri", f"postgresql://{_DB}/mlflow"),
+        absent="psycopg",
+    ),
+    Case(
+        "tracking/mysql-no-driver",
+        ("tracking_uri mysql://study:***@127.0.0.1/mlflow", "driver 'mysqldb'", 'pip install "mysqlclient"', "PyMySQL"),
+        args=("--tracking-uri", f"mysql://{_DB}/mlflow"),
+        absent="MySQLdb",
+    ),
+    Case(
+        "tracking/mssql-no-driver-dry-run",
+        ("tracking_uri mssql://study:***@127.0.0.1/mlflow", "driver 'pyodbc'", 'pip install "pyodbc"'),
+        args=("--dry-run", "--tracking-uri", f"mssql://{_DB}/mlflow"),
+        absent="pyodbc",
+    ),
 ]
 
 CASES = YAML + PYTHON_TAGS + SIZE + NAMES + STORAGE + SETTINGS + DATA + MANIFEST_NAMES + TRACKING
@@ -255,7 +370,9 @@ def _break(data: Path, how: str) -> None:
     elif how.startswith("scan id "):  # mri0000 renamed, its file planted where the new id points
         new = how.removeprefix("scan id ").replace("{case}", str(data.parent))
         manifest["scans"][new] = manifest["scans"].pop("mri0000")
-        manifest["split"] = {role: [new if s == "mri0000" else s for s in ids] for role, ids in manifest["split"].items()}
+        manifest["split"] = {
+            role: [new if s == "mri0000" else s for s in ids] for role, ids in manifest["split"].items()
+        }
         planted = data / "scans" / f"{new}.h5"
         planted.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(scan, planted)
@@ -350,8 +467,10 @@ def _setup(case: Case, arena: Arena, case_dir: Path, data: Path, tiny_mri: Path)
     if case.spec is not None:
         spec = _fill(case.spec, arena, case_dir, data)
         return Path(spec) if spec.startswith("/") else CORPUS / "specs" / spec
-    fields = {"datasets": [str(data)] if case.data is not None else ["mri"],
-              **json.loads(_fill(json.dumps(case.fields), arena, case_dir, data))}
+    fields = {
+        "datasets": [str(data)] if case.data is not None else ["mri"],
+        **json.loads(_fill(json.dumps(case.fields), arena, case_dir, data)),
+    }
     return write_spec(case_dir, scale=TINY_SCALE, storage=str(arena.root / "studies"), **fields)
 
 
@@ -364,10 +483,14 @@ def _restore_permissions(case_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input_is_refused_in_one_line_and_writes_nothing(case: Case, arena: Arena, tiny_mri: Path, tally) -> None:
+def test_hostile_input_is_refused_in_one_line_and_writes_nothing(
+    case: Case, arena: Arena, tiny_mri: Path, tally
+) -> None:
     if case.needs_non_root and os.geteuid() == 0:
-        pytest.skip("running as root, whom permission bits do not stop; the refusal is simulated in "
-                    "tests/data/test_checks.py::test_an_unreadable_data_set_is_permission_denied")
+        pytest.skip(
+            "running as root, whom permission bits do not stop; the refusal is simulated in "
+            "tests/data/test_checks.py::test_an_unreadable_data_set_is_permission_denied"
+        )
     if case.absent is not None and importlib.util.find_spec(case.absent) is not None:
         pytest.skip(f"{case.absent} is installed here")
     tally.trying("input", case.id)
@@ -383,7 +506,9 @@ def test_hostile_input_is_refused_in_one_line_and_writes_nothing(case: Case, are
     finally:
         _restore_permissions(case_dir)
     assert_user_error(result, *(_fill(f, arena, case_dir, data) for f in case.fragments))
-    assert after == before, "the run wrote or changed files: " + str(sorted(set(after.items()) ^ set(before.items())))[:2000]
+    assert after == before, (
+        "the run wrote or changed files: " + str(sorted(set(after.items()) ^ set(before.items())))[:2000]
+    )
     assert around_after == around, "the run wrote next to the arena or into the phantom cache"
     assert arena.earlier.read_bytes() == arena.earlier_bytes
     assert arena.earlier.stat().st_mtime_ns == arena.earlier_mtime_ns

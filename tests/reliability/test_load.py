@@ -20,16 +20,32 @@ CONCURRENT = 8
 EPOCHS = 30
 # One step per epoch, so the per-epoch metrics are per-step metrics: EPOCHS rows of each of three
 # metrics per trial, from CONCURRENT trials at once (cpus_per_trial 2/CONCURRENT on this machine).
-SCALE = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
-         "finetune_max_epochs": EPOCHS, "finetune_patience": EPOCHS, "steps_per_epoch": 1}
+SCALE = {
+    "profile": "laptop",
+    "image_size": 32,
+    "widths": [8, 16, 32],
+    "groups": 4,
+    "batch_size": 4,
+    "finetune_max_epochs": EPOCHS,
+    "finetune_patience": EPOCHS,
+    "steps_per_epoch": 1,
+}
 LRS = [0.001 * (i + 1) for i in range(CONCURRENT)]
 
 
 def _load_study(folder: Path, data: Path, tracking_uri: str) -> Path:
     cpus = (os.cpu_count() or 2) / CONCURRENT
-    spec = write_spec(folder, name="load", datasets=[str(data)], scale=SCALE, label_fractions=[1.0], pretraining=None,
-                      finetuning={"lr": LRS}, resources={"cpus_per_trial": cpus, "max_concurrent_trials": CONCURRENT},
-                      tracking_uri=tracking_uri)
+    spec = write_spec(
+        folder,
+        name="load",
+        datasets=[str(data)],
+        scale=SCALE,
+        label_fractions=[1.0],
+        pretraining=None,
+        finetuning={"lr": LRS},
+        resources={"cpus_per_trial": cpus, "max_concurrent_trials": CONCURRENT},
+        tracking_uri=tracking_uri,
+    )
     result = run_study(folder, spec)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "locked" not in result.stdout + result.stderr
@@ -77,8 +93,9 @@ def test_concurrent_trials_logging_every_step_to_sqlite(tmp_path: Path, tiny_mri
     tally.held_up("load", "sqlite")
 
 
-def test_concurrent_trials_logging_every_step_to_a_tracking_server(tmp_path: Path, tiny_mri: Path, tally,
-                                                                   mlflow_server: str) -> None:
+def test_concurrent_trials_logging_every_step_to_a_tracking_server(
+    tmp_path: Path, tiny_mri: Path, tally, mlflow_server: str
+) -> None:
     tally.trying("load", "mlflow server")
     study = _load_study(tmp_path, tiny_mri, mlflow_server)
     _check_rows(study, mlflow_server, tally, "mlflow server")
@@ -88,8 +105,8 @@ def test_concurrent_trials_logging_every_step_to_a_tracking_server(tmp_path: Pat
 _WRITER = """
 import sys
 from pathlib import Path
-from study.store import StudyStore
-from study.tracking import Tracker
+from study.folder.store import StudyStore
+from study.tracking.mlflow_runs import Tracker
 tracker = Tracker(sys.argv[1], "shared", StudyStore(sys.argv[2]))
 run = tracker.client.create_run(tracker.experiment_id).info.run_id
 for step in range(int(sys.argv[3])):
@@ -104,9 +121,18 @@ def test_many_processes_writing_one_sqlite_store_lose_nothing(tmp_path: Path, ta
     tally.trying("load", "8 processes on one SQLite file")
     uri, steps = f"sqlite:///{tmp_path / 'shared.db'}", 150
     # create the schema once, as the first study to use the file would
-    subprocess.run([sys.executable, "-c", _WRITER, uri, str(tmp_path), "1"], check=True, capture_output=True, timeout=300)
-    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, uri, str(tmp_path), str(steps)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(CONCURRENT)]
+    subprocess.run(
+        [sys.executable, "-c", _WRITER, uri, str(tmp_path), "1"], check=True, capture_output=True, timeout=300
+    )
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, uri, str(tmp_path), str(steps)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(CONCURRENT)
+    ]
     outputs = [w.communicate(timeout=600) for w in writers]
     assert all(w.returncode == 0 for w in writers), [err[-2000:] for _, err in outputs]
     client = mlflow.MlflowClient(uri)
@@ -124,8 +150,8 @@ def test_many_processes_writing_one_sqlite_store_lose_nothing(tmp_path: Path, ta
 
 _OPENER = """
 import sys
-from study.store import StudyStore
-from study.tracking import Tracker
+from study.folder.store import StudyStore
+from study.tracking.mlflow_runs import Tracker
 print("ready", flush=True)
 sys.stdin.readline()  # every opener has imported MLflow: open the store at once
 tracker = Tracker(sys.argv[1], "fresh", StudyStore(sys.argv[2]))
@@ -139,8 +165,16 @@ def test_processes_opening_a_fresh_sqlite_store_at_once_all_open_it(tmp_path: Pa
     name, count = "4 processes creating one fresh SQLite store at once", 4
     tally.trying("load", name)
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    openers = [subprocess.Popen([sys.executable, "-c", _OPENER, uri, str(tmp_path)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, uri, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
     assert [o.stdout.readline().strip() for o in openers] == ["ready"] * count
     for opener in openers:
         opener.stdin.write("go\n")

@@ -13,10 +13,10 @@ import mlflow
 import pytest
 import torch
 
-from study.plan import make_plan
-from study.spec_loading import load_spec
-from study.store import StudyStore
-from study.trial import run_trial
+from study.design.plan import make_plan
+from study.design.spec_loading import load_spec
+from study.execution.trial import run_trial
+from study.folder.store import StudyStore
 from tests.reliability.study_checks import SCALE
 from tests.run.conftest import write_spec
 
@@ -32,7 +32,9 @@ class _Payload:
 
 
 def _trials(tmp_path: Path, data: Path):
-    spec = load_spec(write_spec(tmp_path, datasets=[str(data)], scale=SCALE, label_fractions=[0.5, 1.0], baseline=False), [])
+    spec = load_spec(
+        write_spec(tmp_path, datasets=[str(data)], scale=SCALE, label_fractions=[0.5, 1.0], baseline=False), []
+    )
     return make_plan(spec).trials, spec.storage_dir()
 
 
@@ -68,7 +70,7 @@ def test_pretrained_weights_outside_the_study_are_not_loaded(tmp_path: Path, tin
 _LISTENERS = """
 import json, psutil
 import ray.tune  # imported first, as the runner does
-from study.cluster import start_ray
+from study.preflight.cluster import start_ray
 start_ray(None, 1)
 import ray
 procs = [psutil.Process()] + psutil.Process().children(recursive=True)
@@ -97,13 +99,21 @@ def test_a_local_ray_listens_on_loopback_only(tmp_path: Path, tally) -> None:
 
 
 @pytest.mark.slow
-def test_credentials_are_never_printed_stored_or_logged(tmp_path: Path, tiny_mri: Path, tally, mlflow_server: str) -> None:
+def test_credentials_are_never_printed_stored_or_logged(
+    tmp_path: Path, tiny_mri: Path, tally, mlflow_server: str
+) -> None:
     tally.trying("safe", "credentials kept out of output, files and runs")
     secret = "s3cret-Pa55"
     uri = mlflow_server.replace("http://", f"http://alice:{secret}@")
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], pretraining=None, tracking_uri=uri)
-    result = subprocess.run([sys.executable, "-m", "study.run", str(spec)], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "RAY_AUTH_TOKEN": secret + "-ray"})
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", str(spec)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RAY_AUTH_TOKEN": secret + "-ray"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert secret not in result.stdout + result.stderr
     leaked = [p for p in (tmp_path / "studies").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -30,8 +30,13 @@ pytestmark = pytest.mark.slow  # one pytest-xdist worker runs the module (tests/
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_mri: Path, study_runner: StudyRunner) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    spec = write_spec(folder, name="smoke", datasets=[str(tiny_mri)], label_fractions=[0.5, 1.0],
-                      pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
+    spec = write_spec(
+        folder,
+        name="smoke",
+        datasets=[str(tiny_mri)],
+        label_fractions=[0.5, 1.0],
+        pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]},
+    )
     done = study_runner.run(folder, str(spec))  # python -m study.run, by its main in the session's study runner
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "report:" in done.stdout  # the runner refreshes the dashboard at the end
@@ -52,8 +57,10 @@ def test_the_report_is_self_contained_with_figures_as_files(finished_study: Path
     assert "Left out: the study has fewer than two pretraining extents." in page
 
 
-@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+@pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
 def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: Path, tmp_path: Path) -> None:
     from selenium import webdriver
 
@@ -80,50 +87,61 @@ def test_chromium_renders_every_image_and_the_analysis_ranking(finished_study: P
         assert len(widths) >= 3 and all(w > 0 for w in widths), widths
         shown = browser.execute_script(
             "return Array.from(document.querySelectorAll('table.ranking')).map(t => [t.dataset.dataset,"
-            " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent])])")
+            " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent])])"
+        )
         assert {ds: [(int(r), s) for r, s in rows] for ds, rows in shown} == {
-            ds: list(zip(part["rank"].astype(int), part["strategy"])) for ds, part in expected.groupby("dataset")}
+            ds: list(zip(part["rank"].astype(int), part["strategy"])) for ds, part in expected.groupby("dataset")
+        }
         # the answer comes first: the first section is the analysis' headline, line for line
         first = browser.execute_script("return document.querySelector('section h2').textContent")
         headline = browser.execute_script(
-            "return Array.from(document.querySelectorAll('ul.headline li')).map(li => li.textContent)")
+            "return Array.from(document.querySelectorAll('ul.headline li')).map(li => li.textContent)"
+        )
         summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
         assert first == "Answer" and headline == [line.strip() for line in summary["headline"]]
         # rows that beat the baseline are marked, numbers read as numbers
         marked = browser.execute_script("return document.querySelectorAll('table.ranking tr.beats').length")
         assert marked == int(expected["beats_baseline"].sum())
-        cells = browser.execute_script("return Array.from(document.querySelectorAll('table.ranking td'))"
-                                       ".map(td => td.textContent)")
+        cells = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table.ranking td')).map(td => td.textContent)"
+        )
         assert not [c for c in cells if re.fullmatch(r"-?[0-9.]+e-?[0-9]+", c)]  # no 7.11e-05
         # the design-axis effects, level for level as study.analyze wrote them
         effects = pd.read_csv(tmp_path / "analysis" / "effects.csv", dtype={"level": str})
         shown = browser.execute_script(
             "return Array.from(document.querySelectorAll('table.effects')).map(t => [t.dataset.dataset,"
             " Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent, r.cells[1].textContent,"
-            " r.cells[4].textContent])])")
+            " r.cells[4].textContent])])"
+        )
         assert {ds: [(a, level, float(m)) for a, level, m in rows] for ds, rows in shown} == {
             ds: [(a, level, round(m, 3)) for a, level, m in zip(part["axis"], part["level"], part["mean_diff"])]
-            for ds, part in effects.groupby("dataset")}
+            for ds, part in effects.groupby("dataset")
+        }
         assert set(effects["axis"]) == {"task"}  # the one axis the study varies
-        drill = browser.execute_script("return document.querySelectorAll('table.cases.helps, table.cases.hurts').length")
+        drill = browser.execute_script(
+            "return document.querySelectorAll('table.cases.helps, table.cases.hurts').length"
+        )
         assert drill == 2 * effects["dataset"].nunique()
         # the spec as YAML, not a Python dict
         spec_text = browser.execute_script("return document.querySelector('pre.spec').textContent")
         assert "label_fractions: [0.5, 1.0]" in spec_text and "{'" not in page_text(browser)
         # a 1400 px page holds the ranking whole: no table wider than the page, no sideways scrolling
         page_width = browser.execute_script("return document.documentElement.clientWidth")
-        rights = browser.execute_script("return Array.from(document.querySelectorAll('table.ranking'))"
-                                        ".map(t => t.getBoundingClientRect().right)")
+        rights = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table.ranking')).map(t => t.getBoundingClientRect().right)"
+        )
         assert rights and max(rights) <= page_width, (rights, page_width)
         assert browser.execute_script("return document.documentElement.scrollWidth") <= page_width
         # resolved values, not the profile's nulls; zero failures not in red; every "chosen strategy" named
         assert "pretraining.lr\t0.01 (the laptop profile's)" in page_text(browser)
         assert "null (the profile" not in page_text(browser)
         assert browser.execute_script("return document.querySelectorAll('.counts .failed').length") == 0
-        chosen = browser.execute_script("return Array.from(document.querySelectorAll('section')).filter(s => "
-                                        "s.querySelector('.caption') && s.querySelector('.caption').textContent"
-                                        ".includes('chosen strategy')).map(s => s.querySelector('ul.chosen code')"
-                                        " ? s.querySelector('ul.chosen code').textContent : s.querySelector('h2').textContent)")
+        chosen = browser.execute_script(
+            "return Array.from(document.querySelectorAll('section')).filter(s => "
+            "s.querySelector('.caption') && s.querySelector('.caption').textContent"
+            ".includes('chosen strategy')).map(s => s.querySelector('ul.chosen code')"
+            " ? s.querySelector('ul.chosen code').textContent : s.querySelector('h2').textContent)"
+        )
         assert chosen and all(c in set(expected["strategy"]) for c in chosen), chosen
         assert "did not beat the supervised baseline" in page_text(browser)  # the tiny study's strategies do not
         # the whole page, for a person to look at
@@ -165,8 +183,13 @@ def _serving(command: list[str], cwd: Path, probe: str) -> Iterator[str]:
     """A web view of the study (``mlflow ui``, ``optuna-dashboard``) on a free port, as a user starts
     it; yields its base address and stops it (its own process group) afterwards."""
     port = free_port()
-    server = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240  # two busy cores: MLflow's server takes a while to import
@@ -189,7 +212,13 @@ def _fresh_chromium(profile: Path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
 
@@ -208,14 +237,16 @@ def _shots(browser, finished_study: Path, tmp_path: Path, name: str) -> None:
         assert browser.save_screenshot(str(folder / name)) and (folder / name).stat().st_size > 10_000
 
 
-@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+@pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
 def test_mlflow_ui_opens_on_the_training_runs_in_a_fresh_browser(finished_study: Path, tmp_path: Path) -> None:
     """``mlflow ui`` in the study's working folder, then the address the run printed: the training runs,
     named for their design, with the varied axes and the results as columns (issue 27, Build 2)."""
     import mlflow
 
-    from study.tracking import ui_link
+    from study.tracking.mlflow_runs import ui_link
 
     folder = finished_study.parents[1]  # where the study ran: mlflow.db and mlruns/ beside the spec
     assert not (folder / "mlflow.db.lock").exists()  # the store's lock lives in mlruns/ (issue 27, Found 8)
@@ -226,27 +257,37 @@ def test_mlflow_ui_opens_on_the_training_runs_in_a_fresh_browser(finished_study:
         browser = _fresh_chromium(tmp_path / "profile")
         try:
             browser.get(ui_link(experiment.experiment_id, base))
-            names = _wait_for(browser, "const names = Array.from(document.querySelectorAll('[role=row] a'))"
-                              ".map(a => a.textContent).filter(t => t.includes(' | '));"
-                              f" return names.length >= {len(records)} ? names : null")
+            names = _wait_for(
+                browser,
+                "const names = Array.from(document.querySelectorAll('[role=row] a'))"
+                ".map(a => a.textContent).filter(t => t.includes(' | '));"
+                f" return names.length >= {len(records)} ? names : null",
+            )
             assert "/runs" in browser.current_url and "workflowType=machine_learning" in browser.current_url
             # every trial a row of its own, named for its design and label fraction (not folded under the study's run)
-            expected = {("supervised" if r["task"] == "none" else f"{r['task']} K64 random")
-                        + f" | {r['label_fraction'] * 100:g} % | tiny-mri" for r in records}
+            expected = {
+                ("supervised" if r["task"] == "none" else f"{r['task']} K64 random")
+                + f" | {r['label_fraction'] * 100:g} % | tiny-mri"
+                for r in records
+            }
             assert expected <= set(names), (expected, names)
             headers = browser.execute_script(
-                "return Array.from(document.querySelectorAll('[role=columnheader]')).map(h => h.textContent.trim())")
+                "return Array.from(document.querySelectorAll('[role=columnheader]')).map(h => h.textContent.trim())"
+            )
             for column in ("dice", "val_loss", "task", "label_fraction"):  # the axes the study varies, the results
                 assert column in headers, headers
-            assert "Traces" not in browser.execute_script("return document.querySelector('h2, h1') ? "
-                                                          "document.querySelector('h2, h1').textContent : ''")
+            assert "Traces" not in browser.execute_script(
+                "return document.querySelector('h2, h1') ? document.querySelector('h2, h1').textContent : ''"
+            )
             _shots(browser, finished_study, tmp_path, "mlflow_ui.png")
         finally:
             browser.quit()
 
 
-@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+@pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
 def test_the_optuna_dashboard_agrees_with_the_report(finished_study: Path, tmp_path: Path) -> None:
     """``optuna-dashboard sqlite:///studies/smoke/optuna.db``: a study per data set and label fraction,
     the objective named, no label_fraction parameter, the timeline drawn (issue 27, Build 3)."""
@@ -257,7 +298,9 @@ def test_the_optuna_dashboard_agrees_with_the_report(finished_study: Path, tmp_p
         browser = _fresh_chromium(tmp_path / "profile")
         try:
             browser.get(f"{base}/dashboard")
-            listed = _wait_for(browser, "return document.body.innerText.includes('labels') ? document.body.innerText : null")
+            listed = _wait_for(
+                browser, "return document.body.innerText.includes('labels') ? document.body.innerText : null"
+            )
             assert "smoke/tiny-mri 50 % labels" in listed and "smoke/tiny-mri 100 % labels" in listed
             half = optuna.load_study(study_name="smoke/tiny-mri 50 % labels", storage=storage)
             browser.get(f"{base}/dashboard/studies/{half._study_id}")

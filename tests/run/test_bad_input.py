@@ -31,8 +31,11 @@ CASES = [
     ({}, ["--set", "resources.gpus_per_trial=1"], "has no GPU"),
     ({}, ["--set", "resources.cpus_per_trial=64"], "cpus_per_trial=64"),
     ({"baseline": False, "pretraining": None}, [], "nothing to run"),
-    ({"pretraining": {"patch_size": list(range(1, 201)), "extent": [0.1 * i for i in range(1, 201)]}}, [],
-     "the grid has 160,000 trials"),
+    (
+        {"pretraining": {"patch_size": list(range(1, 201)), "extent": [0.1 * i for i in range(1, 201)]}},
+        [],
+        "the grid has 160,000 trials",
+    ),
 ]
 
 

@@ -56,15 +56,28 @@ def cluster(tmp_path: Path):
         assert run("get-auth-token", "--generate").returncode == 0
         for _ in range(3):  # a free port may be taken before Ray binds it (a study beside this test)
             ray_port = _free_port()
-            started = run("start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1", "--num-cpus",
-                          "1", "--include-dashboard", "false", "--temp-dir", temp_dir)
+            started = run(
+                "start",
+                "--head",
+                "--port",
+                str(ray_port),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                "1",
+                "--include-dashboard",
+                "false",
+                "--temp-dir",
+                temp_dir,
+            )
             if started.returncode == 0:
                 break
             _stop(temp_dir)
         assert started.returncode == 0, started.stderr[-2000:]
         address = f"127.0.0.1:{ray_port}"
-        joined = run("start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                     "--temp-dir", temp_dir)
+        joined = run(
+            "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", temp_dir
+        )
         assert joined.returncode == 0, joined.stderr[-2000:]
         server, uri = start_mlflow_server(tmp_path, "--workers", "1", env=env)  # one client: one worker
         yield address, uri, env
@@ -80,12 +93,19 @@ def test_smoke_study_on_a_two_node_cluster_logs_to_a_tracking_server(tmp_path: P
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)])
     result = subprocess.run(
         [sys.executable, "-m", "study.run", str(spec), "--address", address, "--tracking-uri", uri],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tiny: 4 trials finished, 0 failed" in result.stdout
-    attempts = [json.loads(line) for path in (tmp_path / "studies" / "tiny" / "trials").glob("*/attempts.jsonl")
-                for line in path.read_text().splitlines()]
+    attempts = [
+        json.loads(line)
+        for path in (tmp_path / "studies" / "tiny" / "trials").glob("*/attempts.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert len({a["node"] for a in attempts}) == 2  # two 1-CPU nodes, two trials at a time: both used
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny")

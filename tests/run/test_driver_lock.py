@@ -1,4 +1,4 @@
-"""One driver per study (study/driver_lock.py): real files, real flock, real processes."""
+"""One driver per study (study/folder/driver_lock.py): real files, real flock, real processes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from study.errors import BusyError
-from study.store import StudyStore
+from study.folder.store import StudyStore
 from tests.conftest import REPO, assert_user_error, run_cli
 from tests.run.conftest import write_spec
 
 _HOLD = """
 import sys, time
-from study.store import StudyStore
+from study.folder.store import StudyStore
 lock = StudyStore(sys.argv[1]).driver_lock()
 lock.acquire()
 print("held", flush=True)
@@ -56,7 +56,9 @@ def test_a_second_lock_is_refused_naming_the_holder_and_released_cleanly(tmp_pat
 
 def test_a_sigkilled_holder_is_taken_over_at_once(tmp_path: Path) -> None:
     store = StudyStore(tmp_path / "s")
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(BusyError, match=f"pid {holder.pid} on host"):
@@ -160,7 +162,9 @@ def test_fresh_is_refused_and_a_dry_run_names_the_driver_while_the_study_runs(tm
     store = StudyStore(tmp_path / "studies" / "tiny")
     store.root.mkdir(parents=True)
     (store.root / "study.json").write_text("{}")
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = sorted(p.name for p in store.root.iterdir())

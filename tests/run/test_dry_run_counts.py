@@ -14,8 +14,10 @@ def test_the_dry_run_of_a_sampled_search_counts_the_axes_that_vary(tmp_path: Pat
     result = run_cli("study.run", str(REPO / "search_spaces" / "bayes.yaml"), "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if "sampled trials over" in line)
-    assert ("24 sampled trials over 6 varied axes (pretraining.task, pretraining.patch_size, pretraining.sampler, "
-            "finetuning.scope, finetuning.schedule, finetuning.lr)") in line
+    assert (
+        "24 sampled trials over 6 varied axes (pretraining.task, pretraining.patch_size, pretraining.sampler, "
+        "finetuning.scope, finetuning.schedule, finetuning.lr)"
+    ) in line
 
 
 def test_one_pretraining_is_one_pretraining(tmp_path: Path, tiny_mri: Path) -> None:

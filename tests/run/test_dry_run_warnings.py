@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.data import PhantomSettings, phantom_split
-from study.plan import make_plan
-from study.power_check import needed, power_warnings
-from study.spec_loading import load_spec
+from study.design.plan import make_plan
+from study.design.spec_loading import load_spec
+from study.preflight.power_check import needed, power_warnings
 from tests.conftest import REPO, assert_user_error, run_cli
 
 PRETEXT = str(REPO / "search_spaces" / "pretext.yaml")

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from study.design.plan import make_plan
+from study.design.spec_loading import load_spec
 from study.errors import SpecError
-from study.gpu import (
+from study.model import UNetConfig, training_memory, unet_macs
+from study.preflight.gpu import (
     CUDA_CONTEXT_GIB,
     GIB,
     MEASURED_STEP_MS,
@@ -21,17 +24,16 @@ from study.gpu import (
     trial_memory,
     trials_per_gpu,
 )
-from study.model import UNetConfig, training_memory, unet_macs
-from study.plan import make_plan
-from study.spec_loading import load_spec
-from study.workload import data_shape, runs
+from study.preflight.workload import data_shape, runs
 from tests.conftest import REPO, assert_user_error, run_cli
 
 SPACES = REPO / "search_spaces"
 
 
-@pytest.mark.parametrize(("gpus", "limit", "per_gpu"), [(0.25, None, 4), (0.3, None, 3), (0.5, None, 2), (1, None, 1),
-                                                         (2, None, 1), (0.25, 2, 2), (0.1, None, 10)])
+@pytest.mark.parametrize(
+    ("gpus", "limit", "per_gpu"),
+    [(0.25, None, 4), (0.3, None, 3), (0.5, None, 2), (1, None, 1), (2, None, 1), (0.25, 2, 2), (0.1, None, 10)],
+)
 def test_trials_per_gpu_follow_rays_fractions(gpus: float, limit: int | None, per_gpu: int) -> None:
     assert trials_per_gpu(gpus, limit) == per_gpu
 
@@ -88,20 +90,51 @@ def test_speed_settings_do_not_change_trial_ids() -> None:
 
 
 def test_the_dry_run_refuses_a_packing_the_gpu_cannot_hold(tmp_path: Path) -> None:
-    result = run_cli("study.run", str(SPACES / "pretext.yaml"), "--set", "scale=paper", "--set",
-                     "resources.gpus_per_trial=0.25", "--set", f"storage={tmp_path}", "--gpu-memory-gb", "24",
-                     "--dry-run", cwd=tmp_path)
-    assert_user_error(result, "resources.gpus_per_trial=0.25: 4 trials per GPU need about",
-                      "the GPU of --gpu-memory-gb 24 has 24.00 GiB", "set resources.gpus_per_trial=0.5 (2 per GPU)")
+    result = run_cli(
+        "study.run",
+        str(SPACES / "pretext.yaml"),
+        "--set",
+        "scale=paper",
+        "--set",
+        "resources.gpus_per_trial=0.25",
+        "--set",
+        f"storage={tmp_path}",
+        "--gpu-memory-gb",
+        "24",
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert_user_error(
+        result,
+        "resources.gpus_per_trial=0.25: 4 trials per GPU need about",
+        "the GPU of --gpu-memory-gb 24 has 24.00 GiB",
+        "set resources.gpus_per_trial=0.5 (2 per GPU)",
+    )
     assert not any(tmp_path.iterdir())
-    result = run_cli("study.run", str(SPACES / "smoke.yaml"), "--set", f"storage={tmp_path}", "--gpu-memory-gb", "0",
-                     "--dry-run", cwd=tmp_path)
+    result = run_cli(
+        "study.run",
+        str(SPACES / "smoke.yaml"),
+        "--set",
+        f"storage={tmp_path}",
+        "--gpu-memory-gb",
+        "0",
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert_user_error(result, "--gpu-memory-gb 0 must be a positive number of GiB")
 
 
 def test_the_dry_run_of_a_paper_scale_study_says_its_gpu_memory_and_time(tmp_path: Path) -> None:
-    result = run_cli("study.run", str(SPACES / "pretext.yaml"), "--set", "scale=paper", "--set", f"storage={tmp_path}",
-                     "--dry-run", cwd=tmp_path)
+    result = run_cli(
+        "study.run",
+        str(SPACES / "pretext.yaml"),
+        "--set",
+        "scale=paper",
+        "--set",
+        f"storage={tmp_path}",
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "GPU memory per trial: 9.23 GiB (estimate: weights, gradients and Adam 0.12 GiB" in result.stdout
     assert "GPU time, one trial at a time on one GPU: at most" in result.stdout

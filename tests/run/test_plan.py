@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from study.design.plan import make_plan, resolve
+from study.design.spec_loading import load_spec
 from study.errors import SpecError
-from study.plan import make_plan, resolve
-from study.spec_loading import load_spec
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -48,8 +48,16 @@ def test_scale_and_seed_change_the_trial_id() -> None:
 
 def test_a_sampled_baseline_ignores_pretraining_axes() -> None:
     spec = load_spec(SPACES / "bayes.yaml")
-    a = resolve(spec, "mri", {"pretraining.task": "none", "pretraining.patch_size": 8, "finetuning.lr": 1e-3, "label_fraction": 0.05})
-    b = resolve(spec, "mri", {"pretraining.task": "none", "pretraining.patch_size": 64, "finetuning.lr": 1e-3, "label_fraction": 0.05})
+    a = resolve(
+        spec,
+        "mri",
+        {"pretraining.task": "none", "pretraining.patch_size": 8, "finetuning.lr": 1e-3, "label_fraction": 0.05},
+    )
+    b = resolve(
+        spec,
+        "mri",
+        {"pretraining.task": "none", "pretraining.patch_size": 64, "finetuning.lr": 1e-3, "label_fraction": 0.05},
+    )
     assert a.id == b.id and a.pretraining is None and a.scope == "none"
 
 
@@ -99,11 +107,14 @@ def test_replicate_seeds_run_every_trial_once_per_seed_with_their_own_pretrainin
     assert {(t.seed, t.split_seed) for t in splits.trials} == {(0, 5), (1, 6)}
 
 
-@pytest.mark.parametrize(("override", "fragment"), [
-    ("seeds=[1,1]", "lists a seed twice"),
-    ("split_seeds=[1,2,3]", "give one, or one per seed"),
-    ("seeds=[]", "at least one seed"),
-])
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("seeds=[1,1]", "lists a seed twice"),
+        ("split_seeds=[1,2,3]", "give one, or one per seed"),
+        ("seeds=[]", "at least one seed"),
+    ],
+)
 def test_bad_seed_lists_are_refused(override: str, fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
         load_spec(SPACES / "smoke.yaml", [override, "seeds=[0,1]"] if "split" in override else [override])

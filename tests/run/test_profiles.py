@@ -8,18 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from study.design.plan import PretrainPoint, TrialPoint, make_plan
+from study.design.scale import Scale
+from study.design.spec_loading import load_spec, validate
 from study.errors import SpecError
-from study.plan import PretrainPoint, TrialPoint, make_plan
-from study.scale import Scale
-from study.spec_loading import load_spec, validate
-from study.configs import finetune_config, pretrain_config, unet_config
+from study.execution.configs import finetune_config, pretrain_config, unet_config
 from tests.conftest import run_cli
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 # What a scale's JSON (and with it every trial id) held before learning rates, the early-stopping
 # rule, the architecture and padding became settings.
-ORIGINAL_FIELDS = {"profile", "image_size", "widths", "groups", "batch_size", "pretrain_max_epochs",
-                   "finetune_max_epochs", "steps_per_epoch", "pretrain_patience", "finetune_patience", "n_masks"}
+ORIGINAL_FIELDS = {
+    "profile",
+    "image_size",
+    "widths",
+    "groups",
+    "batch_size",
+    "pretrain_max_epochs",
+    "finetune_max_epochs",
+    "steps_per_epoch",
+    "pretrain_patience",
+    "finetune_patience",
+    "n_masks",
+}
 
 
 def _lrs(spec) -> set[tuple[float, float | None]]:
@@ -54,20 +65,34 @@ def test_a_scale_at_its_defaults_keeps_the_json_trial_ids_were_hashed_from() -> 
     assert set(trial.to_json()["scale"]) == ORIGINAL_FIELDS
 
 
-@pytest.mark.parametrize("fields", [
-    {"profile": "laptop"}, {"profile": "paper"}, {"profile": "paper", "pretrain_lr": 0.01},
-    {"profile": "laptop", "pretrain_min_delta_mode": "absolute"},
-    {"profile": "laptop", "pretrain_min_delta_mode": "absolute", "pretrain_min_delta": 20},
-    {"profile": "paper", "architecture": "authors", "norm_running_stats": True},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"profile": "laptop"},
+        {"profile": "paper"},
+        {"profile": "paper", "pretrain_lr": 0.01},
+        {"profile": "laptop", "pretrain_min_delta_mode": "absolute"},
+        {"profile": "laptop", "pretrain_min_delta_mode": "absolute", "pretrain_min_delta": 20},
+        {"profile": "paper", "architecture": "authors", "norm_running_stats": True},
+    ],
+)
 def test_a_scale_and_the_ids_that_hash_it_survive_a_round_trip(fields: dict) -> None:
     scale = Scale.model_validate(fields)
     assert Scale.model_validate(json.loads(json.dumps(scale.model_dump(mode="json")))) == scale
-    point = PretrainPoint(dataset="mri", task="restoration", patch_size=32, sampler="random", extent=1.0, lr=1e-3,
-                          scale=scale)
+    point = PretrainPoint(
+        dataset="mri", task="restoration", patch_size=32, sampler="random", extent=1.0, lr=1e-3, scale=scale
+    )
     assert PretrainPoint.from_json(json.loads(json.dumps(point.to_json()))).key == point.key
-    trial = TrialPoint(dataset="mri", label_fraction=0.5, scope="encoder", schedule="at_once", lr=1e-3, unfrozen_lr=None,
-                       pretraining=point, scale=scale)
+    trial = TrialPoint(
+        dataset="mri",
+        label_fraction=0.5,
+        scope="encoder",
+        schedule="at_once",
+        lr=1e-3,
+        unfrozen_lr=None,
+        pretraining=point,
+        scale=scale,
+    )
     assert TrialPoint.from_json(json.loads(json.dumps(trial.to_json()))).id == trial.id
 
 
@@ -79,8 +104,9 @@ def test_a_new_setting_names_new_trials() -> None:
 
 def test_the_pretraining_stopping_rule_is_a_setting_with_the_authors_margin() -> None:
     authors = Scale.model_validate({"pretrain_min_delta_mode": "absolute"})
-    config = pretrain_config(authors, {"task": "restoration", "sampler": "random", "patch_size": 32, "extent": 1.0,
-                                       "lr": 1e-3})
+    config = pretrain_config(
+        authors, {"task": "restoration", "sampler": "random", "patch_size": 32, "extent": 1.0, "lr": 1e-3}
+    )
     assert (config.min_delta_mode, config.min_delta, config.patience) == ("absolute", 50.0, 4)
     with pytest.raises(SpecError, match=r"spec: scale: .*pretrain_min_delta=2 must lie in \[0, 1\) in relative mode"):
         validate({"name": "a", "scale": {"pretrain_min_delta": 2}})
@@ -94,7 +120,11 @@ def test_the_architecture_is_a_scale_setting() -> None:
     assert (segmentation.block, segmentation.up_kernel, segmentation.head_kernel) == ("conv_relu_norm", 3, 1)
     default = unet_config(Scale(), in_channels=1, out_channels=4)
     assert (default.block, default.up_kernel, default.head_kernel, default.norm_running_stats) == (
-        "conv_norm_relu", 2, 1, False)
+        "conv_norm_relu",
+        2,
+        1,
+        False,
+    )
     with pytest.raises(SpecError, match="scale.architecture"):
         validate({"name": "a", "scale": {"architecture": "keras"}})
 
@@ -106,12 +136,23 @@ def test_keep_weights_is_best_or_none() -> None:
 
 
 def test_the_dry_run_prints_the_resolved_training_and_the_disk_it_needs(tmp_path: Path) -> None:
-    result = run_cli("study.run", str(SPACES / "pretext.yaml"), "--set", "scale=paper", "--set",
-                     f"storage={tmp_path}", "--dry-run", cwd=tmp_path)
+    result = run_cli(
+        "study.run",
+        str(SPACES / "pretext.yaml"),
+        "--set",
+        "scale=paper",
+        "--set",
+        f"storage={tmp_path}",
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "learning rates: pretraining lr [0.001], fine-tuning lr [0.001]" in out
-    assert "pretraining: up to 500 epochs, early stopping after 4 without an improvement of more than 0.001 x |best|" in out
+    assert (
+        "pretraining: up to 500 epochs, early stopping after 4 without an improvement of more than 0.001 x |best|"
+        in out
+    )
     assert "fine-tuning: up to 500 epochs, early stopping after 10" in out
     assert "network: default U-Net, widths 32-64-128-256-512, 16 groups" in out
     # 7.77 M float32 parameters per network: 29.6 MiB per weights file, 64 pretrainings + 136 trials

@@ -8,14 +8,21 @@ import re
 
 import pytest
 
-from study import progress as progress_module
-from study.progress import Progress, StudyClock, summary_table
-from study.records import PretrainRecord, Status, TrialRecord
+from study.execution import progress as progress_module
+from study.execution.progress import Progress, StudyClock, summary_table
+from study.folder.records import PretrainRecord, Status, TrialRecord
 
 
 def _trial(strategy: str, fraction: float, val_loss: float, dice: float, task: str = "restoration") -> TrialRecord:
-    return TrialRecord(trial_id=f"{strategy}-{fraction}", status=Status.FINISHED, dataset="mri", strategy=strategy,
-                       label_fraction=fraction, task=task, metrics={"val_loss": val_loss, "dice": dice})
+    return TrialRecord(
+        trial_id=f"{strategy}-{fraction}",
+        status=Status.FINISHED,
+        dataset="mri",
+        strategy=strategy,
+        label_fraction=fraction,
+        task=task,
+        metrics={"val_loss": val_loss, "dice": dice},
+    )
 
 
 def test_progress_shows_validation_losses_and_one_time_left_for_the_study(monkeypatch, capsys) -> None:
@@ -29,22 +36,27 @@ def test_progress_shows_validation_losses_and_one_time_left_for_the_study(monkey
     # one pretraining a minute: one more, then six trials counted at that rate until one has finished
     assert "| ~7m00s left (with the trials)" in capsys.readouterr().out
     now[0] += 60
-    pre.finished(PretrainRecord.from_json({**record, "key": "j", "best_val_loss": 800.0}), "prediction K32 poisson | mri")
+    pre.finished(
+        PretrainRecord.from_json({**record, "key": "j", "best_val_loss": 800.0}), "prediction K32 poisson | mri"
+    )
     assert "~6m00s left (with the trials)" in capsys.readouterr().out  # not 0: the trials are still to come
 
     trials = Progress("pretext", 6, clock=clock)
     now[0] += 30
     trials.finished(_trial("supervised", 0.05, 0.40, 0.84, task="none"), "supervised | 5 % | mri")
     now[0] += 30
-    trials.finished(_trial("restoration/K32/poisson_disc|encoder/at_once", 0.05, 0.45, 0.90),
-                    "restoration K32 poisson | 5 % | mri")
+    trials.finished(
+        _trial("restoration/K32/poisson_disc|encoder/at_once", 0.05, 0.45, 0.90), "restoration K32 poisson | 5 % | mri"
+    )
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].endswith("last restoration K32 poisson | 5 % | mri: validation loss 0.450 (best there 0.400, "
-                            "supervised) | ~2m00s left")
+    assert out[-1].endswith(
+        "last restoration K32 poisson | 5 % | mri: validation loss 0.450 (best there 0.400, supervised) | ~2m00s left"
+    )
     assert not [line for line in out if "Dice" in line]  # test data never show while the search runs
     now[0] += 30
-    trials.finished(_trial("prediction/K32/poisson_disc|encoder/at_once", 1.0, 0.30, 0.5),
-                    "prediction K32 poisson | 100 % | mri")
+    trials.finished(
+        _trial("prediction/K32/poisson_disc|encoder/at_once", 1.0, 0.30, 0.5), "prediction K32 poisson | 100 % | mri"
+    )
     assert "validation loss 0.300 (best there) | ~1m30s left" in capsys.readouterr().out  # its own fraction's best
 
 
@@ -77,6 +89,9 @@ def test_the_final_table_reads_in_numeric_order_with_the_baseline_first() -> Non
     results = [_trial(f"restoration/K{k}/random|encoder/at_once", 0.05, 0.4, 0.5 + k / 1000) for k in (16, 32, 64, 8)]
     results.append(_trial("supervised", 0.05, 0.4, 0.5, task="none"))
     table = summary_table(results)
-    assert list(table.index) == ["supervised (baseline)", *[f"restoration/K{k}/random|encoder/at_once" for k in (8, 16, 32, 64)]]
+    assert list(table.index) == [
+        "supervised (baseline)",
+        *[f"restoration/K{k}/random|encoder/at_once" for k in (8, 16, 32, 64)],
+    ]
     assert table.loc["restoration/K8/random|encoder/at_once", ("mri", 0.05)] == pytest.approx(0.508)
     assert [int(k) for k in re.findall(r"K(\d+)", " ".join(table.index))] == [8, 16, 32, 64]

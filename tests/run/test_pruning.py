@@ -27,22 +27,37 @@ BROKEN = "restoration/K64/random|encoder/at_once lr=1e-06"
 def ct_with_validation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CT phantom with 12 validation patients: enough pairs for a corrected test to reject."""
     out = tmp_path_factory.mktemp("ct") / "ct"
-    make_phantom_dataset(PhantomSettings(kind="ct", size=32, n_train=8, n_val=12, n_test=4, n_unlabeled=4,
-                                         n_slices=1), out)
+    make_phantom_dataset(
+        PhantomSettings(kind="ct", size=32, n_train=8, n_val=12, n_test=4, n_unlabeled=4, n_slices=1), out
+    )
     return out
 
 
 def _spec(folder: Path, data: Path) -> Path:
     spec = {
-        "name": "pruned", "datasets": [str(data)],
-        "scale": {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
-                  "pretrain_max_epochs": 2, "finetune_max_epochs": 6, "steps_per_epoch": 4, "n_masks": 4},
+        "name": "pruned",
+        "datasets": [str(data)],
+        "scale": {
+            "profile": "laptop",
+            "image_size": 32,
+            "widths": [8, 16, 32],
+            "groups": 4,
+            "batch_size": 4,
+            "pretrain_max_epochs": 2,
+            "finetune_max_epochs": 6,
+            "steps_per_epoch": 4,
+            "n_masks": 4,
+        },
         "pretraining": {"task": ["restoration"], "patch_size": [64], "sampler": ["random"]},
         # 1e-6 cannot learn in 24 steps: that configuration must be stopped, the baseline at 1e-6 never
         "finetuning": {"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.01, 1e-6]},
-        "label_fractions": [0.5, 1.0], "baseline": True, "search": {"algorithm": "grid"},
-        "storage": str(folder / "studies"), "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
-        "resources": {"cpus_per_trial": 1}, "retries": 1,
+        "label_fractions": [0.5, 1.0],
+        "baseline": True,
+        "search": {"algorithm": "grid"},
+        "storage": str(folder / "studies"),
+        "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+        "resources": {"cpus_per_trial": 1},
+        "retries": 1,
         "pruning": {"enabled": True, "rungs": [0.5], "min_survivors": 1},
     }
     path = folder / "pruned.yaml"
@@ -55,8 +70,14 @@ def _run(runner: StudyRunner, folder: Path, spec: Path, fault: str | None = None
     their environment at start), else by the session's study runner (its ``main``, its Ray kept)."""
     if fault is None:
         return runner.run(folder, str(spec))
-    return subprocess.run([sys.executable, "-m", "study.run", str(spec)], capture_output=True, text=True,
-                          cwd=folder, timeout=900, env={**os.environ, "SSL_STUDY_FAULT": fault})
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", str(spec)],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=900,
+        env={**os.environ, "SSL_STUDY_FAULT": fault},
+    )
 
 
 def _decisions(study: Path) -> list[dict]:
@@ -68,7 +89,8 @@ def _results(study: Path) -> dict[str, dict]:
 
 
 def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_killed_driver(
-        tmp_path: Path, ct_with_validation: Path, study_runner: StudyRunner) -> None:
+    tmp_path: Path, ct_with_validation: Path, study_runner: StudyRunner
+) -> None:
     clean = tmp_path / "clean"
     clean.mkdir()
     done = _run(study_runner, clean, _spec(clean, ct_with_validation))
@@ -96,8 +118,11 @@ def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_ki
 
     client = mlflow.MlflowClient(f"sqlite:///{clean / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("pruned")
-    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=100)
-            if r.data.tags.get("study.kind") == "trial"]
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=100)
+        if r.data.tags.get("study.kind") == "trial"
+    ]
     tagged = [r for r in runs if "study.stopped" in r.data.tags]
     assert len(tagged) == 2 and {r.info.status for r in tagged} == {"KILLED"}
 
@@ -117,7 +142,10 @@ def test_a_configuration_that_cannot_learn_is_stopped_and_decisions_survive_a_ki
     again = _run(study_runner, killed, spec)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _decisions(killed / "studies" / "pruned") == decisions
-    rerun = {(r["strategy"], r["lr"], r["label_fraction"]): (r["status"], r.get("p_holm"))
-             for r in _results(killed / "studies" / "pruned").values()}
-    assert rerun == {(r["strategy"], r["lr"], r["label_fraction"]): (r["status"], r.get("p_holm"))
-                     for r in results.values()}
+    rerun = {
+        (r["strategy"], r["lr"], r["label_fraction"]): (r["status"], r.get("p_holm"))
+        for r in _results(killed / "studies" / "pruned").values()
+    }
+    assert rerun == {
+        (r["strategy"], r["lr"], r["label_fraction"]): (r["status"], r.get("p_holm")) for r in results.values()
+    }

@@ -17,8 +17,9 @@ from tests.study_runner import StudyRunner
 pytestmark = pytest.mark.slow
 
 
-def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(tiny_grid: FinishedStudy, tiny_mri: Path,
-                                                                              study_runner: StudyRunner) -> None:
+def test_a_changed_plan_leaves_old_trials_out_and_seeds_replicate_every_trial(
+    tiny_grid: FinishedStudy, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     tmp_path, spec = tiny_grid.folder, tiny_grid.spec  # write_spec(folder, datasets=[tiny_mri]), run once
     study = tmp_path / "studies" / "tiny"
     first = set(_results(study))

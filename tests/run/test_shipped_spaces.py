@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from study.plan import TrialPoint
+from study.design.plan import TrialPoint
 from tests.conftest import REPO
 from tests.run.conftest import TINY_SCALE
 from tests.study_runner import StudyRunner
@@ -59,8 +59,14 @@ def _scaling(analysis: Path, state: dict) -> None:
 
 
 # What each shipped study exists to answer. A new file in search_spaces/ must be added here.
-ANSWERS = {"pretext": _ranking, "bayes": _ranking, "smoke": _ranking, "transfer": _transfer, "scaling": _scaling,
-           "gpu_smoke": _ranking}
+ANSWERS = {
+    "pretext": _ranking,
+    "bayes": _ranking,
+    "smoke": _ranking,
+    "transfer": _transfer,
+    "scaling": _scaling,
+    "gpu_smoke": _ranking,
+}
 
 
 def _on_this_machine(space: Path) -> list[str]:
@@ -86,13 +92,23 @@ def test_every_shipped_space_names_what_its_analysis_must_answer() -> None:
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
-def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path, space: Path,
-                                                                 study_runner: StudyRunner) -> None:
+def test_shipped_space_runs_every_trial_and_answers_its_question(
+    tmp_path: Path, space: Path, study_runner: StudyRunner
+) -> None:
     scale = yaml.safe_dump(TINY_SCALE, default_flow_style=True).strip()
     # python -m study.run, by the session's study runner (its main, in a process that keeps its Ray)
-    run = study_runner.run(tmp_path, str(space), "--set", f"scale={scale}", "--set", f"storage={tmp_path / 'studies'}",
-                           "--set", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *_on_this_machine(space),
-                           *_one_replicate(space))
+    run = study_runner.run(
+        tmp_path,
+        str(space),
+        "--set",
+        f"scale={scale}",
+        "--set",
+        f"storage={tmp_path / 'studies'}",
+        "--set",
+        f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        *_on_this_machine(space),
+        *_one_replicate(space),
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     study = tmp_path / "studies" / space.stem
     state = json.loads((study / "study.json").read_text())
@@ -110,7 +126,12 @@ def test_shipped_space_runs_every_trial_and_answers_its_question(tmp_path: Path,
     assert all(r.get("reason") for r in results.values() if r["status"] == "stopped")
     assert " 0 failed" in run.stdout and "errored" not in run.stdout
 
-    analysis = subprocess.run([sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"],
-                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    analysis = subprocess.run(
+        [sys.executable, "-m", "study.analyze", str(study), "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
     ANSWERS[space.stem](study / "analysis", state)

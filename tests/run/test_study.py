@@ -38,22 +38,30 @@ def _attempts(study: Path, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in (study / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()]
 
 
-def _run(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0,
-         runner: StudyRunner | None = None) -> subprocess.CompletedProcess:
+def _run(
+    tmp_path: Path, spec: Path, *args: str, env: dict | None = None, status: int = 0, runner: StudyRunner | None = None
+) -> subprocess.CompletedProcess:
     """``python -m study.run SPEC ARGS`` in ``tmp_path``: by the session's study runner (the same
     ``main`` in a process that keeps its Ray) when given one, else as a command of its own; always so
     with a fault (``env``), which reaches Ray's workers only from their environment at start."""
     if runner is not None and not env:
         result = runner.run(tmp_path, str(spec), *args)
     else:
-        result = subprocess.run([sys.executable, "-m", "study.run", str(spec), *args], capture_output=True, text=True,
-                                cwd=tmp_path, timeout=600, env={**os.environ, **(env or {})})
+        result = subprocess.run(
+            [sys.executable, "-m", "study.run", str(spec), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=600,
+            env={**os.environ, **(env or {})},
+        )
     assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedStudy, tiny_mri: Path,
-                                                            study_runner: StudyRunner) -> None:
+def test_grid_runs_each_point_once_then_resumes_and_extends(
+    tiny_grid: FinishedStudy, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     tmp_path, spec, first = tiny_grid.folder, tiny_grid.spec, tiny_grid.first  # run once: python -m study.run
     study = tmp_path / "studies" / "tiny"
     assert "tiny: 4 trials finished, 0 failed" in first.stdout
@@ -61,7 +69,8 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedS
     assert len(results) == 4
     assert {r["strategy"] for r, _ in results.values()} == {"supervised", "restoration/K64/random|encoder/at_once"}
     assert sorted((r["strategy"], r["label_fraction"]) for r, _ in results.values()) == sorted(
-        (s, f) for s in ("supervised", "restoration/K64/random|encoder/at_once") for f in (0.5, 1.0))
+        (s, f) for s in ("supervised", "restoration/K64/random|encoder/at_once") for f in (0.5, 1.0)
+    )
     assert "mri0000.h5" in (study / "data_checked.json").read_text()  # the data check is recorded at once
     # one pretraining for the two fractions that share it
     assert len((study / "pretrain" / "executed.log").read_text().splitlines()) == 1
@@ -70,7 +79,9 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedS
     assert {r.data.tags["study.trial_id"] for r in runs} == set(results)
     run = runs[0]
     assert "finetune/val_loss" in run.data.metrics and "dice" in run.data.metrics
-    artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)}
+    artifacts = {
+        a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }
     assert {"per_case.json", "per_case.csv"} <= artifacts
     parents = _runs(tmp_path, "tiny", kind="study")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -95,8 +106,17 @@ def test_grid_runs_each_point_once_then_resumes_and_extends(tiny_grid: FinishedS
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri: Path) -> None:
-    scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
-             "pretrain_max_epochs": 1, "finetune_max_epochs": 3, "steps_per_epoch": 2, "n_masks": 4}
+    scale = {
+        "profile": "laptop",
+        "image_size": 32,
+        "widths": [8, 16, 32],
+        "groups": 4,
+        "batch_size": 4,
+        "pretrain_max_epochs": 1,
+        "finetune_max_epochs": 3,
+        "steps_per_epoch": 2,
+        "n_masks": 4,
+    }
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[1.0], pretraining=None)
     _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "crash:2"})
     study = tmp_path / "studies" / "tiny"
@@ -109,14 +129,28 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path: Path, tiny_mri
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
-def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Path, tiny_mri: Path,
-                                                                    study_runner: StudyRunner) -> None:
-    scale = {"profile": "laptop", "image_size": 32, "widths": [8, 16, 32], "groups": 4, "batch_size": 4,
-             "pretrain_max_epochs": 2, "finetune_max_epochs": 6, "steps_per_epoch": 4, "n_masks": 4}
+def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(
+    tmp_path: Path, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
+    scale = {
+        "profile": "laptop",
+        "image_size": 32,
+        "widths": [8, 16, 32],
+        "groups": 4,
+        "batch_size": 4,
+        "pretrain_max_epochs": 2,
+        "finetune_max_epochs": 6,
+        "steps_per_epoch": 4,
+        "n_masks": 4,
+    }
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], scale=scale, label_fractions=[0.25, 0.5, 0.75, 1.0])
     study = tmp_path / "studies" / "tiny"
-    driver = subprocess.Popen([sys.executable, "-m", "study.run", str(spec)], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study.run", str(spec)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(_results(study)) < 2:
         time.sleep(0.5)
@@ -134,10 +168,13 @@ def test_a_killed_driver_resumes_without_duplicate_or_orphaned_runs(tmp_path: Pa
     assert [r.info.status for r in _runs(tmp_path, "tiny", kind="study")] == ["FINISHED"]
 
 
-def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tiny_mri: Path,
-                                                             study_runner: StudyRunner) -> None:
+def test_a_sampled_search_reads_back_repeated_configurations(
+    tmp_path: Path, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     spec = write_spec(
-        tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0],
+        tmp_path,
+        datasets=[str(tiny_mri)],
+        label_fractions=[1.0],
         finetuning={"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
         search={"algorithm": "tpe", "num_samples": 5, "seed": 1},
     )
@@ -154,8 +191,9 @@ def test_a_sampled_search_reads_back_repeated_configurations(tmp_path: Path, tin
     assert "trials finished" in out.stdout
 
 
-def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path, tiny_mri: Path,
-                                                                           study_runner: StudyRunner) -> None:
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(
+    tmp_path: Path, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     import shutil
 
     import h5py
@@ -166,8 +204,9 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     victim = manifest["split"]["train"][0]
     with h5py.File(data / "scans" / f"{victim}.h5", "r+") as f:
         f["image"][...] = 3e38  # finite, so it passes the data check, but every activation overflows
-    spec = write_spec(tmp_path, datasets=[str(data)], label_fractions=[1.0], pretraining=None,
-                      finetuning={"lr": [0.001, 0.002]})
+    spec = write_spec(
+        tmp_path, datasets=[str(data)], label_fractions=[1.0], pretraining=None, finetuning={"lr": [0.001, 0.002]}
+    )
     out = _run(tmp_path, spec, status=3, runner=study_runner)  # a study that lost trials never reports success
     study = tmp_path / "studies" / "tiny"
     results = _results(study)
@@ -179,8 +218,9 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(tmp_p
     assert {r.info.status for r in runs} == {"FAILED"} and all("diverged" in r.data.tags["study.failure"] for r in runs)
 
 
-def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_path: Path, tiny_mri: Path,
-                                                                          study_runner: StudyRunner) -> None:
+def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(
+    tmp_path: Path, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[1.0], retries=2)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "data-error:1"}, status=3)
     study = tmp_path / "studies" / "tiny"
@@ -200,8 +240,9 @@ def test_an_error_no_retry_can_fix_fails_once_and_the_exit_status_says_so(tmp_pa
     assert all(len(_attempts(study, t)) == 1 for t in results)
 
 
-def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(tmp_path: Path, tiny_mri: Path,
-                                                                                 study_runner: StudyRunner) -> None:
+def test_a_trial_tune_gave_up_on_is_counted_errored_then_retried_by_the_next_run(
+    tmp_path: Path, tiny_mri: Path, study_runner: StudyRunner
+) -> None:
     spec = write_spec(tmp_path, datasets=[str(tiny_mri)], label_fractions=[0.25, 0.5], retries=0)
     out = _run(tmp_path, spec, env={"SSL_STUDY_FAULT": "raise:1"}, status=3)  # one trial raises, once
     study = tmp_path / "studies" / "tiny"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.store import StudyStore
+from study.folder.store import StudyStore
 from tests.conftest import REPO, assert_user_error, run_cli
 
 
 def test_a_misspelt_builtin_data_set_is_named(tmp_path: Path) -> None:
-    result = run_cli("study.run", str(REPO / "search_spaces" / "smoke.yaml"), "--set", "datasets=mir", "--dry-run",
-                     cwd=tmp_path)
+    result = run_cli(
+        "study.run", str(REPO / "search_spaces" / "smoke.yaml"), "--set", "datasets=mir", "--dry-run", cwd=tmp_path
+    )
     assert_user_error(result, "datasets: mir: no such folder; did you mean 'mri'?")
 
 

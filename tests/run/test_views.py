@@ -11,9 +11,9 @@ import mlflow
 import optuna
 import pytest
 
-from study.optuna_log import OptunaLog, study_name
-from study.records import Status, TrialRecord
-from study.spec_loading import validate
+from study.design.spec_loading import validate
+from study.folder.records import Status, TrialRecord
+from study.tracking.optuna_view import OptunaLog, study_name
 from tests.run.conftest import write_spec
 from tests.study_runner import StudyRunner
 
@@ -50,9 +50,14 @@ def _optuna_trials(study: Path, dataset: str) -> list:
 
 @pytest.mark.slow
 def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
-        tmp_path: Path, tiny_mri: Path, mlflow_server: str, study_runner: StudyRunner) -> None:
-    spec = write_spec(tmp_path, datasets=[str(tiny_mri)], tracking_uri=mlflow_server,
-                      pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]})
+    tmp_path: Path, tiny_mri: Path, mlflow_server: str, study_runner: StudyRunner
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        datasets=[str(tiny_mri)],
+        tracking_uri=mlflow_server,
+        pretraining={"task": ["restoration", "prediction"], "patch_size": [64], "sampler": ["random"]},
+    )
     study = tmp_path / "studies" / "tiny"
     _run(study_runner, tmp_path, spec)
     mlflow.set_tracking_uri(mlflow_server)  # artifacts are read through the server
@@ -104,34 +109,58 @@ def test_the_mlflow_ui_and_the_optuna_dashboard_see_the_study_and_its_resume(
     assert all(h["code"]["package"] for h in history)
     spec_2 = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/invocations/002-spec.yaml")
     assert "label_fractions: [0.25, 0.5, 1.0]" in spec_2
-    assert [i["overrides"] for i in (json.loads(line) for line in (study / "invocations.jsonl").read_text().splitlines())] \
-        == [[], ["label_fractions=0.25,0.5,1.0"]]
+    assert [
+        i["overrides"] for i in (json.loads(line) for line in (study / "invocations.jsonl").read_text().splitlines())
+    ] == [[], ["label_fractions=0.25,0.5,1.0"]]
 
     # a new fraction is a new Optuna study: every trial once
     after = _records(study)
     optuna_after = _optuna_trials(study, str(tiny_mri))
     assert len(after) == 9 and sorted(t.user_attrs["trial_id"] for _, t in optuna_after) == sorted(after)
     assert {t.user_attrs["trial_id"]: t.value for _, t in optuna_after} == pytest.approx(
-        {k: r["val_loss"] for k, r in after.items()})
+        {k: r["val_loss"] for k, r in after.items()}
+    )
 
 
-def _record(trial_id: str, task: str, fraction: float, val_loss: float, status: Status = Status.FINISHED) -> TrialRecord:
+def _record(
+    trial_id: str, task: str, fraction: float, val_loss: float, status: Status = Status.FINISHED
+) -> TrialRecord:
     pretrained = task != "none"
-    return TrialRecord(trial_id=trial_id, status=status, dataset="mri", strategy=task, label_fraction=fraction,
-                       task=task, patch_size=32 if pretrained else None, sampler="random" if pretrained else None,
-                       extent=1.0 if pretrained else None, pretrain_lr=0.01 if pretrained else None,
-                       scope="encoder" if pretrained else "none", lr=0.001, seed=0,
-                       reason="" if status is Status.FINISHED else "diverged",
-                       metrics={"val_loss": val_loss, "dice": 0.5} if status is Status.FINISHED else {})
+    return TrialRecord(
+        trial_id=trial_id,
+        status=status,
+        dataset="mri",
+        strategy=task,
+        label_fraction=fraction,
+        task=task,
+        patch_size=32 if pretrained else None,
+        sampler="random" if pretrained else None,
+        extent=1.0 if pretrained else None,
+        pretrain_lr=0.01 if pretrained else None,
+        scope="encoder" if pretrained else "none",
+        lr=0.001,
+        seed=0,
+        reason="" if status is Status.FINISHED else "diverged",
+        metrics={"val_loss": val_loss, "dice": 0.5} if status is Status.FINISHED else {},
+    )
 
 
 def test_the_optuna_view_adds_each_trial_once_and_rebuilds_when_the_space_changes(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    spec = validate({"name": "tiny", "datasets": ["mri"], "label_fractions": [0.5, 1.0],
-                     "pretraining": {"task": ["restoration", "prediction"], "sampler": ["random"]},
-                     "finetuning": {"lr": [0.001]}})
-    records = [_record("a", "restoration", 0.5, 0.4), _record("b", "none", 0.5, 0.5),
-               _record("c", "prediction", 1.0, math.nan, Status.FAILED)]
+    spec = validate(
+        {
+            "name": "tiny",
+            "datasets": ["mri"],
+            "label_fractions": [0.5, 1.0],
+            "pretraining": {"task": ["restoration", "prediction"], "sampler": ["random"]},
+            "finetuning": {"lr": [0.001]},
+        }
+    )
+    records = [
+        _record("a", "restoration", 0.5, 0.4),
+        _record("b", "none", 0.5, 0.5),
+        _record("c", "prediction", 1.0, math.nan, Status.FAILED),
+    ]
     assert OptunaLog(storage, spec).sync(records) == 3
     assert OptunaLog(storage, spec).sync(records) == 0  # a resumed driver adds no duplicate
     # one Optuna study per data set and label fraction: the fraction is never a tuned parameter
@@ -139,11 +168,15 @@ def test_the_optuna_view_adds_each_trial_once_and_rebuilds_when_the_space_change
     half = optuna.load_study(study_name="tiny/mri 50 % labels", storage=storage)
     trials = half.get_trials(deepcopy=False)
     assert [(t.user_attrs["trial_id"], t.state.name, t.value) for t in trials] == [
-        ("a", "COMPLETE", 0.4), ("b", "COMPLETE", 0.5)]
+        ("a", "COMPLETE", 0.4),
+        ("b", "COMPLETE", 0.5),
+    ]
     # only what varies: the task (with the baseline's "none"); patch size, sampler, lr are one value each
     assert trials[0].params == {"task": "restoration"} and trials[1].params == {"task": "none"}
     assert half.metric_names == ["validation loss"]
-    assert half.user_attrs["label fraction"] == 0.5 and half.user_attrs["space"] == "task: restoration, prediction, none"
+    assert (
+        half.user_attrs["label fraction"] == 0.5 and half.user_attrs["space"] == "task: restoration, prediction, none"
+    )
     (failed,) = optuna.load_study(study_name="tiny/mri 100 % labels", storage=storage).get_trials(deepcopy=False)
     assert (failed.user_attrs["trial_id"], failed.state.name) == ("c", "FAIL")
     # an enlarged space changes the choices Optuna holds: the view is rebuilt, once per trial again

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.spec_loading import load_spec
+from study.design.spec_loading import load_spec
 from tests.run.conftest import write_spec
 
 
@@ -16,8 +16,11 @@ def test_exponent_numbers_are_numbers_in_a_file_and_in_set(tmp_path: Path, writt
     spec = write_spec(tmp_path, datasets=["mri"])
     text = spec.read_text()
     in_file = spec.with_name("exp.yaml")
-    in_file.write_text(text + f"\nscale:\n  finetune_lr: {written}\n" if "scale:" not in text
-                       else text.replace("scale:", f"scale:\n  finetune_lr: {written}", 1))
+    in_file.write_text(
+        text + f"\nscale:\n  finetune_lr: {written}\n"
+        if "scale:" not in text
+        else text.replace("scale:", f"scale:\n  finetune_lr: {written}", 1)
+    )
     assert load_spec(in_file).scale.finetune_lr == pytest.approx(value)
     assert load_spec(spec, [f"finetuning.lr={written}"]).finetuning.lr == [pytest.approx(value)]
     assert load_spec(spec, [f"finetuning.lr={written},0.01"]).finetuning.lr == [pytest.approx(value), 0.01]

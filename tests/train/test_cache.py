@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from study.data import PhantomSettings, builtin_dataset, make_phantom_dataset, open_dataset
-from study.plan import make_plan
-from study.spec_loading import validate
-from study.store import StudyStore
+from study.design.plan import make_plan
+from study.design.spec_loading import validate
+from study.execution.trial import ensure_pretrained, run_trial
+from study.folder.store import StudyStore
 from study.train import TrainSettings
 from study.train._cache import GIB, cache_bytes, placement, unpack_masks
 from study.train._data import train_batches
-from study.trial import ensure_pretrained, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,11 @@ def test_compile_is_for_cuda_a_cpu_runs_the_model_itself() -> None:
 
 def test_masks_that_do_not_fill_whole_bytes_come_back_alike() -> None:
     # 4 classes of 33 x 33 pixels: 4356 bits, half a byte left over per slice
-    odd = open_dataset(builtin_dataset("mri", PhantomSettings(kind="mri", size=33, n_train=2, n_val=1, n_test=1,
-                                                               n_unlabeled=0, n_slices=3)))
+    odd = open_dataset(
+        builtin_dataset(
+            "mri", PhantomSettings(kind="mri", size=33, n_train=2, n_val=1, n_test=1, n_unlabeled=0, n_slices=3)
+        )
+    )
     lazy, _, _ = _epochs(odd, TrainSettings(batch_size=4), True, epochs=1)
     cached, _, _ = _epochs(odd, TrainSettings(batch_size=4, cache_gb=1.0), True, epochs=1)
     for x, y in zip(lazy, cached, strict=True):
@@ -101,15 +104,32 @@ def test_masks_unpack_alike_with_torch_on_any_device_and_numpy() -> None:
 
 def test_a_trial_trains_to_the_same_numbers_from_the_cache(tmp_path, mri_path) -> None:
     def run(cache_gb: float):
-        """A study's one trial (and its pretraining) in a folder of its own, as study.tune runs them:
+        """A study's one trial (and its pretraining) in a folder of its own, as study.execution.tune runs them:
         the study folder's records and the learning curves it reported, epoch by epoch."""
-        spec = validate({
-            "name": "cache", "datasets": [str(mri_path)], "seed": 3, "label_fractions": [1.0], "baseline": False,
-            "scale": {"image_size": 32, "widths": [8, 16], "groups": 4, "batch_size": 4, "pretrain_max_epochs": 2,
-                      "finetune_max_epochs": 2, "steps_per_epoch": 3, "n_masks": 4, "cache_gb": cache_gb},
-            "pretraining": {"task": ["restoration"], "sampler": ["random"], "patch_size": [64], "lr": [0.001]},
-            "finetuning": {"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
-            "search": {"algorithm": "grid"}, "storage": str(tmp_path / f"cache{cache_gb:g}")})
+        spec = validate(
+            {
+                "name": "cache",
+                "datasets": [str(mri_path)],
+                "seed": 3,
+                "label_fractions": [1.0],
+                "baseline": False,
+                "scale": {
+                    "image_size": 32,
+                    "widths": [8, 16],
+                    "groups": 4,
+                    "batch_size": 4,
+                    "pretrain_max_epochs": 2,
+                    "finetune_max_epochs": 2,
+                    "steps_per_epoch": 3,
+                    "n_masks": 4,
+                    "cache_gb": cache_gb,
+                },
+                "pretraining": {"task": ["restoration"], "sampler": ["random"], "patch_size": [64], "lr": [0.001]},
+                "finetuning": {"scope": ["encoder"], "schedule": ["at_once"], "lr": [0.001]},
+                "search": {"algorithm": "grid"},
+                "storage": str(tmp_path / f"cache{cache_gb:g}"),
+            }
+        )
         (trial,) = make_plan(spec).trials
         store, curves = StudyStore(spec.storage_dir()), []
         pre = ensure_pretrained(store, trial.pretraining, data_path=str(mri_path), device="cpu", report=curves.append)

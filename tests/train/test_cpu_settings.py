@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from study.design.scale import Scale
+from study.execution.configs import train_settings
 from study.model import UNet, UNetConfig
-from study.scale import Scale
 from study.train import EarlyStopping, StepDecay, TrainSettings, fit
 from study.train._loop import ADAM_BETAS, ADAM_EPS
 from study.train._losses import soft_dice_loss
 from study.train._schedule import set_lr
-from study.configs import train_settings
 
 TINY = UNetConfig(in_channels=1, out_channels=4, widths=(8, 16, 32), groups=4)
 EPOCHS = 3
@@ -35,7 +35,7 @@ def _data() -> tuple[list[dict[str, torch.Tensor]], torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     x = torch.randn(12, 1, 32, 32, generator=g)
     y = (torch.rand(12, 4, 32, 32, generator=g) > 0.6).float()
-    return [{"image": x[i:i + 4], "mask": y[i:i + 4]} for i in range(0, 8, 4)], x[8:], y[8:]
+    return [{"image": x[i : i + 4], "mask": y[i : i + 4]} for i in range(0, 8, 4)], x[8:], y[8:]
 
 
 def _fit(settings: TrainSettings, checkpoint: Path | None = None, max_epochs: int = EPOCHS):
@@ -48,10 +48,17 @@ def _fit(settings: TrainSettings, checkpoint: Path | None = None, max_epochs: in
     def val_loss(m):
         return float(soft_dice_loss(m(settings.to_device(vx)).float(), vy))
 
-    result = fit(model, batches=batches, step_loss=step_loss, val_loss=val_loss, schedule=StepDecay(0.01),
-                 stopper=EarlyStopping(10, 1e-3, mode="absolute"),
-                 settings=replace(settings, max_epochs=max_epochs),
-                 generator=torch.Generator().manual_seed(0), checkpoint=checkpoint)
+    result = fit(
+        model,
+        batches=batches,
+        step_loss=step_loss,
+        val_loss=val_loss,
+        schedule=StepDecay(0.01),
+        stopper=EarlyStopping(10, 1e-3, mode="absolute"),
+        settings=replace(settings, max_epochs=max_epochs),
+        generator=torch.Generator().manual_seed(0),
+        checkpoint=checkpoint,
+    )
     return model, result
 
 

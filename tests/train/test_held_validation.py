@@ -45,12 +45,15 @@ def test_held_only_within_what_the_training_cache_leaves(mri) -> None:
     assert val == 10 * (1 + 4) * 32 * 32 * 4
     fits = TrainSettings(batch_size=4, cache_gb=(val + train) / GIB)
     short = TrainSettings(batch_size=4, cache_gb=(val + train - 1) / GIB)
-    assert isinstance(validation_batches(mri, mri.split.val, fits, with_masks=True, train_ids=mri.split.train),
-                      HeldBatches)
-    assert not isinstance(validation_batches(mri, mri.split.val, short, with_masks=True, train_ids=mri.split.train),
-                          HeldBatches)
-    assert not isinstance(validation_batches(mri, mri.split.val, TrainSettings(batch_size=4), with_masks=True),
-                          HeldBatches)
+    assert isinstance(
+        validation_batches(mri, mri.split.val, fits, with_masks=True, train_ids=mri.split.train), HeldBatches
+    )
+    assert not isinstance(
+        validation_batches(mri, mri.split.val, short, with_masks=True, train_ids=mri.split.train), HeldBatches
+    )
+    assert not isinstance(
+        validation_batches(mri, mri.split.val, TrainSettings(batch_size=4), with_masks=True), HeldBatches
+    )
 
 
 def test_a_fine_tuning_is_bit_identical_with_its_slices_held_or_read_lazily(mri) -> None:
@@ -58,8 +61,9 @@ def test_a_fine_tuning_is_bit_identical_with_its_slices_held_or_read_lazily(mri)
 
     def run(cache_gb: float):
         settings = TrainSettings(batch_size=4, max_epochs=3, steps_per_epoch=2, seed=3, cache_gb=cache_gb)
-        return finetune(mri, mri.split.train, val_ids=mri.split.val, unet=unet, config=FinetuneConfig(lr=0.01),
-                        settings=settings)
+        return finetune(
+            mri, mri.split.train, val_ids=mri.split.val, unet=unet, config=FinetuneConfig(lr=0.01), settings=settings
+        )
 
     lazy, held = run(0.0), run(1.0)
     assert [r["val_loss"] for r in lazy.fits[0].history] == [r["val_loss"] for r in held.fits[0].history]

@@ -92,7 +92,11 @@ def test_early_stopping_ends_the_fit() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"batch_size": 0}, "batch_size=0"), ({"max_epochs": -1}, "max_epochs=-1"), ({"device": "gpu7"}, "not a torch device")],
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_epochs": -1}, "max_epochs=-1"),
+        ({"device": "gpu7"}, "not a torch device"),
+    ],
 )
 def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message):

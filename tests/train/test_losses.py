@@ -71,10 +71,7 @@ def test_soft_dice_loss_pools_the_batch_rather_than_averaging_images():
     # Pooled: intersection 3, |P| + |T| = 4 + 4 -> dice 6/8 -> loss 0.25.
     assert loss == pytest.approx(0.25, abs=1e-6)
     # Averaging per-image Dice (0 and 1) would give loss 0.5: the two definitions differ.
-    per_image_dice = [
-        1 - soft_dice_loss(_logits(pred_mask[i : i + 1]), target[i : i + 1], eps=1e-12)
-        for i in range(2)
-    ]
+    per_image_dice = [1 - soft_dice_loss(_logits(pred_mask[i : i + 1]), target[i : i + 1], eps=1e-12) for i in range(2)]
     per_image = 1 - torch.stack(per_image_dice).mean()
     assert per_image.item() == pytest.approx(0.5, abs=1e-6)
 

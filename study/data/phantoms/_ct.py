@@ -15,8 +15,8 @@ mean over a 3 x 3 sub-pixel grid when pixels are coarse (partial volume), then n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -146,11 +146,15 @@ def _sample_abdomen(rng: np.random.Generator) -> _Abdomen:
     for side in (-1.0, 1.0):
         muscles += [
             # (y, x, ry, rx, angle): psoas beside the vertebral body, quadratus lumborum, erector spinae
-            (yv + 1.0, xv + side * (hw + 11.0 + 3.0 * musc), 10.0 + 5.0 * musc, 10.0 + 4.0 * musc,
-             side * u(0.1, 0.4)),
+            (yv + 1.0, xv + side * (hw + 11.0 + 3.0 * musc), 10.0 + 5.0 * musc, 10.0 + 4.0 * musc, side * u(0.1, 0.4)),
             (yv + hd + 8.0, xv + side * (hw + 36.0 + 6.0 * musc), 8.0, u(13.0, 18.0), -side * u(0.2, 0.5)),
-            (yv + hd + 10.0 + 0.5 * depth_pa, xv + side * (5.0 + ps_w), 0.5 * depth_pa + 1.0, ps_w,
-             side * u(-0.1, 0.15)),
+            (
+                yv + hd + 10.0 + 0.5 * depth_pa,
+                xv + side * (5.0 + ps_w),
+                0.5 * depth_pa + 1.0,
+                ps_w,
+                side * u(-0.1, 0.15),
+            ),
         ]
     contrast = u() < 0.6  # portal-venous phase: enhancing kidneys, liver, vessels, bowel wall
     r_aorta = u(9.0, 13.0)
@@ -160,16 +164,49 @@ def _sample_abdomen(rng: np.random.Generator) -> _Abdomen:
     ]
     for side in (-1.0, 1.0):
         if u() < 0.75:
-            organs.append((yv - 2.0 + u(-6, 6), xv + side * (hw + 40.0 + 8.0 * adip), u(14.0, 18.0), u(22.0, 28.0),
-                           side * u(0.4, 0.8), u(140, 200) if contrast else u(28, 38)))
+            organs.append(
+                (
+                    yv - 2.0 + u(-6, 6),
+                    xv + side * (hw + 40.0 + 8.0 * adip),
+                    u(14.0, 18.0),
+                    u(22.0, 28.0),
+                    side * u(0.4, 0.8),
+                    u(140, 200) if contrast else u(28, 38),
+                )
+            )
     if u() < 0.5:  # the inferior tip of the liver, on the patient's right
-        organs.append((centre[0] - 0.1 * b, centre[1] - 0.6 * a, 0.35 * b, 0.22 * a, u(-0.3, 0.3),
-                       u(100, 120) if contrast else u(50, 65)))
+        organs.append(
+            (
+                centre[0] - 0.1 * b,
+                centre[1] - 0.6 * a,
+                0.35 * b,
+                0.22 * a,
+                u(-0.3, 0.3),
+                u(100, 120) if contrast else u(50, 65),
+            )
+        )
     # Loops, vessels and fat blobs are placed by asking where the cavity and muscles are.
-    ab = _Abdomen(fov=fov, centre=centre, half_axes=(b, a), back=back, outline=periodic_profile(rng, 6, 0.03),
-                  skin=skin, sat=sat, wall=wall, linea_alba=u(3.0, 8.0), vertebra=(yv, xv, hw, hd),
-                  muscles=tuple(muscles), organs=tuple(organs), loops=(), vessels=(), blobs=(), hu={},
-                  myosteatosis=myo, fields={}, noise_hu=0.0)
+    ab = _Abdomen(
+        fov=fov,
+        centre=centre,
+        half_axes=(b, a),
+        back=back,
+        outline=periodic_profile(rng, 6, 0.03),
+        skin=skin,
+        sat=sat,
+        wall=wall,
+        linea_alba=u(3.0, 8.0),
+        vertebra=(yv, xv, hw, hd),
+        muscles=tuple(muscles),
+        organs=tuple(organs),
+        loops=(),
+        vessels=(),
+        blobs=(),
+        hu={},
+        myosteatosis=myo,
+        fields={},
+        noise_hu=0.0,
+    )
     box = (centre[0] - b, back, centre[1] - a, centre[1] + a)
 
     # Bowel: lean subjects have loops packed tight, obese ones much fat between them.
@@ -182,30 +219,64 @@ def _sample_abdomen(rng: np.random.Generator) -> _Abdomen:
     loops = []
     for cy, cx in _sample_points(rng, ab, n_loops, _cavity, box):
         r = u(6.0, 14.0)
-        loops.append((cy, cx, r, r * u(0.55, 1.0), u(0, np.pi), u(1.5, 3.0),
-                      float(rng.choice(kinds, p=p_kind / p_kind.sum())), u(-0.3, 0.6)))
+        loops.append(
+            (
+                cy,
+                cx,
+                r,
+                r * u(0.55, 1.0),
+                u(0, np.pi),
+                u(1.5, 3.0),
+                float(rng.choice(kinds, p=p_kind / p_kind.sum())),
+                u(-0.3, 0.6),
+            )
+        )
     for side, p_present in ((-1.0, 0.8), (1.0, 0.7)):  # ascending and descending colon, with stool
         if u() < p_present:
             r = u(14.0, 22.0)
-            loops.append((centre[0] + u(-0.1, 0.2) * b, centre[1] + side * u(0.45, 0.6) * (a - sat0), r,
-                          r * u(0.7, 1.0), u(0, np.pi), 2.0, 4.0, 0.0))
+            loops.append(
+                (
+                    centre[0] + u(-0.1, 0.2) * b,
+                    centre[1] + side * u(0.45, 0.6) * (a - sat0),
+                    r,
+                    r * u(0.7, 1.0),
+                    u(0, np.pi),
+                    2.0,
+                    4.0,
+                    0.0,
+                )
+            )
     vessels = [(py, px, u(1.5, 3.0)) for py, px in _sample_points(rng, ab, int(u(8, 25)), _cavity, box)]
     n_blobs = int(10 + 90 * myo)
     blobs = [(py, px, u(1.2, 3.5)) for py, px in _sample_points(rng, ab, n_blobs, _muscle_region, box)]
     fat = u(-110.0, -88.0)
-    hu = {"fat_sat": fat - u(0, 8), "fat_vat": fat + u(0, 8), "imat": fat + u(10, 35),
-          "muscle": u(36.0, 55.0) - 14.0 * myo, "skin": u(30.0, 60.0), "wall": 40.0 + 30.0 * contrast,
-          "fluid": u(0.0, 20.0), "oral": u(150.0, 350.0), "cancellous": u(110.0, 260.0), "cortical": u(450.0, 900.0)}
-    fields = {name: SmoothField.draw(rng, 2, scale) for name, scale in
-              (("fat", 20.0), ("muscle", 6.0), ("marble", 4.0), ("septa", 15.0), ("stool", 2.5))}
-    return dataclasses.replace(ab, loops=tuple(loops), vessels=tuple(vessels), blobs=tuple(blobs), hu=hu,
-                               fields=fields, noise_hu=u(10.0, 20.0))
+    hu = {
+        "fat_sat": fat - u(0, 8),
+        "fat_vat": fat + u(0, 8),
+        "imat": fat + u(10, 35),
+        "muscle": u(36.0, 55.0) - 14.0 * myo,
+        "skin": u(30.0, 60.0),
+        "wall": 40.0 + 30.0 * contrast,
+        "fluid": u(0.0, 20.0),
+        "oral": u(150.0, 350.0),
+        "cancellous": u(110.0, 260.0),
+        "cortical": u(450.0, 900.0),
+    }
+    fields = {
+        name: SmoothField.draw(rng, 2, scale)
+        for name, scale in (("fat", 20.0), ("muscle", 6.0), ("marble", 4.0), ("septa", 15.0), ("stool", 2.5))
+    }
+    return dataclasses.replace(
+        ab, loops=tuple(loops), vessels=tuple(vessels), blobs=tuple(blobs), hu=hu, fields=fields, noise_hu=u(10.0, 20.0)
+    )
 
 
 def _window(ys: np.ndarray, xs: np.ndarray, cy: float, cx: float, r: float) -> tuple[slice, slice]:
     """Index ranges of the grid (sorted 1-D axes) covering a disc of radius r around (cy, cx)."""
-    return (slice(np.searchsorted(ys, cy - r), np.searchsorted(ys, cy + r, side="right")),
-            slice(np.searchsorted(xs, cx - r), np.searchsorted(xs, cx + r, side="right")))
+    return (
+        slice(np.searchsorted(ys, cy - r), np.searchsorted(ys, cy + r, side="right")),
+        slice(np.searchsorted(xs, cx - r), np.searchsorted(xs, cx + r, side="right")),
+    )
 
 
 def _render(ab: _Abdomen, ys: np.ndarray, xs: np.ndarray, min_blob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -257,9 +328,13 @@ def _render(ab: _Abdomen, ys: np.ndarray, xs: np.ndarray, min_blob: float) -> tu
         inside = (np.hypot(v / r1, u / r2) < 1.0) & cavity[w]
         lumen = np.hypot(v / max(r1 - t, 0.5), u / max(r2 - t, 0.5)) < 1.0
         yy = np.broadcast_to(y[w[0]], lumen.shape)
-        content = {0: np.full(lumen.shape, h["wall"]), 1: np.full(lumen.shape, h["fluid"]),
-                   2: np.where(yy < cy + level * r1, -950.0, h["fluid"]), 3: np.full(lumen.shape, h["oral"]),
-                   4: np.where(f["stool"][w] > 0.9, -900.0, -20.0 + 40.0 * f["stool"][w])}[int(kind)]
+        content = {
+            0: np.full(lumen.shape, h["wall"]),
+            1: np.full(lumen.shape, h["fluid"]),
+            2: np.where(yy < cy + level * r1, -950.0, h["fluid"]),
+            3: np.full(lumen.shape, h["oral"]),
+            4: np.where(f["stool"][w] > 0.9, -900.0, -20.0 + 40.0 * f["stool"][w]),
+        }[int(kind)]
         hu[w][inside] = np.where(lumen, content, h["wall"])[inside]
         lab[w][inside] = 0
     for e in ab.organs:

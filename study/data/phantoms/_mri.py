@@ -111,12 +111,24 @@ def _sample_knee(rng: np.random.Generator) -> _Knee:
     y_med = centre[0] + r_med + t_fc + t_tc + gap
     y_lat = centre[0] + r_lat + t_fc + t_tc + gap
     half_z = 0.5 * abs(femur.z_lat - femur.z_med) + u(15.0, 18.0)
-    tibia = Tibia(femur.z_med, femur.z_lat, y_med, y_lat, centre[1], centre[1] + u(-2.0, 3.0), half_z,
-                  1.15 * femur.r_mean * u(0.95, 1.1), np.tan(np.deg2rad(u(4.0, 10.0))), u(0.5, 2.0), u(5.0, 9.0))
+    tibia = Tibia(
+        femur.z_med,
+        femur.z_lat,
+        y_med,
+        y_lat,
+        centre[1],
+        centre[1] + u(-2.0, 3.0),
+        half_z,
+        1.15 * femur.r_mean * u(0.95, 1.1),
+        np.tan(np.deg2rad(u(4.0, 10.0))),
+        u(0.5, 2.0),
+        u(5.0, 9.0),
+    )
     inner = u(0.5, 0.65)
     menisci = tuple(
-        Meniscus(zc, centre[1], max(half_z - abs(zc - tibia.z_mid) - 1.0, 8.0), 0.95 * tibia.half_x,
-                 inner, u(5.0, 8.0), bulk)
+        Meniscus(
+            zc, centre[1], max(half_z - abs(zc - tibia.z_mid) - 1.0, 8.0), 0.95 * tibia.half_x, inner, u(5.0, 8.0), bulk
+        )
         for zc, bulk in ((femur.z_med, u(0.2, 0.45)), (femur.z_lat, u(-0.1, 0.1)))
     )
     flexion = np.deg2rad(u(0.0, 20.0))
@@ -130,37 +142,76 @@ def _sample_knee(rng: np.random.Generator) -> _Knee:
     effusion = u(0.0, 1.0) ** 1.5
     y_b = patella.pole(+1)[0] - u(4.0, 10.0) - 6.0 * effusion
     x_b, _ = anterior_surface(femur, femur.z_mid, y_b)
-    bursa = (femur.z_mid, y_b, x_b - 2.0 - (1.0 + 3.0 * effusion), 16.0 + 8.0 * effusion,
-             6.0 + 10.0 * effusion, 1.0 + 3.0 * effusion)
+    bursa = (
+        femur.z_mid,
+        y_b,
+        x_b - 2.0 - (1.0 + 3.0 * effusion),
+        16.0 + 8.0 * effusion,
+        6.0 + 10.0 * effusion,
+        1.0 + 3.0 * effusion,
+    )
     cyst = None
     if u() < 0.3:
-        cyst = (0.8 * femur.z_med, centre[0] + u(-5.0, 10.0), centre[1] + r_med + u(6.0, 12.0),
-                u(5.0, 10.0), u(8.0, 16.0), u(4.0, 8.0))
+        cyst = (
+            0.8 * femur.z_med,
+            centre[0] + u(-5.0, 10.0),
+            centre[1] + r_med + u(6.0, 12.0),
+            u(5.0, 10.0),
+            u(8.0, 16.0),
+            u(4.0, 8.0),
+        )
     lesions = []
     for _ in range(rng.poisson(1.2)):
         zc, rz = (femur.z_med, femur.rz_med) if u() < 0.6 else (femur.z_lat, femur.rz_lat)
         phi, r = u(-0.6, 1.2), (femur.r_med if zc == femur.z_med else femur.r_lat) + 0.5 * t_fc
-        lesions.append((zc + u(-0.5, 0.5) * rz, r * np.cos(phi), r * np.sin(phi), u(2.5, 5.0),
-                        u(8.0, 25.0), float(u() < 0.25)))
+        lesions.append(
+            (zc + u(-0.5, 0.5) * rz, r * np.cos(phi), r * np.sin(phi), u(2.5, 5.0), u(8.0, 25.0), float(u() < 0.25))
+        )
     fields = {
         name: SmoothField.draw(rng, 3, scale)
-        for name, scale in (("fc", 12.0), ("tc", 10.0), ("pc", 10.0), ("t2", 6.0), ("marrow", 1.5), ("texture", 8.0),
-                            ("septa", 14.0), ("fluid", 10.0), ("body", 25.0), ("sc", 15.0), ("bias", 60.0))
+        for name, scale in (
+            ("fc", 12.0),
+            ("tc", 10.0),
+            ("pc", 10.0),
+            ("t2", 6.0),
+            ("marrow", 1.5),
+            ("texture", 8.0),
+            ("septa", 14.0),
+            ("fluid", 10.0),
+            ("body", 25.0),
+            ("sc", 15.0),
+            ("bias", 60.0),
+        )
     }
-    tissues = _NOMINAL * np.column_stack(
-        [u(0.85, 1.15, 10), u(0.93, 1.07, 10), u(0.9, 1.1, 10)]
-    )
+    tissues = _NOMINAL * np.column_stack([u(0.85, 1.15, 10), u(0.93, 1.07, 10), u(0.9, 1.1, 10)])
     tissues[CARTILAGE, 2] = u(30.0, 45.0)
     tissues[MENISCUS, 2] = u(10.0, 15.0)
     tissues[FLUID, 2] = u(200.0, 400.0)
     params = QDessParams(u(17.8, 18.6), u(5.6, 6.0), 20.0, u(3000.0, 3250.0), u(1500.0, 1620.0))
     return _Knee(
-        shift=(u(-4.0, 4.0), u(-5.0, 5.0), u(-4.0, 6.0)), scale=u(0.92, 1.08), tilt=np.deg2rad(u(-7.0, 7.0)),
-        yaw=np.deg2rad(u(-8.0, 8.0)), side=1.0 if u() < 0.5 else -1.0, flexion=flexion, centre=centre,
-        femur=femur, tibia=tibia, menisci=menisci, patella=patella, thickness=(t_fc, t_tc, t_pc),
-        meniscus_gap=u(0.0, 0.8), soft=(u(7.0, 14.0), u(60.0, 90.0), u(3.0, 9.0)), effusion=effusion,
-        bursa=bursa, cyst=cyst, lesions=tuple(lesions), meniscus_degeneration=u(5.0, 15.0) * (u() < 0.35),
-        fields=fields, tissues=tissues, params=params, noise_rel=u(0.05, 0.09),
+        shift=(u(-4.0, 4.0), u(-5.0, 5.0), u(-4.0, 6.0)),
+        scale=u(0.92, 1.08),
+        tilt=np.deg2rad(u(-7.0, 7.0)),
+        yaw=np.deg2rad(u(-8.0, 8.0)),
+        side=1.0 if u() < 0.5 else -1.0,
+        flexion=flexion,
+        centre=centre,
+        femur=femur,
+        tibia=tibia,
+        menisci=menisci,
+        patella=patella,
+        thickness=(t_fc, t_tc, t_pc),
+        meniscus_gap=u(0.0, 0.8),
+        soft=(u(7.0, 14.0), u(60.0, 90.0), u(3.0, 9.0)),
+        effusion=effusion,
+        bursa=bursa,
+        cyst=cyst,
+        lesions=tuple(lesions),
+        meniscus_degeneration=u(5.0, 15.0) * (u() < 0.35),
+        fields=fields,
+        tissues=tissues,
+        params=params,
+        noise_rel=u(0.05, 0.09),
     )
 
 
@@ -186,8 +237,11 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     t_fc = t_fc0 * (1.0 + 0.22 * np.clip(f["fc"], -2, 2))
     t_tc = t_tc0 * (1.0 + 0.22 * np.clip(f["tc"], -2, 2))
     w_p, v_p, _ = pat.local(Z, yf, xf)
-    t_pc = t_pc0 * (1.0 + 0.18 * np.clip(f["pc"], -2, 2)) * np.sqrt(
-        np.clip(1.0 - (v_p / pat.radii[1]) ** 2 - (w_p / pat.radii[0]) ** 2, 0.15, 1.0))
+    t_pc = (
+        t_pc0
+        * (1.0 + 0.18 * np.clip(f["pc"], -2, 2))
+        * np.sqrt(np.clip(1.0 - (v_p / pat.radii[1]) ** 2 - (w_p / pat.radii[0]) ** 2, 0.15, 1.0))
+    )
     top, foot = tib.top(Z, X), tib.footprint(Z, Y, X)
     fem_art, pat_art = fem.articular(Z, yf, xf), pat.articular(Z, yf, xf)
 
@@ -195,8 +249,10 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     lo, hi = to_subject(*pat.pole(-1), k.centre, k.flexion), to_subject(*pat.pole(+1), k.centre, k.flexion)
     z_pat = pat.centre[0]
     band = np.clip(1.0 - ((Z - z_pat) / 14.0) ** 2, 0.0, 1.0) ** 0.5
-    d_tendon = np.minimum(segment_distance(Y, X, lo, tib.tuberosity_front()) - 3.0 * band,
-                          segment_distance(Y, X, hi, (hi[0] - 80.0, hi[1] - 6.0)) - 4.0 * band)
+    d_tendon = np.minimum(
+        segment_distance(Y, X, lo, tib.tuberosity_front()) - 3.0 * band,
+        segment_distance(Y, X, hi, (hi[0] - 80.0, hi[1] - 6.0)) - 4.0 * band,
+    )
 
     # Body outline: an inflated union of the bones, thin in front and thick behind.
     inner = smooth_union(smooth_union(d_fem, d_tib, 20.0), smooth_union(d_pat, d_tendon, 10.0), 20.0)
@@ -206,10 +262,10 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     tissue[inner < depth] = MUSCLE
     tissue[(tissue == MUSCLE) & (np.abs(f["septa"]) < 0.04)] = FAT  # intermuscular septa
     y_joint = 0.5 * (tib.y_med + tib.y_lat)
-    hoffa = ellipsoid_sdf((Z - tib.z_mid, Y - y_joint + 4.0, X - tib.x_centre + tib.half_x + 2.0),
-                          (22.0, 15.0, 13.0))
-    popliteal = ellipsoid_sdf((Z - tib.z_mid, Y - y_joint + 5.0, X - k.centre[1] - fem.r_med - 24.0),
-                              (18.0, 30.0, 11.0))
+    hoffa = ellipsoid_sdf((Z - tib.z_mid, Y - y_joint + 4.0, X - tib.x_centre + tib.half_x + 2.0), (22.0, 15.0, 13.0))
+    popliteal = ellipsoid_sdf(
+        (Z - tib.z_mid, Y - y_joint + 5.0, X - k.centre[1] - fem.r_med - 24.0), (18.0, 30.0, 11.0)
+    )
     tissue[(inner < depth) & ((hoffa < 0) | (popliteal < 0))] = FAT
     tissue[(inner < depth) & (inner > depth - sc0 * (1 + 0.3 * f["sc"]))] = FAT
     tissue[(inner < depth) & (inner > depth - 1.0)] = MUSCLE  # skin
@@ -255,8 +311,14 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     for d in (d_fem, d_tib, d_pat):
         tissue[d < 0] = CORTEX
         tissue[d < -1.3] = MARROW
-    fib = ellipsoid_sdf((Z - fem.z_lat - np.sign(fem.z_lat - fem.z_med) * 12.0, Y - y_joint - 22.0,
-                         X - tib.x_centre - 0.6 * tib.half_x), (9.0, 11.0, 9.0))  # fibular head
+    fib = ellipsoid_sdf(
+        (
+            Z - fem.z_lat - np.sign(fem.z_lat - fem.z_med) * 12.0,
+            Y - y_joint - 22.0,
+            X - tib.x_centre - 0.6 * tib.half_x,
+        ),
+        (9.0, 11.0, 9.0),
+    )  # fibular head
     tissue[fib < 0], tissue[fib < -1.3] = CORTEX, MARROW
     tissue[(d_fem < -1.3) & (np.abs(yf + 1.2 * fem.r_mean + 3.0 * np.cos(Z / 9.0)) < 0.7)] = CORTEX  # physeal scar
     tissue[(d_tib < -1.3) & (np.abs(Y - y_joint - 17.0 - 2.0 * np.cos(X / 8.0)) < 0.7)] = CORTEX
@@ -265,8 +327,15 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     t2_cart = k.tissues[CARTILAGE, 2] * (1.0 + 0.12 * f["t2"])
     plates = (
         (2, (d_fem > 0) & (d_fem < t_fc) & fem_art, d_fem / t_fc),
-        (3, (top - Y > 0) & (top - Y < t_tc) & (foot < -1.5) & (np.abs(Z - tib.z_mid) > 5.0)
-         & (np.minimum(k.menisci[0].rho(Z, X), k.menisci[1].rho(Z, X)) < 0.95), (top - Y) / t_tc),
+        (
+            3,
+            (top - Y > 0)
+            & (top - Y < t_tc)
+            & (foot < -1.5)
+            & (np.abs(Z - tib.z_mid) > 5.0)
+            & (np.minimum(k.menisci[0].rho(Z, X), k.menisci[1].rho(Z, X)) < 0.95),
+            (top - Y) / t_tc,
+        ),
         (1, (d_pat > 0) & (d_pat < t_pc) & pat_art, d_pat / t_pc),
     )
     for label, mask, frac in plates:
@@ -280,9 +349,7 @@ def _render(k: _Knee, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     return tissue, labels, np.clip(t2, 0.0, 90.0)
 
 
-def make_mri_phantom(
-    rng: np.random.Generator, size: int = 64, n_slices: int = 16, noise: float = 1.0
-) -> MriPhantom:
+def make_mri_phantom(rng: np.random.Generator, size: int = 64, n_slices: int = 16, noise: float = 1.0) -> MriPhantom:
     """A knee qDESS volume of ``n_slices`` sagittal slices of ``size`` x ``size`` pixels.
 
     The field of view is 120 mm in-plane and 96 mm across the slices. ``noise`` scales the
@@ -312,8 +379,12 @@ def make_mri_phantom(
     if noise > 0:
         # Coil sensitivity: smooth, and stronger at the front where the coil sits closest.
         bias = np.exp(0.2 * knee.fields["bias"].on_grid(z, yx, yx) - 0.15 * yx / (FOV_MM / 2))
-        ref = dess_echoes(np.array(knee.tissues[CARTILAGE, 0]), knee.tissues[CARTILAGE, 1],
-                          np.array(knee.tissues[CARTILAGE, 2]), knee.params)[0]
+        ref = dess_echoes(
+            np.array(knee.tissues[CARTILAGE, 0]),
+            knee.tissues[CARTILAGE, 1],
+            np.array(knee.tissues[CARTILAGE, 2]),
+            knee.params,
+        )[0]
         sigma = noise * knee.noise_rel * float(ref)
         echoes = []
         for e in (echo1, echo2):

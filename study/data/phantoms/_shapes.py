@@ -19,9 +19,7 @@ MIN_SIZE, MAX_SIZE = 32, 512
 
 def check_rng(rng: object) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
-        raise SpecError(
-            f"rng={type(rng).__name__} must be a numpy.random.Generator (np.random.default_rng(seed))"
-        )
+        raise SpecError(f"rng={type(rng).__name__} must be a numpy.random.Generator (np.random.default_rng(seed))")
     return rng
 
 
@@ -76,8 +74,9 @@ class SmoothField:
             rest = (rest[:, :, None] * factor[:, None, :]).reshape(len(self.phases), -1)
         # Re(first @ rest) as one real product. einsum, not BLAS: for these thin matrices a
         # multi-threaded BLAS on a busy machine is ten times slower than a plain loop.
-        out = np.einsum("ik,kj->ij", np.concatenate([first.real, -first.imag], 1),
-                        np.concatenate([rest.real, rest.imag], 0))
+        out = np.einsum(
+            "ik,kj->ij", np.concatenate([first.real, -first.imag], 1), np.concatenate([rest.real, rest.imag], 0)
+        )
         out = out.reshape(tuple(len(a) for a in axes))
         return out * np.sqrt(2.0 / len(self.phases))
 

@@ -1,6 +1,6 @@
 """What a planned study will train, counted before anything runs: its networks, slices and epochs.
 
-``--dry-run`` turns these counts into the GPU memory one trial needs (``study.gpu``) and the
+``--dry-run`` turns these counts into the GPU memory one trial needs (``study.preflight.gpu``) and the
 GPU-hours the study costs. The counts follow the training code: a pretraining sees the scans of its
 extent, a fine-tuning those of its label fraction (``study.data`` draws both from the split alone),
 an epoch is ``steps_per_epoch`` batches or one pass, every epoch validates on the validation
@@ -9,11 +9,11 @@ split, and each run ends on the test split once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Literal
 
-from study import axes as design_axes
 from study.data import (
     BUILTIN_KINDS,
     PhantomSettings,
@@ -26,9 +26,10 @@ from study.data import (
 )
 from study.data.padding import NetworkPadding
 from study.data.subsets import labeled_scans
-from study.plan import Plan
-from study.scale import Scale
-from study.configs import unet_config
+from study.design import axes as design_axes
+from study.design.plan import Plan
+from study.design.scale import Scale
+from study.execution.configs import unet_config
 
 if TYPE_CHECKING:
     from study.model import UNetConfig
@@ -58,20 +59,33 @@ def data_shape(name: str, path: str | None, image_size: int, phantom_version: in
     """The shape of a built-in phantom (``path`` None, known before it is generated; of
     ``phantom_version``, default the latest) or a data set folder."""
     if path is None and name in BUILTIN_KINDS:
-        from study.footprint import dataset_channels
+        from study.preflight.footprint import dataset_channels
 
         version = {} if phantom_version is None else {"version": phantom_version}
         settings = PhantomSettings.default(name, size=image_size, **version)
         split = phantom_split(settings)
         c_in, classes = dataset_channels(name, None)
         ids = [s for role in split.roles().values() for s in role]
-        return DataShape(name, c_in, classes, frozenset({(settings.size, settings.size)}), split,
-                         {s: settings.n_slices for s in ids}, phantom_rounding(settings))
+        return DataShape(
+            name,
+            c_in,
+            classes,
+            frozenset({(settings.size, settings.size)}),
+            split,
+            {s: settings.n_slices for s in ids},
+            phantom_rounding(settings),
+        )
     dataset = open_dataset(Path(path or name))
     try:
-        return DataShape(name, dataset.in_channels, len(dataset.class_names),
-                         frozenset((i.height, i.width) for i in dataset.scans.values()), dataset.split,
-                         {s: i.n_slices for s, i in dataset.scans.items()}, default_rounding(dataset))
+        return DataShape(
+            name,
+            dataset.in_channels,
+            len(dataset.class_names),
+            frozenset((i.height, i.width) for i in dataset.scans.values()),
+            dataset.split,
+            {s: i.n_slices for s, i in dataset.scans.items()},
+            default_rounding(dataset),
+        )
     finally:
         dataset.close()
 
@@ -131,13 +145,28 @@ def _candidates(plan: Plan, shapes: Mapping[str, DataShape]) -> list[Run]:
     return out
 
 
-def _run(scale: Scale, shape: DataShape, kind: Literal["pretrain", "finetune"], net: UNetConfig,
-         ids: tuple[str, ...], epochs: int) -> Run:
+def _run(
+    scale: Scale,
+    shape: DataShape,
+    kind: Literal["pretrain", "finetune"],
+    net: UNetConfig,
+    ids: tuple[str, ...],
+    epochs: int,
+) -> Run:
     slices = shape.n_slices(ids)
     per_epoch = slices if scale.steps_per_epoch is None else scale.steps_per_epoch * scale.batch_size
-    return Run(shape.name, kind, net, shape.network_size(net.levels), slices,
-               cache_size(shape, slices, with_masks=kind == "finetune"), per_epoch,
-               shape.n_slices(shape.split.val), shape.n_slices(shape.split.test), epochs)
+    return Run(
+        shape.name,
+        kind,
+        net,
+        shape.network_size(net.levels),
+        slices,
+        cache_size(shape, slices, with_masks=kind == "finetune"),
+        per_epoch,
+        shape.n_slices(shape.split.val),
+        shape.n_slices(shape.split.test),
+        epochs,
+    )
 
 
 def cache_size(shape: DataShape, slices: int, *, with_masks: bool) -> int | None:
@@ -146,5 +175,5 @@ def cache_size(shape: DataShape, slices: int, *, with_masks: bool) -> int | None
 
     if len(shape.sizes) != 1:
         return None
-    (height, width), = shape.sizes
+    ((height, width),) = shape.sizes
     return slice_cache_bytes(slices, shape.in_channels, shape.classes if with_masks else 0, height, width)

@@ -36,7 +36,9 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
     return {
-        "cpu": float(total.get("CPU", 0)), "gpu": float(total.get("GPU", 0)), "nodes": float(len(nodes)),
+        "cpu": float(total.get("CPU", 0)),
+        "gpu": float(total.get("GPU", 0)),
+        "nodes": float(len(nodes)),
         "max_node_cpu": max((n["Resources"].get("CPU", 0) for n in nodes), default=0),
         "max_node_gpu": max((n["Resources"].get("GPU", 0) for n in nodes), default=0),
     }
@@ -65,11 +67,11 @@ def check_resources(cpus: float, gpus: float, available: dict[str, float]) -> No
 
 
 def cluster_gpu(timeout_s: float = 120) -> Any:
-    """One GPU node's first GPU (a ``study.gpu.Gpu``), asked by a task on it: Ray's resources count
+    """One GPU node's first GPU (a ``study.preflight.gpu.Gpu``), asked by a task on it: Ray's resources count
     GPUs but not their memory. None when no GPU frees up in ``timeout_s``."""
     import ray
 
-    from study.gpu import local_gpu
+    from study.preflight.gpu import local_gpu
 
     ask = ray.remote(num_gpus=0.01, max_calls=1)(local_gpu)  # max_calls: its worker leaves with it
     ref = ask.remote()

@@ -16,19 +16,20 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from study import axes as design_axes
 from study import faults
+from study.design import axes as design_axes
+from study.design.plan import PretrainPoint, TrialPoint
 from study.errors import StorageError
-from study.plan import PretrainPoint, TrialPoint
-from study.records import PretrainRecord, TrialRecord
-from study.provenance import package_versions
-from study.store import StudyStore
-from study.tracking_uri import redacted
+from study.folder.records import PretrainRecord, TrialRecord
+from study.folder.store import StudyStore
+from study.tracking.provenance import package_versions
+from study.tracking.uri import redacted
 
 T = TypeVar("T")
 # Earlier MLflow 3 UIs open an experiment on its GenAI (traces) view unless this tag says it holds
@@ -44,6 +45,8 @@ VIEW_KEY = "study"
 # child run is a row folded under its parent, and no view MLflow lets a study set unfolds it, so
 # the runs table would open on one folded row.
 STUDY_RUN_TAG = "study.study_run_id"
+
+
 def dataset_label(dataset: str) -> str:
     """A data set as a name shows it: a folder by its last component."""
     return Path(dataset).name if "/" in dataset else dataset
@@ -79,7 +82,8 @@ def view_state(varied: Iterable[str]) -> dict[str, Any]:
 
 def ui_link(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
     """Where ``mlflow ui`` shows the study: its training runs with the study's columns."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    runs = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{runs}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
@@ -120,8 +124,13 @@ class Tracker:
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks, and so this tracker, into the study folder (tuner.pkl):
         # what it writes there must carry no credential. Nothing unpickles it to log again.
-        return {"uri": redacted(self.uri), "store": self.store, "experiment_id": self.experiment_id,
-                "parent_id": self.parent_id, "named_axes": self.named_axes}
+        return {
+            "uri": redacted(self.uri),
+            "store": self.store,
+            "experiment_id": self.experiment_id,
+            "parent_id": self.parent_id,
+            "named_axes": self.named_axes,
+        }
 
     @_retry
     def _experiment(self, name: str) -> str:
@@ -144,7 +153,9 @@ class Tracker:
             self.client.update_run(previous, status="RUNNING")
             self.parent_id = previous
             return previous
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={"study.kind": "study", "study.name": name})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={"study.kind": "study", "study.name": name}
+        )
         self.parent_id = run.info.run_id
         self._params(self.parent_id, {**params, **package_versions()})
         self.client.log_text(self.parent_id, redacted(spec_file.read_text()), spec_file.name)
@@ -158,8 +169,10 @@ class Tracker:
         self.named_axes = tuple(varied)
         state = view_state(varied)
         self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
-        return ui_link(self.experiment_id, redacted(self.uri) if self.uri.startswith(("http://", "https://")) else
-                       "http://127.0.0.1:5000")
+        return ui_link(
+            self.experiment_id,
+            redacted(self.uri) if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000",
+        )
 
     @_retry
     def record_invocation(self, number: int, invocation: dict[str, Any], spec_yaml: str) -> None:
@@ -187,13 +200,24 @@ class Tracker:
         A pretraining that already has a record gets its final logging at once."""
         run_id = self.store.pretrain_run_id(point.key)
         if run_id is None or not self._exists(run_id):
-            tags = {STUDY_RUN_TAG: self.parent_id, "study.kind": "pretraining", "study.pretrain_key": point.key,
-                    "study.strategy": point.strategy, "study.dataset": point.dataset}
-            run = self.client.create_run(self.experiment_id, tags=tags,
-                                         run_name=f"pretraining {pretraining_name(point)} | {dataset_label(point.dataset)}")
+            tags = {
+                STUDY_RUN_TAG: self.parent_id,
+                "study.kind": "pretraining",
+                "study.pretrain_key": point.key,
+                "study.strategy": point.strategy,
+                "study.dataset": point.dataset,
+            }
+            run = self.client.create_run(
+                self.experiment_id,
+                tags=tags,
+                run_name=f"pretraining {pretraining_name(point)} | {dataset_label(point.dataset)}",
+            )
             run_id = run.info.run_id
-            self._params(run_id, {k: v for k, v in point.identity().items() if k != "key"}
-                         | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()})
+            self._params(
+                run_id,
+                {k: v for k, v in point.identity().items() if k != "key"}
+                | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()},
+            )
             self.store.save_pretrain_run_id(point.key, run_id)
         elif self.client.get_run(run_id).info.status not in ("FINISHED", "FAILED"):
             self.client.update_run(run_id, status="RUNNING")
@@ -203,7 +227,9 @@ class Tracker:
         return run_id
 
     @_retry
-    def finish_pretraining(self, run_id: str, record: PretrainRecord, examples: Callable[[], Any] | None = None) -> None:
+    def finish_pretraining(
+        self, run_id: str, record: PretrainRecord, examples: Callable[[], Any] | None = None
+    ) -> None:
         """Final metrics, the curves (from the record when none were logged live), the held-out L2
         per slice and, when ``examples`` draws them, the masks of the pretext task."""
         from mlflow.entities import Metric
@@ -216,13 +242,23 @@ class Tracker:
         if "pretrain/val_loss" not in run.data.metrics:  # a pretraining run inside a trial, or before this run
             for epoch in record.history:
                 step = int(epoch.get("epoch", 0))
-                metrics += [Metric(f"pretrain/{k}", float(v), now, step) for k, v in epoch.items()
-                            if k not in ("epoch", "stage") and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        finals = {"best_val_loss": record.best_val_loss, "inpainting_l2": record.inpainting_l2,
-                  "best_epoch": record.best_epoch, "n_scans": record.n_scans, "seconds": record.seconds}
-        metrics += [Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None and k not in run.data.metrics]
+                metrics += [
+                    Metric(f"pretrain/{k}", float(v), now, step)
+                    for k, v in epoch.items()
+                    if k not in ("epoch", "stage") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                ]
+        finals = {
+            "best_val_loss": record.best_val_loss,
+            "inpainting_l2": record.inpainting_l2,
+            "best_epoch": record.best_epoch,
+            "n_scans": record.n_scans,
+            "seconds": record.seconds,
+        }
+        metrics += [
+            Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None and k not in run.data.metrics
+        ]
         for start in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+            self.client.log_batch(run_id, metrics=metrics[start : start + 500])
         table = self.store.inpainting_path(record.key)
         if table.exists():
             self.client.log_artifact(run_id, str(table))
@@ -253,7 +289,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     @_retry
     def start_trial(self, trial: TrialPoint, pretrain_run: str | None = None) -> str:
@@ -261,11 +297,18 @@ class Tracker:
         its pretraining's run (a tag and, in the run's description, a link the UI follows)."""
         run_id = self.store.run_id(trial.id)
         if run_id is None or not self._exists(run_id):
-            tags = {STUDY_RUN_TAG: self.parent_id, "study.kind": "trial", "study.trial_id": trial.id,
-                    "study.strategy": trial.strategy, "study.dataset": trial.dataset}
+            tags = {
+                STUDY_RUN_TAG: self.parent_id,
+                "study.kind": "trial",
+                "study.trial_id": trial.id,
+                "study.strategy": trial.strategy,
+                "study.dataset": trial.dataset,
+            }
             if trial.pretraining is not None:
                 tags["study.pretrain_key"] = trial.pretraining.key
-            run = self.client.create_run(self.experiment_id, run_name=trial_name(trial, varied=self.named_axes), tags=tags)
+            run = self.client.create_run(
+                self.experiment_id, run_name=trial_name(trial, varied=self.named_axes), tags=tags
+            )
             run_id = run.info.run_id
             self._params(run_id, trial.params())
             self.store.save_run_id(trial.id, run_id)
@@ -273,9 +316,12 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
         if pretrain_run is not None and trial.pretraining is not None:
             self.client.set_tag(run_id, "study.pretrain_run_id", pretrain_run)
-            self.client.set_tag(run_id, "mlflow.note.content",
-                                f"Pretrained by [{trial.pretraining.strategy}]({self.run_link(pretrain_run)}) "
-                                f"(key `{trial.pretraining.key}`).")
+            self.client.set_tag(
+                run_id,
+                "mlflow.note.content",
+                f"Pretrained by [{trial.pretraining.strategy}]({self.run_link(pretrain_run)}) "
+                f"(key `{trial.pretraining.key}`).",
+            )
         return run_id
 
     @_retry
@@ -283,8 +329,11 @@ class Tracker:
         from mlflow.entities import Metric
 
         stage, now = record.get("stage", "finetune"), int(time.time() * 1000)
-        metrics = [Metric(f"{stage}/{k}", float(v), now, step) for k, v in record.items()
-                   if k not in ("stage", "epoch") and isinstance(v, (int, float))]
+        metrics = [
+            Metric(f"{stage}/{k}", float(v), now, step)
+            for k, v in record.items()
+            if k not in ("stage", "epoch") and isinstance(v, (int, float))
+        ]
         self.client.log_batch(run_id, metrics=metrics)
 
     @_retry
@@ -298,7 +347,9 @@ class Tracker:
         now = int(time.time() * 1000)
         # A driver killed half-way through this method already logged some: never log a row twice.
         values = {**result.metrics, "seconds": result.seconds}
-        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and k not in run.data.metrics]
+        metrics = [
+            Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and k not in run.data.metrics
+        ]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
         faults.driver_point("logging")
@@ -386,8 +437,9 @@ def _creating(uri: str) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise StorageError(f"tracking_uri sqlite:///{db}: {path} has been held for 5 minutes by another "
-                           "process creating the store") from None
+        raise StorageError(
+            f"tracking_uri sqlite:///{db}: {path} has been held for 5 minutes by another process creating the store"
+        ) from None
     try:
         if not db.exists():
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

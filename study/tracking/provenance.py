@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from study.tracking_uri import redacted
+from study.tracking.uri import redacted
 
 PACKAGES = ("torch", "numpy", "scipy", "pandas", "ray", "optuna", "mlflow", "h5py", "pydantic")
 
@@ -27,13 +28,18 @@ def code_version() -> dict[str, Any]:
     from study import __version__
 
     out: dict[str, Any] = {"package": __version__}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if (repo / ".git").exists():
         try:
-            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    timeout=10)
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10)
+            commit = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            )
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return out
         if commit.returncode == 0:
@@ -46,9 +52,14 @@ def invocation_record(space_file: Path, overrides: Sequence[str]) -> dict[str, A
     """What one ``study.run`` invocation asked for, as the study folder and the parent run keep it."""
     import socket
 
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "space": str(Path(space_file).resolve()),
-            "overrides": [redacted(o) for o in overrides], "code": code_version(), "host": socket.gethostname(),
-            "pid": os.getpid()}
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "space": str(Path(space_file).resolve()),
+        "overrides": [redacted(o) for o in overrides],
+        "code": code_version(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def _version(package: str) -> str:

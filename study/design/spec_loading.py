@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from yaml.constructor import ConstructorError
 
 from study._suggest import closest, did_you_mean
+from study.design.scale import Strict
+from study.design.spec import MAX_SPEC_BYTES, StudySpec
 from study.errors import SpecError
-from study.scale import Strict
-from study.spec import MAX_SPEC_BYTES, StudySpec
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -42,7 +42,10 @@ class _SpecLoader(yaml.SafeLoader):
 # YAML 1.1 reads 1e-4 and 1E5 as text (its floats need a dot); YAML 1.2 and every reader of a
 # learning rate mean a number.
 _SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _parse_yaml(text: str) -> Any:
@@ -57,8 +60,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
         if path.exists() and not path.is_file():  # a folder, or /dev/zero that would never end
             raise SpecError(f"{name}: not a spec file (a folder or a device)")
         if path.exists() and path.stat().st_size > MAX_SPEC_BYTES:
-            raise SpecError(f"{name}: {path.stat().st_size:,} bytes is too large for a spec "
-                            f"(at most {MAX_SPEC_BYTES:,}); is it the right file?")
+            raise SpecError(
+                f"{name}: {path.stat().st_size:,} bytes is too large for a spec "
+                f"(at most {MAX_SPEC_BYTES:,}); is it the right file?"
+            )
         raw = _parse_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{name}: no such spec file") from None
@@ -111,8 +116,10 @@ def check_storage(spec: StudySpec) -> None:
     # Access bits do not tell everything: root may "write" under /proc or /sys, where no folder can
     # be made. Those file systems have no blocks; asked without writing, so a dry run changes nothing.
     if existing != folder and os.statvfs(existing).f_blocks == 0:
-        raise SpecError(f"storage: {existing}: a virtual file system (no disk blocks): the study folder "
-                        f"{folder} cannot be made there")
+        raise SpecError(
+            f"storage: {existing}: a virtual file system (no disk blocks): the study folder "
+            f"{folder} cannot be made there"
+        )
 
 
 MAX_ERRORS = 8  # shown at once; the rest are counted
@@ -127,12 +134,17 @@ def validate(raw: dict, source: str = "spec") -> StudySpec:
     except ValidationError as exc:
         problems: dict[str, str] = {}  # field -> its first problem (a union reports one per member)
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-"))
-                             and p not in ("LogUniform", "Uniform"))
+            field = ".".join(
+                str(p)
+                for p in err["loc"]
+                if not str(p).startswith(("list[", "function-")) and p not in ("LogUniform", "Uniform")
+            )
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 near = closest(err["loc"][-1], known_fields(err["loc"][:-1]))
-                message = "unknown field" + (f"; did you mean {'.'.join([*field.split('.')[:-1], near])!r}?" if near else "")
+                message = "unknown field" + (
+                    f"; did you mean {'.'.join([*field.split('.')[:-1], near])!r}?" if near else ""
+                )
             elif err["type"] in ("missing",):
                 message = "is required"
             elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
@@ -140,7 +152,11 @@ def validate(raw: dict, source: str = "spec") -> StudySpec:
             if not field:  # a check across fields: its message names them, the input is the whole spec
                 problems.setdefault(message, message)
                 continue
-            got = "" if err["type"] in ("extra_forbidden", "missing") or "input" not in err else f" (got {_short(err['input'])})"
+            got = (
+                ""
+                if err["type"] in ("extra_forbidden", "missing") or "input" not in err
+                else f" (got {_short(err['input'])})"
+            )
             problems.setdefault(field, f"{field}: {message}{got}")
         shown = list(problems.values())
         more = f"; and {len(shown) - MAX_ERRORS} more" if len(shown) > MAX_ERRORS else ""
@@ -212,7 +228,11 @@ def as_lists(raw: Any, model: type = None) -> Any:
             inner = _one_model(field.annotation)
             if inner is not None:
                 out[name] = as_lists(value, inner)
-        elif _takes_list(field.annotation) and not isinstance(value, list) and not (value is None and _takes_none(field.annotation)):
+        elif (
+            _takes_list(field.annotation)
+            and not isinstance(value, list)
+            and not (value is None and _takes_none(field.annotation))
+        ):
             out[name] = [value]
     return out
 

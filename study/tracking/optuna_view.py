@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from study.records import Status, TrialRecord
-from study import axes as design_axes
-from study.spec import StudySpec, distribution
-
+from study.design import axes as design_axes
+from study.design.spec import StudySpec, distribution
+from study.folder.records import Status, TrialRecord
 
 OBJECTIVE_NAME = "validation loss"  # the best validation soft-Dice loss of the fine-tuning
 OBJECTIVE = "best validation soft-Dice loss of the fine-tuning (lower is better); test data never steer the search"
@@ -45,7 +45,7 @@ def describe(dist: Any) -> str:
 
 def distributions(spec: StudySpec) -> dict[str, Any]:
     """Each parameter's Optuna distribution, the same for every trial of the study: each design
-    axis by its flat name (:mod:`study.axes`), with the baseline's values joined (its choice of the
+    axis by its flat name (:mod:`study.design.axes`), with the baseline's values joined (its choice of the
     baseline's axis, its own learning rates), then the seed when the study has replicates."""
     axes = spec.axes()
     path, none = design_axes.BASELINE_CHOICE
@@ -90,8 +90,9 @@ class OptunaLog:
         import warnings
 
         name = study_name(self.spec.name, dataset, fraction)
-        study = self._optuna.create_study(study_name=name, storage=self.storage, direction="minimize",
-                                          load_if_exists=True)
+        study = self._optuna.create_study(
+            study_name=name, storage=self.storage, direction="minimize", load_if_exists=True
+        )
         if study.user_attrs.get("space", self._space_text) != self._space_text:
             # The axes changed since the view was written: rebuilt from the records by sync().
             self._optuna.delete_study(study_name=name, storage=self.storage)
@@ -123,8 +124,11 @@ class OptunaLog:
         if getattr(record, choice) != none:
             values = {a.flat: getattr(record, a.flat) for a in design_axes.AXES}
         else:  # the baseline: its choice and the values it is trained at
-            values = {a.flat: getattr(record, a.flat) for a in design_axes.AXES
-                      if a.flat == choice or a.baseline == design_axes.TUNED}
+            values = {
+                a.flat: getattr(record, a.flat)
+                for a in design_axes.AXES
+                if a.flat == choice or a.baseline == design_axes.TUNED
+            }
         values["seed"] = record.seed
         out = {}
         for name, value in values.items():
@@ -153,16 +157,24 @@ class OptunaLog:
         value = record.val_loss
         ok = record.finished and math.isfinite(value)
         params = self.params(record)
-        attrs = {"trial_id": record.trial_id, "strategy": record.strategy, "status": record.status.value,
-                 "epochs": record.metrics.get("epochs")}
+        attrs = {
+            "trial_id": record.trial_id,
+            "strategy": record.strategy,
+            "status": record.status.value,
+            "epochs": record.metrics.get("epochs"),
+        }
         attrs = {k: v for k, v in attrs.items() if v is not None}
         if record.dice is not None:
             attrs["test_dice"] = float(record.dice)  # shown, never optimised: the objective is validation
         if record.reason:
             attrs["reason"] = record.reason[:500]
         trial = self._optuna.trial.create_trial(
-            state=state.COMPLETE if ok else state.FAIL, value=value if ok else None, params=params,
-            distributions={k: self.space[k] for k in params}, user_attrs=attrs)
+            state=state.COMPLETE if ok else state.FAIL,
+            value=value if ok else None,
+            params=params,
+            distributions={k: self.space[k] for k in params},
+            user_attrs=attrs,
+        )
         trial.datetime_start, trial.datetime_complete = self._times(record)
         study.add_trial(trial)
         self._known[where].add(record.trial_id)

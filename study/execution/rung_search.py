@@ -1,10 +1,10 @@
-"""The Tune searcher of a pruned grid: trials run rung by rung, stopped by ``study.pruning``.
+"""The Tune searcher of a pruned grid: trials run rung by rung, stopped by ``study.execution.pruning``.
 
 Each Tune trial is one stretch of a study trial: up to its next rung, or to the end once every
 rung it passed was decided. A trial that reaches a rung saves its per-case validation Dice (with
 each case's subject: patients are what is compared) and ends its Tune trial, so it frees its slot
 and a data set with more trials than slots cannot deadlock. When the last trial of a data set has
-reached a rung, the rung is decided (the tests of ``study.pruning.decide``), the decisions are
+reached a rung, the rung is decided (the tests of ``study.execution.pruning.decide``), the decisions are
 written to the study folder and the stopped configurations' trials get their stopped record; the
 survivors are handed out again and resume from their checkpoints. Everything the searcher knows
 is read back from the study folder, so a driver killed between rungs resumes with the decisions
@@ -14,26 +14,31 @@ already made.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import Any
 
 from ray.tune.search import Searcher
 
+from study import faults
 from study.analysis import pooled_fractions
 from study.constants import SUPERVISED
-from study.plan import TrialPoint
-from study import faults
-from study.pruning import Decision, decide, rung_epochs, unit_values
-from study.records import Status, TrialRecord
-from study.spec import StudySpec
-from study.store import StudyStore
+from study.design.plan import TrialPoint
+from study.design.spec import StudySpec
+from study.execution.pruning import Decision, decide, rung_epochs, unit_values
+from study.folder.records import Status, TrialRecord
+from study.folder.store import StudyStore
 
 FINAL = "final"  # the rung file of a trial that ended: its validation Dice for the rungs after it
 
 
 class RungSearch(Searcher):
-    def __init__(self, trials: list[TrialPoint], store: StudyStore, spec: StudySpec, metric: str,
-                 on_stop: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        trials: list[TrialPoint],
+        store: StudyStore,
+        spec: StudySpec,
+        metric: str,
+        on_stop: Callable[[str, int], None] | None = None,
+    ) -> None:
         super().__init__(metric=metric, mode="min")
         self.store, self.spec = store, spec
         self.on_stop = on_stop  # (trial id, its epochs run): the live view's count and time left
@@ -133,18 +138,31 @@ class RungSearch(Searcher):
             alive = [t for t in members if not self._stopped(t)]
             if any(not self._ended(t.id) and self._rung_values(t.id, rung) is None for t in alive):
                 return  # some trial has not reached this rung yet
-            pooled = {t.id: record for t in alive if t.label_fraction in self.pooled[dataset]
-                      and (record := self._record(t.id, rung)) is not None}
+            pooled = {
+                t.id: record
+                for t in alive
+                if t.label_fraction in self.pooled[dataset] and (record := self._record(t.id, rung)) is not None
+            }
             # Every trial sees the same validation cases: one trial's subjects name them for all
             # (rung files written before subjects were recorded have none: cases are the units).
             subjects = {c: s for record in pooled.values() for c, s in (record.get("val_subject") or {}).items()}
-            values, unit = unit_values({i: record["val_dice"] for i, record in pooled.items()},
-                                       configuration_of={t.id: _unit(t) for t in alive},
-                                       cell_of={t.id: (t.label_fraction, t.seed) for t in alive}, subject_of=subjects)
+            values, unit = unit_values(
+                {i: record["val_dice"] for i, record in pooled.items()},
+                configuration_of={t.id: _unit(t) for t in alive},
+                cell_of={t.id: (t.label_fraction, t.seed) for t in alive},
+                subject_of=subjects,
+            )
             protected = {_unit(t) for t in members if t.strategy == SUPERVISED}
-            decisions = decide(values, dataset=dataset, rung=rung, protected=protected,
-                               strategies={_unit(t): t.strategy for t in members}, alpha=self.spec.pruning.alpha,
-                               min_survivors=self.spec.pruning.min_survivors, unit=unit)
+            decisions = decide(
+                values,
+                dataset=dataset,
+                rung=rung,
+                protected=protected,
+                strategies={_unit(t): t.strategy for t in members},
+                alpha=self.spec.pruning.alpha,
+                min_survivors=self.spec.pruning.min_survivors,
+                unit=unit,
+            )
             self.store.save_rung_decisions(dataset, rung, [d.to_json() for d in decisions])
             faults.driver_point("rung")
             self._stop(members, rung)
@@ -168,10 +186,20 @@ class RungSearch(Searcher):
                 continue
             at = self._rung_values(trial.id, rung) or {}
             seconds = sum((self._rung_values(trial.id, r) or {}).get("seconds", 0.0) for r in range(rung + 1))
-            record = TrialRecord(trial_id=trial.id, **trial.identity(), status=Status.STOPPED, seconds=seconds,
-                                 reason=decision.reason(self.epochs[rung]),
-                                 metrics={"rung": rung, "rung_epoch": self.epochs[rung], "p": decision.p,
-                                          "p_holm": decision.p_holm, **_compute(at)})
+            record = TrialRecord(
+                trial_id=trial.id,
+                **trial.identity(),
+                status=Status.STOPPED,
+                seconds=seconds,
+                reason=decision.reason(self.epochs[rung]),
+                metrics={
+                    "rung": rung,
+                    "rung_epoch": self.epochs[rung],
+                    "p": decision.p,
+                    "p_holm": decision.p_holm,
+                    **_compute(at),
+                },
+            )
             self.store.save_trial_result(record)
             if self.on_stop is not None:
                 self.on_stop(trial.id, self.epochs[rung])
@@ -182,5 +210,6 @@ def _unit(trial: TrialPoint) -> str:
 
 
 def _compute(rung_record: dict) -> dict[str, Any]:
-    return {k: rung_record[k] for k in ("finetune_steps", "finetune_images", "step_seconds", "val_loss")
-            if k in rung_record}
+    return {
+        k: rung_record[k] for k in ("finetune_steps", "finetune_images", "step_seconds", "val_loss") if k in rung_record
+    }

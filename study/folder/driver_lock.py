@@ -29,9 +29,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from study.errors import BusyError
 
@@ -51,7 +51,10 @@ class Owner:
         if self.pid == 0:
             return "another driver that has not recorded itself yet"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
-        return f"pid {self.pid} on host {self.host} since {since} (heartbeat {max(0, time.time() - self.heartbeat):.0f} s ago)"
+        return (
+            f"pid {self.pid} on host {self.host} since {since} (heartbeat "
+            f"{max(0, time.time() - self.heartbeat):.0f} s ago)"
+        )
 
     def stale(self, stale: float) -> bool:
         return time.time() - self.heartbeat > stale
@@ -70,8 +73,9 @@ def _pid_alive(pid: int) -> bool:
 class DriverLock:
     """Held by the one driver of a study; ``label`` names the study in messages."""
 
-    def __init__(self, lock_path: Path, owner_path: Path, label: str, *, heartbeat: float = HEARTBEAT,
-                 stale: float = STALE) -> None:
+    def __init__(
+        self, lock_path: Path, owner_path: Path, label: str, *, heartbeat: float = HEARTBEAT, stale: float = STALE
+    ) -> None:
         self.lock_path, self.owner_path, self.label = lock_path, owner_path, label
         self.interval, self.stale = heartbeat, stale
         self.host = socket.gethostname()
@@ -176,14 +180,17 @@ class DriverLock:
 
     def _busy(self, owner: Owner | None) -> str:
         running = (owner or Owner("", 0, 0, 0)).describe()
-        return (f"{self.label}: this study is already being run by {running}; a second driver would run "
-                "its trials twice: wait for it, or stop it, and the same command then resumes the study")
+        return (
+            f"{self.label}: this study is already being run by {running}; a second driver would run "
+            "its trials twice: wait for it, or stop it, and the same command then resumes the study"
+        )
 
     def _write(self, owner: Owner) -> None:
         # Not store.write_json: a heartbeat is not one of the study's writes that faults count.
         tmp = self.owner_path.with_name(f".{self.owner_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"host": owner.host, "pid": owner.pid, "started": owner.started,
-                                   "heartbeat": owner.heartbeat}))
+        tmp.write_text(
+            json.dumps({"host": owner.host, "pid": owner.pid, "started": owner.started, "heartbeat": owner.heartbeat})
+        )
         os.replace(tmp, self.owner_path)
 
     def _heartbeat(self) -> None:

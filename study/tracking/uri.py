@@ -34,9 +34,15 @@ def redacted(text: str) -> str:
 # The pip package of each database driver SQLAlchemy may ask for (a module's name is not always its
 # package's); psycopg is what ``postgresql://`` means from SQLAlchemy 2.1 on, psycopg2 before it.
 _DRIVER_PACKAGES = {
-    "psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
-    "pg8000": "pg8000", "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
-    "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "pymssql": "pymssql",
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "mysqldb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
 }
 DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides sqlite
 
@@ -59,11 +65,15 @@ def check_driver(uri: str) -> None:
     except ImportError as exc:
         package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        extra = {"psycopg": ' (in a checkout: pip install -e ".[postgres]")',
-                 "mysqldb": " (it builds against the MySQL client library; mysql+pymysql:// needs PyMySQL only)"}
+        extra = {
+            "psycopg": ' (in a checkout: pip install -e ".[postgres]")',
+            "mysqldb": " (it builds against the MySQL client library; mysql+pymysql:// needs PyMySQL only)",
+        }
         extra = extra.get(dialect.driver, "")
-        raise SpecError(f"tracking_uri {redacted(uri)}: the {dialect.name} driver {dialect.driver!r} is not "
-                        f'installed ({first}): pip install "{package}"{extra}') from None
+        raise SpecError(
+            f"tracking_uri {redacted(uri)}: the {dialect.name} driver {dialect.driver!r} is not "
+            f'installed ({first}): pip install "{package}"{extra}'
+        ) from None
 
 
 def _health(uri: str) -> None:
@@ -92,5 +102,6 @@ def check_reachable(uri: str) -> None:
         try:
             _health(uri)
         except Exception as exc:
-            raise SpecError(f"tracking_uri {redacted(uri)}: no MLflow server answers ({exc.__class__.__name__}: {exc})") from None
-
+            raise SpecError(
+                f"tracking_uri {redacted(uri)}: no MLflow server answers ({exc.__class__.__name__}: {exc})"
+            ) from None

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
+from study.design.plan import Plan
+from study.design.spec import StudySpec
 from study.errors import SpecError
-from study.plan import Plan
-from study.spec import StudySpec
-from study.workload import Run, data_shape, runs
+from study.preflight.workload import Run, data_shape, runs
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 1.5  # an allowance per trial process, not a measurement
@@ -68,8 +68,10 @@ class Gpu:
 def local_gpu() -> Gpu | None:
     """The first GPU of this machine, asked in a short-lived process so that the driver holds no
     CUDA context (it would take memory from the trials for the whole study); None without one."""
-    code = ("import torch; c = torch.cuda.is_available(); p = c and torch.cuda.get_device_properties(0); "
-            "print(f'{p.name}|{p.total_memory}|{torch.cuda.device_count()}' if c else '')")
+    code = (
+        "import torch; c = torch.cuda.is_available(); p = c and torch.cuda.get_device_properties(0); "
+        "print(f'{p.name}|{p.total_memory}|{torch.cuda.device_count()}' if c else '')"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -80,8 +82,9 @@ def local_gpu() -> Gpu | None:
     return Gpu(name, int(memory), int(count))
 
 
-def gpu_to_check(spec: StudySpec, *, memory_gb: float | None, address: str | None,
-                 cluster: Callable[[], Gpu | None] | None) -> Gpu | None:
+def gpu_to_check(
+    spec: StudySpec, *, memory_gb: float | None, address: str | None, cluster: Callable[[], Gpu | None] | None
+) -> Gpu | None:
     """The GPU the packing is checked against: ``--gpu-memory-gb``, this machine's first GPU, or on a
     cluster (``address``) one of its GPU nodes', asked by ``cluster`` (None: not asked, as in a dry
     run, which has left the cluster). None for a laptop study on CPUs: no process is started to ask."""
@@ -97,6 +100,7 @@ def gpu_to_check(spec: StudySpec, *, memory_gb: float | None, address: str | Non
 
 
 # -- memory -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrialMemory:
@@ -116,10 +120,12 @@ class TrialMemory:
 
     def describe(self) -> str:
         h, w = self.size
-        return (f"  GPU memory per trial: {_gib(self.total)} (estimate: weights, gradients and Adam {_gib(self.model)}, "
-                f"activations at batch {self.batch}, {h} x {w} under bf16 autocast {_gib(self.activations)}, "
-                f"backward, loss and batch {_gib(self.backward)}, GPU cache {_gib(self.cache)}, "
-                f"CUDA context allowance {_gib(self.context)})")
+        return (
+            f"  GPU memory per trial: {_gib(self.total)} (estimate: weights, gradients and Adam {_gib(self.model)}, "
+            f"activations at batch {self.batch}, {h} x {w} under bf16 autocast {_gib(self.activations)}, "
+            f"backward, loss and batch {_gib(self.backward)}, GPU cache {_gib(self.cache)}, "
+            f"CUDA context allowance {_gib(self.context)})"
+        )
 
 
 def trial_memory(spec: StudySpec, runs: Sequence[Run]) -> TrialMemory:
@@ -131,9 +137,15 @@ def trial_memory(spec: StudySpec, runs: Sequence[Run]) -> TrialMemory:
     steps = [(training_memory(r.network, batch, *r.size), r.size) for r in runs]
     memory, size = max(steps, key=lambda s: s[0].total)
     cache = max((r.cache_bytes for r in runs if r.cache_bytes is not None and r.cache_bytes <= budget), default=0)
-    return TrialMemory(model=memory.weights + memory.gradients + memory.adam, activations=memory.activations,
-                       backward=memory.backward + memory.batch, cache=cache, context=int(CUDA_CONTEXT_GIB * GIB),
-                       batch=batch, size=size)
+    return TrialMemory(
+        model=memory.weights + memory.gradients + memory.adam,
+        activations=memory.activations,
+        backward=memory.backward + memory.batch,
+        cache=cache,
+        context=int(CUDA_CONTEXT_GIB * GIB),
+        batch=batch,
+        size=size,
+    )
 
 
 def trials_per_gpu(gpus_per_trial: float, max_concurrent: int | None = None) -> int:
@@ -152,11 +164,16 @@ def check_packing(gpus_per_trial: float, per_trial_bytes: int, gpu: Gpu, max_con
     what = f"{n} trial{'s' if n > 1 else ''} per GPU (resources.gpus_per_trial={gpus_per_trial:g})"
     if need > gpu.memory_bytes:
         fewer = trials_per_gpu_that_fit(per_trial_bytes, gpu.memory_bytes)
-        hint = (f"set resources.gpus_per_trial={1 / fewer:.3g} ({fewer} per GPU)" if fewer else
-                "one trial alone does not fit: lower scale.batch_size or scale.gpu_cache_gb")
-        raise SpecError(f"resources.gpus_per_trial={gpus_per_trial:g}: {n} trials per GPU need about {_gib(need)} "
-                        f"of GPU memory ({_gib(per_trial_bytes)} each, estimated) but the {gpu.name} has "
-                        f"{_gib(gpu.memory_bytes)}; {hint}")
+        hint = (
+            f"set resources.gpus_per_trial={1 / fewer:.3g} ({fewer} per GPU)"
+            if fewer
+            else "one trial alone does not fit: lower scale.batch_size or scale.gpu_cache_gb"
+        )
+        raise SpecError(
+            f"resources.gpus_per_trial={gpus_per_trial:g}: {n} trials per GPU need about {_gib(need)} "
+            f"of GPU memory ({_gib(per_trial_bytes)} each, estimated) but the {gpu.name} has "
+            f"{_gib(gpu.memory_bytes)}; {hint}"
+        )
     return f"  GPU packing: {what} need about {_gib(need)} of the {gpu.name}'s {_gib(gpu.memory_bytes)}: fits"
 
 
@@ -165,6 +182,7 @@ def trials_per_gpu_that_fit(per_trial_bytes: int, memory_bytes: int) -> int:
 
 
 # -- time -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -184,9 +202,11 @@ def rate_for(device: str | None) -> Rate:
         flops = 3 * 2 * unet_macs(config, ref["size"], ref["size"]) * ref["batch"] / (MEASURED_STEP_MS[device] / 1e3)
         return Rate(flops, f"measured on the {device}: {MEASURED_STEP_MS[device]:g} ms per paper-scale step")
     name, peak = (device, peak_tflops(device)) if device is not None and peak_tflops(device) else REFERENCE_GPU
-    return Rate(ASSUMED_PEAK_FRACTION * peak * 1e12,
-                f"ASSUMED, not measured: {ASSUMED_PEAK_FRACTION:.0%} of the {name}'s {peak:g} TFLOP/s dense bf16 "
-                "peak (datasheet)")
+    return Rate(
+        ASSUMED_PEAK_FRACTION * peak * 1e12,
+        f"ASSUMED, not measured: {ASSUMED_PEAK_FRACTION:.0%} of the {name}'s {peak:g} TFLOP/s dense bf16 "
+        "peak (datasheet)",
+    )
 
 
 def run_flops(run: Run, epochs: int | None = None) -> float:
@@ -204,6 +224,7 @@ def time_lines(runs: Sequence[Run], rate: Rate, *, sampled: int | None = None) -
     and per epoch of every run, one trial at a time on one GPU. For a sampled search of ``sampled``
     trials, ``runs`` are its candidates and the bound is that many of its costliest trial, each with
     a pretraining of its own."""
+
     def hours(run: Run, epochs: int | None = None) -> float:
         return run_flops(run, epochs) / rate.flops / 3600
 
@@ -211,15 +232,20 @@ def time_lines(runs: Sequence[Run], rate: Rate, *, sampled: int | None = None) -
     if sampled is not None:
         worst = max((hours(r) for r in runs if r.kind == "finetune"), default=0.0)
         worst += max((hours(r) for r in runs if r.kind == "pretrain"), default=0.0)
-        return [f"  GPU time, one trial at a time on one GPU: at most {_gpu_time(sampled * worst)} for {sampled} "
-                f"sampled trials at the epoch budgets ({_gpu_time(worst)} for the costliest, its pretraining included)",
-                rate_line]
+        return [
+            f"  GPU time, one trial at a time on one GPU: at most {_gpu_time(sampled * worst)} for {sampled} "
+            f"sampled trials at the epoch budgets ({_gpu_time(worst)} for the costliest, its pretraining included)",
+            rate_line,
+        ]
     budget = sum(hours(r) for r in runs)
     per_epoch = sum(hours(r, 1) - hours(r, 0) for r in runs)
     epochs = "/".join(map(str, sorted({r.max_epochs for r in runs})))
-    return [f"  GPU time, one trial at a time on one GPU: at most {_gpu_time(budget)} at the epoch budgets "
-            f"({epochs}; early stopping ends most runs sooner), {_gpu_time(per_epoch)} per epoch of every run; "
-            "what packing gains is not counted", rate_line]
+    return [
+        f"  GPU time, one trial at a time on one GPU: at most {_gpu_time(budget)} at the epoch budgets "
+        f"({epochs}; early stopping ends most runs sooner), {_gpu_time(per_epoch)} per epoch of every run; "
+        "what packing gains is not counted",
+        rate_line,
+    ]
 
 
 def _gpu_time(hours: float) -> str:
@@ -232,8 +258,15 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def gpu_lines(spec: StudySpec, plan: Plan, data: Mapping[str, str | None], gpu: Gpu | None, *,
-              time: bool = True, phantom_version: int | None = None) -> list[str]:
+def gpu_lines(
+    spec: StudySpec,
+    plan: Plan,
+    data: Mapping[str, str | None],
+    gpu: Gpu | None,
+    *,
+    time: bool = True,
+    phantom_version: int | None = None,
+) -> list[str]:
     """What ``--dry-run`` says of a study on GPUs: one trial's GPU memory, the packing, the GPU time.
     Raises SpecError, before anything runs, when the trials ``resources.gpus_per_trial`` puts on one
     GPU need more memory than ``gpu`` has. Nothing for a CPU study of the laptop profile. Built-in
@@ -241,22 +274,28 @@ def gpu_lines(spec: StudySpec, plan: Plan, data: Mapping[str, str | None], gpu: 
     gpus = spec.resources.gpus_per_trial
     if gpus <= 0 and spec.scale.profile != "paper" and gpu is None:
         return []
-    all_runs = runs(plan, {name: data_shape(name, path, spec.scale.image_size, phantom_version)
-                           for name, path in data.items()})
+    all_runs = runs(
+        plan, {name: data_shape(name, path, spec.scale.image_size, phantom_version) for name, path in data.items()}
+    )
     if not all_runs:
         return []
     memory = trial_memory(spec, all_runs)
     on_gpu, on_host = spec.scale.gpu_cache_gb * GIB, spec.scale.cache_gb * GIB
-    host = max((r.cache_bytes for r in all_runs if r.cache_bytes is not None and on_gpu < r.cache_bytes <= on_host),
-               default=0)
+    host = max(
+        (r.cache_bytes for r in all_runs if r.cache_bytes is not None and on_gpu < r.cache_bytes <= on_host), default=0
+    )
     cached = f"up to {_gib(host)} for its cache of training slices" if host else "no cache of training slices"
-    lines = [memory.describe(), f"  host RAM per trial: {cached} (scale.cache_gb={spec.scale.cache_gb:g}; a set "
-             f"larger is read lazily, scale.data_workers={spec.scale.data_workers} workers)"]
+    lines = [
+        memory.describe(),
+        f"  host RAM per trial: {cached} (scale.cache_gb={spec.scale.cache_gb:g}; a set "
+        f"larger is read lazily, scale.data_workers={spec.scale.data_workers} workers)",
+    ]
     if gpus > 0 and gpu is None:
         lines.append("  GPU packing: not checked, no GPU visible here (--gpu-memory-gb N checks it against N GiB)")
     elif gpus > 0:
         lines.append(check_packing(gpus, memory.total, gpu, spec.resources.max_concurrent_trials))
     if not time:
         return lines
-    return lines + time_lines(all_runs, rate_for(None if gpu is None else gpu.name),
-                              sampled=None if plan.enumerable else plan.num_samples())
+    return lines + time_lines(
+        all_runs, rate_for(None if gpu is None else gpu.name), sampled=None if plan.enumerable else plan.num_samples()
+    )

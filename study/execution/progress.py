@@ -20,12 +20,12 @@ from ray.tune import Callback
 
 from study import faults
 from study.constants import INCOMPLETE, SUPERVISED
-from study.plan import PretrainPoint
-from study.records import PretrainRecord, Status, TrialRecord
-from study.store import StudyStore
-from study.tracking import dataset_label, pretraining_name, trial_name
-from study.tracking_uri import redacted
-from study.tune import Context, storage_full
+from study.design.plan import PretrainPoint
+from study.execution.tune import Context, storage_full
+from study.folder.records import PretrainRecord, Status, TrialRecord
+from study.folder.store import StudyStore
+from study.tracking.mlflow_runs import dataset_label, pretraining_name, trial_name
+from study.tracking.uri import redacted
 
 HEARTBEAT_S = 30.0
 
@@ -65,8 +65,16 @@ class Progress:
     last finished run's validation loss beside the best of its data set and label fraction. With a
     :class:`StudyClock` the time left is the whole study's, not the phase's."""
 
-    def __init__(self, title: str, total: int, done_before: int = 0, *, clock: StudyClock | None = None,
-                 phase: str = "trial", epochs_per_trial: int | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        total: int,
+        done_before: int = 0,
+        *,
+        clock: StudyClock | None = None,
+        phase: str = "trial",
+        epochs_per_trial: int | None = None,
+    ) -> None:
         self.title, self.total, self.before = title, total, done_before
         self.clock, self.phase = clock or StudyClock(), phase
         self.done = self.failed = self.running = 0
@@ -85,14 +93,19 @@ class Progress:
     def line(self, note: str = "") -> None:
         elapsed = time.time() - self.started
         pending = self.total - self.done - self.failed - self.running
-        parts = [f"[{_clock(elapsed):>7}] {self.title}: {self.before + self.done}/{self.before + self.total} done, "
-                 f"{self.running} running, {max(pending, 0)} pending, {self.failed} failed"
-                 + (f", {self.n_stopped} stopped by pruning" if self.n_stopped else "")]
+        parts = [
+            f"[{_clock(elapsed):>7}] {self.title}: {self.before + self.done}/{self.before + self.total} done, "
+            f"{self.running} running, {max(pending, 0)} pending, {self.failed} failed"
+            + (f", {self.n_stopped} stopped by pruning" if self.n_stopped else "")
+        ]
         if self.last_note:
             parts.append(self.last_note)
         left = self.clock.left(self.phase, elapsed, self.work_done, self.work_total)
         if left is not None:
-            parts.append(f"~{_clock(left)} left" + (" (with the trials)" if self.phase == "pretrain" and self.clock.trials else ""))
+            parts.append(
+                f"~{_clock(left)} left"
+                + (" (with the trials)" if self.phase == "pretrain" and self.clock.trials else "")
+            )
         if note:
             parts.append(note)
         print(" | ".join(parts), flush=True)
@@ -136,8 +149,9 @@ class Progress:
             if where not in self.best or value < self.best[where][0]:
                 self.best[where] = (value, label.split(" | ")[0])  # its design: the rest is where
             best, who = self.best[where]
-            self.last_note = (f"last {label}: validation loss {value:.3f}"
-                              + (f" (best there {best:.3f}, {who})" if value > best else " (best there)"))
+            self.last_note = f"last {label}: validation loss {value:.3f}" + (
+                f" (best there {best:.3f}, {who})" if value > best else " (best there)"
+            )
         elif result.best_val_loss is not None:
             self.last_note = f"last {label}: inpainting validation loss {result.best_val_loss:.4g}"
         self.line()
@@ -150,8 +164,17 @@ class Progress:
 class StudyCallback(Callback):
     """Maps each Tune trial to its study trial, logs it to MLflow and keeps the live view."""
 
-    def __init__(self, tracker: Any, context: Context, progress: Progress, *, kind: str = "trial",
-                 sampled: bool = False, halt: Any = None, search_log: Any = None) -> None:
+    def __init__(
+        self,
+        tracker: Any,
+        context: Context,
+        progress: Progress,
+        *,
+        kind: str = "trial",
+        sampled: bool = False,
+        halt: Any = None,
+        search_log: Any = None,
+    ) -> None:
         self.tracker, self.context, self.progress = tracker, context, progress
         self.kind, self.sampled, self.halt, self.search_log = kind, sampled, halt, search_log
         self.store = context.store
@@ -246,7 +269,10 @@ class StudyCallback(Callback):
             self.progress.finished(None, f"{self._label(trial.config)} (see the Tune log under {self.store.tune_dir})")
             return
         attempts = len(self.store.attempts(point.id))
-        reason = f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is under {self.store.tune_dir})"
+        reason = (
+            f"{last_line(self._error_text(trial))} (after {attempts} attempt(s); the Tune log is "
+            f"under {self.store.tune_dir})"
+        )
         self.store.save_trial_error(point, reason)
         if run_id is not None:
             self.tracker.stop_trial(run_id, "FAILED", reason)
@@ -275,8 +301,18 @@ def _natural(text: str) -> tuple:
 def summary_table(results: list[TrialRecord]) -> pd.DataFrame:
     """Mean test Dice per strategy (rows: the baseline first and marked, then the strategies with
     their numbers in order, K8 before K16) and data set x label fraction (columns)."""
-    ok = pd.DataFrame([{"strategy": r.strategy, "dataset": dataset_label(r.dataset), "label_fraction": r.label_fraction,
-                        "dice": r.dice} for r in results if r.finished])
+    ok = pd.DataFrame(
+        [
+            {
+                "strategy": r.strategy,
+                "dataset": dataset_label(r.dataset),
+                "label_fraction": r.label_fraction,
+                "dice": r.dice,
+            }
+            for r in results
+            if r.finished
+        ]
+    )
     if ok.empty:
         return ok
     table = ok.pivot_table(index="strategy", columns=["dataset", "label_fraction"], values="dice", aggfunc="mean")
@@ -302,18 +338,27 @@ class Outcome:
     @classmethod
     def of(cls, trials: list, store: StudyStore, not_run: int) -> Outcome:
         records = {t.id: r for t in trials if (r := store.trial_result(t.id)) is not None}
-        errored = [store.trial_error(t.id) or TrialRecord(trial_id=t.id, status=Status.ERRORED, reason="no result",
-                                                          **t.identity())
-                   for t in trials if t.id not in records]
+        errored = [
+            store.trial_error(t.id)
+            or TrialRecord(trial_id=t.id, status=Status.ERRORED, reason="no result", **t.identity())
+            for t in trials
+            if t.id not in records
+        ]
         ended = records.values()
-        return cls([r for r in ended if r.finished], [r for r in ended if not (r.finished or r.stopped)],
-                   errored, not_run, [r for r in ended if r.stopped])
+        return cls(
+            [r for r in ended if r.finished],
+            [r for r in ended if not (r.finished or r.stopped)],
+            errored,
+            not_run,
+            [r for r in ended if r.stopped],
+        )
 
 
 def compute_line(outcome: Outcome) -> str:
     """Fine-tuning compute used (optimiser steps x batch = images seen) and, with stopped trials,
     about what running them to the end would have used: each stopped trial counted at the median of
     the finished trials of its data set and label fraction."""
+
     def images(r: TrialRecord) -> float:
         return float(r.metrics.get("finetune_images", 0) or 0)
 
@@ -329,8 +374,9 @@ def compute_line(outcome: Outcome) -> str:
     return line + f"; {len(outcome.stopped)} stopped trials would have made the grid about {typical:,.0f} images"
 
 
-def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float,
-                  ui: str | None = None) -> None:
+def print_summary(
+    name: str, outcome: Outcome, store: StudyStore, *, uri: str, seconds: float, ui: str | None = None
+) -> None:
     table = summary_table(outcome.finished)
     counts = [f"{len(outcome.finished)} trials finished", f"{len(outcome.failed)} failed"]
     counts += [f"{len(outcome.stopped)} stopped early"] if outcome.stopped else []
@@ -347,13 +393,17 @@ def print_summary(name: str, outcome: Outcome, store: StudyStore, *, uri: str, s
         for r in records:
             print(f"  {kind}: {r.trial_id} {r.strategy} {r.dataset} {r.label_fraction}: {r.reason}")
     if not outcome.complete:
-        print(f"the study is incomplete (exit status {INCOMPLETE}): failed trials keep their result; errored and "
-              "unrun ones run again when the same command is repeated")
+        print(
+            f"the study is incomplete (exit status {INCOMPLETE}): failed trials keep their result; errored and "
+            "unrun ones run again when the same command is repeated"
+        )
     print(f"study folder: {store.root}")
     if uri.startswith("sqlite"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
-        print(f"MLflow: {uri}: run `mlflow ui` in {folder}, then open {ui or 'http://127.0.0.1:5000'}"
-              + (" (the training runs)" if ui else ""))
+        print(
+            f"MLflow: {uri}: run `mlflow ui` in {folder}, then open {ui or 'http://127.0.0.1:5000'}"
+            + (" (the training runs)" if ui else "")
+        )
     else:
         print(f"MLflow: {redacted(uri)}" + (f": {ui}" if ui else ""))
     print(f"Optuna: optuna-dashboard {store.optuna_storage}")

@@ -22,11 +22,11 @@ Everything a study makes lives here, so any process on any node sharing the fold
     pretrain/<key>/mlflow_run_id     the pretraining's own MLflow run, which its trials link to
     pruning/<data set>-rung<r>.json  (pruning) the driver's decisions at rung r: tests, p-values, who stopped
     sampled.jsonl                    (sampled searches) what Optuna drew, replayed on resume
-    optuna.db                        every ended trial, an Optuna study per data set and label fraction (optuna-dashboard)
+    optuna.db                        every ended trial, an Optuna study per data set and fraction (optuna-dashboard)
     invocations.jsonl                one line per invocation: its overrides, code version, host, time
     tune/, report/, analysis/        Ray Tune's logs, the dashboard, the analysis tables
     driver.lock                      held (flock) by the one driver running the study
-    driver.json                      that driver: host, pid, start, heartbeat (study/driver_lock.py)
+    driver.json                      that driver: host, pid, start, heartbeat (study/folder/driver_lock.py)
 
 Writes of records are atomic: a reader sees the old file or the whole new one, never half of it.
 """
@@ -38,19 +38,20 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from study import faults
-from study.driver_lock import DriverLock
-from study.records import PretrainRecord, Status, TrialRecord
+from study.folder.driver_lock import DriverLock
+from study.folder.records import PretrainRecord, Status, TrialRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from study.plan import PretrainPoint, TrialPoint
+    from study.design.plan import PretrainPoint, TrialPoint
 
 PER_CASE = "per_case.csv"  # also what ``python -m study.train --out`` writes
 _DRIVER_LOCK, _DRIVER = "driver.lock", "driver.json"

@@ -13,10 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from study.plan import Plan
-from study.spec import StudySpec, bounds
-from study import axes as design_axes
-from study.configs import finetune_config, pretrain_config, unet_config
+from study.design import axes as design_axes
+from study.design.plan import Plan
+from study.design.spec import StudySpec, bounds
+from study.execution.configs import finetune_config, pretrain_config, unet_config
 
 _PER_TENSOR = 300  # bytes of zip entry, pickle record and alignment per tensor in a torch.save file
 
@@ -24,8 +24,11 @@ _PER_TENSOR = 300  # bytes of zip entry, pickle record and alignment per tensor 
 def training_lines(spec: StudySpec) -> list[str]:
     """The learning rates, epoch budgets, early stopping and network every trial will use."""
     s, axes = spec.scale, spec.axes()
-    rates = [f"{a.title} {_axis(axes[a.path])}" for a in design_axes.AXES
-             if a.continuous and a.path in axes and not (a.optional and axes[a.path] == [None])]
+    rates = [
+        f"{a.title} {_axis(axes[a.path])}"
+        for a in design_axes.AXES
+        if a.continuous and a.path in axes and not (a.optional and axes[a.path] == [None])
+    ]
     rates += [f"baseline lr {_axis(axes['baseline.lr'])}"] if "baseline.lr" in axes else []
     # The configs a trial gets, so what is printed is what runs.
     pre = pretrain_config(s, design_axes.example_values("pretraining"))
@@ -54,13 +57,17 @@ def disk_lines(plan: Plan, channels: dict[str, tuple[int, int]], *, concurrent: 
         kept_trials = trials if spec.keep_weights == "best" else 0
         kept += pretrainings * inpainting[0] + kept_trials * segmentation[0]
         running = max(running, segmentation[1] * stages, inpainting[1])
-        parts.append(f"{name}: {pretrainings} pretrained weights of {_mib(inpainting[0])}"
-                     + (f", {trials} fine-tuned weights of {_mib(segmentation[0])}" if kept_trials else ""))
+        parts.append(
+            f"{name}: {pretrainings} pretrained weights of {_mib(inpainting[0])}"
+            + (f", {trials} fine-tuned weights of {_mib(segmentation[0])}" if kept_trials else "")
+        )
     many = f", up to {concurrent} at once: {_mib(concurrent * running)}" if concurrent else ""
     most = "" if plan.enumerable else "at most "
-    return [f"  disk kept (keep_weights {spec.keep_weights}): {most}{_mib(kept)}; " + "; ".join(parts),
-            f"  disk while running: {_mib(running)} of resume checkpoints per running trial or pretraining"
-            f"{many}; deleted once its record is written"]
+    return [
+        f"  disk kept (keep_weights {spec.keep_weights}): {most}{_mib(kept)}; " + "; ".join(parts),
+        f"  disk while running: {_mib(running)} of resume checkpoints per running trial or pretraining"
+        f"{many}; deleted once its record is written",
+    ]
 
 
 def dataset_channels(name: str, path: str | None) -> tuple[int, int]:

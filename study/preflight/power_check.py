@@ -4,7 +4,7 @@ With n pairs the one-sided signed-rank test gives no p below 1 / 2^n. The analys
 strategies against the baseline under Holm, whose first step multiplies the smallest p by S: with
 ``S / 2^n > alpha`` no strategy can be shown to beat the baseline, whatever the data (16 strategies
 need 9 test patients). Pruning's first step multiplies a configuration's smallest p by its
-comparators and by the configurations tested (``study.pruning``): 16 configurations and the
+comparators and by the configurations tested (``study.execution.pruning``): 16 configurations and the
 baseline need 13 validation patients before anything can stop. A warning, not a refusal: a study
 run for its intervals or its per-seed rankings may still be worth its time.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from study.constants import SUPERVISED
-from study.plan import Plan
+from study.design.plan import Plan
 
 
 def needed(tests: int, alpha: float) -> int:
@@ -40,16 +40,20 @@ def power_warnings(plan: Plan, units: dict[str, tuple[int, int, str]], alpha: fl
         pairs = n_test * (fractions if spec.analysis.pairing == "pooled" else 1)
         need = needed(len(strategies), alpha)
         if pairs < need:
-            lines.append(f"warning: {dataset}: {n_test} test {unit}s cannot show any of {len(strategies)} strategies "
-                         f"better than the baseline at Holm p <= {alpha:g} (all {pairs} pairs positive give "
-                         f"{len(strategies)} / 2^{pairs} = {len(strategies) / 2 ** pairs:.3g}); {need} would")
+            lines.append(
+                f"warning: {dataset}: {n_test} test {unit}s cannot show any of {len(strategies)} strategies "
+                f"better than the baseline at Holm p <= {alpha:g} (all {pairs} pairs positive give "
+                f"{len(strategies)} / 2^{pairs} = {len(strategies) / 2**pairs:.3g}); {need} would"
+            )
         if not spec.pruning.enabled:
             continue
         configurations = {t.unit for t in trials}  # what pruning judges
         tested = len({t.unit for t in trials if t.strategy != SUPERVISED})
         need = needed(tested * (len(configurations) - 1), spec.pruning.alpha)
         if n_val < need:
-            lines.append(f"warning: {dataset}: pruning can stop nothing with {n_val} validation {unit}s "
-                         f"({tested} configurations, each against {len(configurations) - 1} others, Holm); "
-                         f"{need} would")
+            lines.append(
+                f"warning: {dataset}: pruning can stop nothing with {n_val} validation {unit}s "
+                f"({tested} configurations, each against {len(configurations) - 1} others, Holm); "
+                f"{need} would"
+            )
     return lines

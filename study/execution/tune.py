@@ -1,6 +1,6 @@
 """Ray Tune + Optuna glue: the trainables, the two phases of a grid, a sampled search.
 
-The Ray cluster itself (starting or joining it, what it can hold) is :mod:`study.cluster`.
+The Ray cluster itself (starting or joining it, what it can hold) is :mod:`study.preflight.cluster`.
 
 A grid goes to Optuna's ``GridSampler`` as one categorical axis of pending trial ids, so every point
 runs exactly once and a re-run or an enlarged space asks only for what is missing (``Tuner.restore``
@@ -18,14 +18,15 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from study import faults
-from study.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
-from study.spec import StudySpec
-from study.store import StudyStore
-from study.trial import Paused, ensure_pretrained, run_trial
+from study.design.plan import Plan, PretrainPoint, TrialPoint, optuna_space, resolve
+from study.design.spec import StudySpec
+from study.execution.trial import Paused, ensure_pretrained, run_trial
+from study.folder.store import StudyStore
 
 OBJECTIVE = "objective"  # best validation soft-Dice loss of the fine-tuning: lower is better
 
@@ -49,6 +50,7 @@ class Context:
 
 # -- trainables (run in Ray workers) ---------------------------------------------------------------
 
+
 def _prepare_worker(context: Context) -> str:
     import torch
 
@@ -66,8 +68,13 @@ def pretrain_trainable(config: dict, context: Context) -> None:
 
     device = _prepare_worker(context)
     point = PretrainPoint.from_json(config["point"])
-    result = ensure_pretrained(context.store, point, data_path=context.data_paths[point.dataset], device=device,
-                               report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}))
+    result = ensure_pretrained(
+        context.store,
+        point,
+        data_path=context.data_paths[point.dataset],
+        device=device,
+        report=lambda r: tune.report({OBJECTIVE: r["val_loss"], **_numbers(r)}),
+    )
     objective = result.best_val_loss if result.finished else math.nan
     tune.report({OBJECTIVE: objective, "final": 1, "key": point.key})
 
@@ -87,13 +94,28 @@ def finetune_trainable(config: dict, context: Context) -> None:
             fault(record)
 
     with store.trial_lock(trial.id):  # a sampled duplicate waits, then reads the result
-        result = run_trial(store, trial, data_path=context.data_paths[trial.dataset], device=device,
-                           keep_weights=context.spec.keep_weights, report=report, rung=config.get("rung"),
-                           until_epoch=config.get("until_epoch"),
-                           nsd_tolerance_mm=context.spec.analysis.nsd_tolerance_mm)
+        result = run_trial(
+            store,
+            trial,
+            data_path=context.data_paths[trial.dataset],
+            device=device,
+            keep_weights=context.spec.keep_weights,
+            report=report,
+            rung=config.get("rung"),
+            until_epoch=config.get("until_epoch"),
+            nsd_tolerance_mm=context.spec.analysis.nsd_tolerance_mm,
+        )
     if isinstance(result, Paused):  # a pruning rung: the searcher decides, then hands it out again
-        tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, "paused": 1, "rung": result.rung,
-                     "paused_at_epoch": result.epoch})
+        tune.report(
+            {
+                OBJECTIVE: result.val_loss,
+                "trial_id": trial.id,
+                "final": 1,
+                "paused": 1,
+                "rung": result.rung,
+                "paused_at_epoch": result.epoch,
+            }
+        )
         return
     tune.report({OBJECTIVE: result.val_loss, "trial_id": trial.id, "final": 1, **_numbers(result.metrics)})
 
@@ -122,6 +144,7 @@ def _note_attempt(store: StudyStore, trial_id: str) -> None:
 
 
 # -- driving Tune ---------------------------------------------------------------------------------
+
 
 def new_halt() -> Any:
     """A Tune stopper that ends the whole run once its ``reason`` is set: when the storage is
@@ -175,11 +198,19 @@ def tune_run(
         tune.with_resources(tune.with_parameters(trainable, context=context), resources),
         param_space=param_space or {},
         tune_config=tune.TuneConfig(
-            metric=OBJECTIVE, mode="min", search_alg=search, num_samples=num_samples,
-            max_concurrent_trials=max_concurrent, reuse_actors=True,
+            metric=OBJECTIVE,
+            mode="min",
+            search_alg=search,
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(context.store.tune_dir), verbose=0, callbacks=callbacks, stop=halt,
+            name=name,
+            storage_path=str(context.store.tune_dir),
+            verbose=0,
+            callbacks=callbacks,
+            stop=halt,
             failure_config=tune.FailureConfig(max_failures=retries),
         ),
     )
@@ -197,10 +228,10 @@ def grid_search(pending: list[str], seed: int, study_name: str):
 
 
 def pruned_search(trials: list[TrialPoint], store: StudyStore, spec: StudySpec, on_stop=None):
-    """A grid run rung by rung (``study.rung_search``): every planned trial, ended ones included,
+    """A grid run rung by rung (``study.execution.rung_search``): every planned trial, ended ones included,
     since they take part in the rungs' comparisons; ``on_stop(trial id, epochs)`` hears of each
     trial a rung stops."""
-    from study.rung_search import RungSearch
+    from study.execution.rung_search import RungSearch
 
     return RungSearch(trials, store, spec, metric=OBJECTIVE, on_stop=on_stop)
 
@@ -218,6 +249,12 @@ def sampled_search(plan: Plan, study_name: str, done: list[tuple[dict, float]]):
     }[algorithm]()
     finished = [(p, r) for p, r in done if math.isfinite(r)]
     return OptunaSearch(
-        space=optuna_space(plan.spec), sampler=optuna_sampler, seed=seed, study_name=study_name, metric=OBJECTIVE, mode="min",
-        points_to_evaluate=[p for p, _ in finished] or None, evaluated_rewards=[r for _, r in finished] or None,
+        space=optuna_space(plan.spec),
+        sampler=optuna_sampler,
+        seed=seed,
+        study_name=study_name,
+        metric=OBJECTIVE,
+        mode="min",
+        points_to_evaluate=[p for p, _ in finished] or None,
+        evaluated_rewards=[r for _, r in finished] or None,
     )

@@ -3,7 +3,7 @@
 A spec names the data sets, the scale, the design axes (which shape pretraining and which
 fine-tuning), the label fractions, the supervised baseline, the search, the resources per trial and
 where results go. Reading one from YAML, with ``--set`` overrides and one-line errors, is
-:mod:`study.spec_loading`.
+:mod:`study.design.spec_loading`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
-from study.constants import DEFAULT_NSD_TOLERANCE_MM, nsd_tolerances
-from study import axes as design_axes
-from study.constants import DEFAULT_SEED, MAX_TRIALS
 from study._suggest import did_you_mean
+from study.constants import DEFAULT_NSD_TOLERANCE_MM, DEFAULT_SEED, MAX_TRIALS, nsd_tolerances
+from study.design import axes as design_axes
+from study.design.scale import Scale, Strict
 from study.errors import SpecError
-from study.scale import Scale, Strict
 
 BUILTIN_DATASETS = ("mri", "ct")
 ALGORITHMS = ("grid", "tpe", "random", "gp")
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few lines; a bigger file is a mistake, not a study
 MAX_SEED = 2**32 - 1  # the largest seed every consumer (NumPy, Optuna, torch) accepts
-
 
 
 class LogUniform(Strict):
@@ -57,7 +55,7 @@ def distribution(axis: Axis, extra: list = ()) -> Any:
 
 def _section_model(section: str) -> type[Strict]:
     """The YAML section of a stage's design axes (``pretraining:`` or ``finetuning:``), from the
-    axes declared in :mod:`study.axes`: a list of values per axis (a range for a learning rate)."""
+    axes declared in :mod:`study.design.axes`: a list of values per axis (a range for a learning rate)."""
     fields: dict[str, Any] = {}
     for a in design_axes.of(section):
         if a.continuous:
@@ -76,8 +74,13 @@ def _section_model(section: str) -> type[Strict]:
         return v
 
     name = f"{section.capitalize()}Axes"
-    return create_model(name, __base__=Strict, __doc__=f"The {section} design axes (study.axes).",
-                        __validators__={"_values": field_validator("*")(classmethod(_values))}, **fields)
+    return create_model(
+        name,
+        __base__=Strict,
+        __doc__=f"The {section} design axes (study.design.axes).",
+        __validators__={"_values": field_validator("*")(classmethod(_values))},
+        **fields,
+    )
 
 
 PretrainingAxes = _section_model("pretraining")
@@ -109,7 +112,7 @@ class Resources(Strict):
 
 
 class Pruning(Strict):
-    """Statistical early stopping (``study.pruning``): off unless ``enabled``."""
+    """Statistical early stopping (``study.execution.pruning``): off unless ``enabled``."""
 
     enabled: bool = False
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level of each rung's Holm-corrected tests")
@@ -128,15 +131,22 @@ class AnalysisOptions(Strict):
     """How ``study.analyze`` and the report judge the study (``docs/analysis.md``)."""
 
     pairing: Literal["per_case", "pooled"] = Field(
-        "per_case", description="per_case: one pair per test case; pooled: the paper's pairs per case and fraction")
+        "per_case", description="per_case: one pair per test case; pooled: the paper's pairs per case and fraction"
+    )
     top_k: int = Field(3, ge=1, description="P(top-k), the ranking's spread under resampling, is for the top k")
-    rope: float = Field(0.01, ge=0, lt=1, description="region of practical equivalence, +-Dice, of the Bayesian "
-                        "signed-rank test beside every p (NSD too)")
+    rope: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="region of practical equivalence, +-Dice, of the Bayesian "
+        "signed-rank test beside every p (NSD too)",
+    )
     rope_mm: float = Field(1.0, ge=0, description="the region of practical equivalence, +-mm, when ranking by HD95")
     nsd_tolerance_mm: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_NSD_TOLERANCE_MM),
         description="NSD tolerance in mm per class ('default': any class not named); a trial's table records "
-        "the tolerance it was evaluated with (nsd_tol_mm)")
+        "the tolerance it was evaluated with (nsd_tol_mm)",
+    )
 
     @field_validator("nsd_tolerance_mm", mode="before")
     @classmethod
@@ -160,8 +170,10 @@ class StudySpec(Strict):
     resources: Resources = Resources()
     storage: str = "studies"
     keep_weights: Literal["best", "none"] = Field(
-        "best", description="what a finished trial keeps besides its record: its fine-tuned weights (best) or "
-        "nothing (none); its resume checkpoints are deleted either way")
+        "best",
+        description="what a finished trial keeps besides its record: its fine-tuned weights (best) or "
+        "nothing (none); its resume checkpoints are deleted either way",
+    )
     tracking_uri: str = "sqlite:///mlflow.db"
     retries: int = Field(2, ge=0)
     seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED)
@@ -209,8 +221,10 @@ class StudySpec(Strict):
     def _folder_name(cls, v: str) -> str:
         # The study folder is <storage>/<name>: a path here could climb out of storage or overwrite.
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
-            raise ValueError("a study name is a folder name, not a path: up to 100 letters, digits, '_', '.' "
-                             "or '-', starting with a letter or digit")
+            raise ValueError(
+                "a study name is a folder name, not a path: up to 100 letters, digits, '_', '.' "
+                "or '-', starting with a letter or digit"
+            )
         return v
 
     @field_validator("datasets", "storage", "tracking_uri")
@@ -237,7 +251,9 @@ class StudySpec(Strict):
         if not s.widths or any(w % s.groups for w in s.widths):
             raise ValueError(f"widths {list(s.widths)} must all be divisible by groups={s.groups}")
         if s.image_size % 2 ** (len(s.widths) - 1):
-            raise ValueError(f"image_size={s.image_size} must be divisible by 2^{len(s.widths) - 1} for {len(s.widths)} levels")
+            raise ValueError(
+                f"image_size={s.image_size} must be divisible by 2^{len(s.widths) - 1} for {len(s.widths)} levels"
+            )
         return s
 
     def replicates(self) -> list[tuple[int, int]]:
@@ -252,8 +268,10 @@ class StudySpec(Strict):
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds {self.seeds} lists a seed twice")
         if self.split_seeds is not None and len(self.split_seeds) not in (1, len(self.seeds or [self.seed])):
-            problems.append(f"split_seeds has {len(self.split_seeds)} values; give one, or one per seed "
-                             f"({len(self.seeds or [self.seed])})")
+            problems.append(
+                f"split_seeds has {len(self.split_seeds)} values; give one, or one per seed "
+                f"({len(self.seeds or [self.seed])})"
+            )
         if self.pruning.enabled and self.search.algorithm != "grid":
             problems.append("pruning needs search.algorithm 'grid': its rungs compare every strategy of a data set")
         if len(self.replicates()) > 1 and self.search.algorithm != "grid":
@@ -261,12 +279,16 @@ class StudySpec(Strict):
         if self.pretraining is None and not self.baseline.enabled:
             problems.append("nothing to run: no pretraining axes and the baseline is disabled")
         if self.search.algorithm == "grid" and self.search.num_samples is not None:
-            problems.append(f"search.num_samples={self.search.num_samples}: a grid runs each of its points once; "
-                            "num_samples is for tpe, random or gp (drop it, or set search.algorithm)")
+            problems.append(
+                f"search.num_samples={self.search.num_samples}: a grid runs each of its points once; "
+                "num_samples is for tpe, random or gp (drop it, or set search.algorithm)"
+            )
         if self.search.algorithm == "grid":
             for name, axis in self.axes().items():
                 if not isinstance(axis, list):
-                    problems.append(f"{name} is a distribution; search.algorithm 'grid' needs a list (or use tpe/random/gp)")
+                    problems.append(
+                        f"{name} is a distribution; search.algorithm 'grid' needs a list (or use tpe/random/gp)"
+                    )
         for name, axis in self.axes().items():
             if isinstance(axis, list) and not axis:
                 problems.append(f"{name} is empty: list at least one value")
@@ -280,7 +302,7 @@ class StudySpec(Strict):
         return self
 
     def axes(self) -> dict[str, Axis]:
-        """Every design axis by its dotted name (:mod:`study.axes`); an axis the spec leaves null
+        """Every design axis by its dotted name (:mod:`study.design.axes`); an axis the spec leaves null
         takes the scale's value (the learning rates)."""
         out: dict[str, Axis] = {}
         for section in ("pretraining", "finetuning"):
@@ -295,8 +317,11 @@ class StudySpec(Strict):
     def varied_axes(self) -> dict[str, Axis]:
         """The design axes that take more than one value (a continuous range always does): what a
         view of the study shows as its parameters, and what the dry run counts."""
-        return {name: axis for name, axis in self.axes().items()
-                if not isinstance(axis, list) or len({str(v) for v in axis}) > 1}
+        return {
+            name: axis
+            for name, axis in self.axes().items()
+            if not isinstance(axis, list) or len({str(v) for v in axis}) > 1
+        }
 
     def storage_dir(self) -> Path:
         try:

@@ -34,24 +34,26 @@ unlike ones. Stopping a configuration stops every trial of it on that data set (
 the stopped ones are listed apart. Decisions depend only on the values, never on which trial
 finished first: a rung is decided when the last trial of the data set reaches it.
 
-Pure functions; the Tune searcher that pauses and resumes trials is ``study.rung_search``.
+Pure functions; the Tune searcher that pauses and resumes trials is ``study.execution.rung_search``.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import numpy as np
 
 from study.analysis import holm, wilcoxon_greater
 
 Cell = tuple[float, int]  # (label fraction, seed): one trial of a configuration
-TEST = ("one-sided Wilcoxon signed-rank, comparator > configuration, per validation patient (case where no "
-        "subject is known), on the cells both have; 'no configuration is better' by the smallest p times the "
-        "comparators, Holm over the configurations tested at the rung")
+TEST = (
+    "one-sided Wilcoxon signed-rank, comparator > configuration, per validation patient (case where no "
+    "subject is known), on the cells both have; 'no configuration is better' by the smallest p times the "
+    "comparators, Holm over the configurations tested at the rung"
+)
 _RENAMED = {"leader": "comparator", "leader_dice": "comparator_dice"}  # decision files of the leader rule
 _FLOATS = ("p", "p_holm", "mean_dice", "comparator_dice")
 
@@ -90,9 +92,11 @@ class Decision:
 
     def reason(self, epoch: int) -> str:
         family = f" over {self.m} configurations" if self.m else ""
-        return (f"stopped at rung {self.rung + 1} (epoch {epoch}): worse than {self.comparator} on {self.n} "
-                f"validation {self.unit}s, Holm p = {self.p_holm:.3g}{family} (mean Dice {self.mean_dice:.3f} vs "
-                f"{self.comparator_dice:.3f})")
+        return (
+            f"stopped at rung {self.rung + 1} (epoch {epoch}): worse than {self.comparator} on {self.n} "
+            f"validation {self.unit}s, Holm p = {self.p_holm:.3g}{family} (mean Dice {self.mean_dice:.3f} vs "
+            f"{self.comparator_dice:.3f})"
+        )
 
 
 def rung_epochs(rungs: tuple[float, ...] | list[float], max_epochs: int) -> list[int]:
@@ -108,8 +112,13 @@ def rung_epochs(rungs: tuple[float, ...] | list[float], max_epochs: int) -> list
 # -- values: trials -> configuration x cell x patient ------------------------------------------
 
 
-def unit_values(per_trial: Mapping[str, Mapping[str, float]], *, configuration_of: Mapping[str, str],
-                cell_of: Mapping[str, Cell], subject_of: Mapping[str, str]) -> tuple[dict, str]:
+def unit_values(
+    per_trial: Mapping[str, Mapping[str, float]],
+    *,
+    configuration_of: Mapping[str, str],
+    cell_of: Mapping[str, Cell],
+    subject_of: Mapping[str, str],
+) -> tuple[dict, str]:
     """(configuration -> {cell: {unit: Dice}}, the unit: "patient" or "case").
 
     ``per_trial``: trial -> {validation case: Dice}; ``subject_of``: case -> subject, a case not in
@@ -184,8 +193,17 @@ def _array(values: Mapping[str, Mapping[Cell, Mapping[str, float]]]) -> tuple[li
     return names, table, np.array([seed for _, seed in cells])
 
 
-def decide(values: Mapping[str, Mapping[Cell, Mapping[str, float]]], *, dataset: str, rung: int, protected: set[str],
-           strategies: Mapping[str, str], alpha: float, min_survivors: int, unit: str = "case") -> list[Decision]:
+def decide(
+    values: Mapping[str, Mapping[Cell, Mapping[str, float]]],
+    *,
+    dataset: str,
+    rung: int,
+    protected: set[str],
+    strategies: Mapping[str, str],
+    alpha: float,
+    min_survivors: int,
+    unit: str = "case",
+) -> list[Decision]:
     """The decisions of one rung: one per configuration that may be stopped and has a pair.
 
     ``values``: configuration -> {cell: {unit: Dice}} of every configuration still running (from
@@ -212,14 +230,29 @@ def decide(values: Mapping[str, Mapping[Cell, Mapping[str, float]]], *, dataset:
     for i in order:
         k = smallest[i][0]
         j, pair = jj[k], ~np.isnan(d[k])
-        decisions.append(Decision(dataset, rung, names[i], names[j], int(pair.sum()), float(x[i, j][pair].mean()),
-                                  float(y[i, j][pair].mean()), float(p[k]), float(p_holm[i]), False, len(order), unit))
+        decisions.append(
+            Decision(
+                dataset,
+                rung,
+                names[i],
+                names[j],
+                int(pair.sum()),
+                float(x[i, j][pair].mean()),
+                float(y[i, j][pair].mean()),
+                float(p[k]),
+                float(p_holm[i]),
+                False,
+                len(order),
+                unit,
+            )
+        )
     stop = _stops(decisions, [s for s in names if s not in protected], strategies, alpha, min_survivors)
     return [Decision(**{**asdict(dec), "stopped": dec.strategy in stop}) for dec in decisions]
 
 
-def _stops(decisions: list[Decision], candidates: list[str], strategies: Mapping[str, str], alpha: float,
-           min_survivors: int) -> set[str]:
+def _stops(
+    decisions: list[Decision], candidates: list[str], strategies: Mapping[str, str], alpha: float, min_survivors: int
+) -> set[str]:
     """The configurations to stop: shown worse at ``alpha``, most significant first, while at least
     ``min_survivors`` strategies keep a running configuration (stopping one learning rate of a
     strategy that runs at another does not count against it)."""

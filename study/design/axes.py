@@ -20,8 +20,9 @@ from __future__ import annotations
 import importlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from study.constants import PAPER_IMAGE_SIZE, SAMPLERS, SCHEDULES, SCOPES, TASKS
 
@@ -119,46 +120,145 @@ _SHORT_SCOPES = {"encoder": "", "encoder+decoder": "enc+dec"}
 _SHORT_SCHEDULES = {"at_once": "", "freeze_then_unfreeze": "freeze"}
 
 AXES: list[DesignAxis] = [
-    DesignAxis(section="pretraining", key="task", type=str, default=("restoration",), choices=TASKS,
-               baseline="none", title="pretext task", label=str, run_label=str, effect=True,
-               description="the pretext task: context prediction or context restoration",
-               cli_help="none: the supervised baseline", science=("pretext", "train/_pretrain.py", "report/_figures.py")),
-    DesignAxis(section="pretraining", key="patch_size", type=int, default=(32,), check=_patch,
-               title="patch size K", label=lambda k: f"K{k}", run_label=lambda k: f"K{k}", effect=True,
-               description="K in pixels of a 512 x 512 image", cli_help="K in pixels of a 512-px image (8, 16, 32, 64)",
-               science=("pretext", "train/_pretrain.py", "data/phantoms", "report/_figures.py")),
-    DesignAxis(section="pretraining", key="sampler", type=str, default=("poisson_disc",), choices=SAMPLERS,
-               title="sampler", label=str, run_label=lambda s: _SHORT_SAMPLERS.get(s, s), effect=True,
-               description="how patch locations are sampled", science=("pretext", "train/_pretrain.py", "report/_figures.py")),
-    DesignAxis(section="pretraining", key="extent", type=float, default=(1.0,), check=_multiple,
-               title="extent", label=lambda e: "" if e == 1 else f"x{e:g}",
-               run_label=lambda e: "" if e == 1 else f"x{e:g}", effect=True,
-               description="pretraining data in multiples of the training set",
-               cli_help="pretraining data, multiples of the training set",
-               science=("train/_pretrain.py", "analysis/_scaling.py", "analysis/_analysis.py", "report/_figures.py", "workload.py", "run.py")),
-    DesignAxis(section="pretraining", key="lr", flat="pretrain_lr", type=float, default=(None,), check=_learning_rate,
-               continuous=True, scale_default="pretrain_lr", title="pretraining lr",
-               description="null: the scale's pretrain_lr (laptop 0.01, paper 1e-3)",
-               cli_help="initial pretraining learning rate", science=("train/_pretrain.py",)),
-    DesignAxis(section="finetuning", key="scope", type=str, default=("encoder",),
-               choices=tuple(s for s in SCOPES if s != "none"), baseline="none", title="transfer scope", label=str,
-               run_label=lambda s: _SHORT_SCOPES.get(s, s), effect=True, description="the weights transferred",
-               cli_help="transfer scope", science=("model", "train/_finetune.py", "analysis/_transfer.py", "report/_figures.py")),
-    DesignAxis(section="finetuning", key="schedule", type=str, default=("at_once",), choices=SCHEDULES,
-               baseline="at_once", title="schedule", label=str, run_label=lambda s: _SHORT_SCHEDULES.get(s, s),
-               stages=lambda s: 2 if s == "freeze_then_unfreeze" else 1,
-               effect=True, description="fine-tune at once, or frozen first then unfrozen",
-               science=("model", "train/_finetune.py", "analysis/_transfer.py", "report/_figures.py")),
-    DesignAxis(section="finetuning", key="lr", type=float, default=(None,), check=_learning_rate, continuous=True,
-               scale_default="finetune_lr", baseline=TUNED, in_unit=True, title="fine-tuning lr", effect=True,
-               description="null: the scale's finetune_lr (laptop 0.01, paper 1e-3)",
-               cli_help="initial fine-tuning learning rate", science=("train/_finetune.py",)),
-    DesignAxis(section="finetuning", key="unfrozen_lr", type=float, default=(None,), check=_learning_rate,
-               continuous=True, optional=True, null_means="the learning rate", title="lr after unfreezing", in_unit=True,
-               canonical=lambda v, values: canonical_unfrozen_lr(values["schedule"], values["lr"], v),
-               description="initial lr after unfreezing; null: same as lr",
-               cli_help="initial learning rate after unfreezing (default: --lr)",
-               science=("train/_finetune.py", "analysis/_transfer.py", "report/_figures.py")),
+    DesignAxis(
+        section="pretraining",
+        key="task",
+        type=str,
+        default=("restoration",),
+        choices=TASKS,
+        baseline="none",
+        title="pretext task",
+        label=str,
+        run_label=str,
+        effect=True,
+        description="the pretext task: context prediction or context restoration",
+        cli_help="none: the supervised baseline",
+        science=("pretext", "train/_pretrain.py", "report/_figures.py"),
+    ),
+    DesignAxis(
+        section="pretraining",
+        key="patch_size",
+        type=int,
+        default=(32,),
+        check=_patch,
+        title="patch size K",
+        label=lambda k: f"K{k}",
+        run_label=lambda k: f"K{k}",
+        effect=True,
+        description="K in pixels of a 512 x 512 image",
+        cli_help="K in pixels of a 512-px image (8, 16, 32, 64)",
+        science=("pretext", "train/_pretrain.py", "data/phantoms", "report/_figures.py"),
+    ),
+    DesignAxis(
+        section="pretraining",
+        key="sampler",
+        type=str,
+        default=("poisson_disc",),
+        choices=SAMPLERS,
+        title="sampler",
+        label=str,
+        run_label=lambda s: _SHORT_SAMPLERS.get(s, s),
+        effect=True,
+        description="how patch locations are sampled",
+        science=("pretext", "train/_pretrain.py", "report/_figures.py"),
+    ),
+    DesignAxis(
+        section="pretraining",
+        key="extent",
+        type=float,
+        default=(1.0,),
+        check=_multiple,
+        title="extent",
+        label=lambda e: "" if e == 1 else f"x{e:g}",
+        run_label=lambda e: "" if e == 1 else f"x{e:g}",
+        effect=True,
+        description="pretraining data in multiples of the training set",
+        cli_help="pretraining data, multiples of the training set",
+        science=(
+            "train/_pretrain.py",
+            "analysis/_scaling.py",
+            "analysis/_analysis.py",
+            "report/_figures.py",
+            "preflight/workload.py",
+            "run.py",
+        ),
+    ),
+    DesignAxis(
+        section="pretraining",
+        key="lr",
+        flat="pretrain_lr",
+        type=float,
+        default=(None,),
+        check=_learning_rate,
+        continuous=True,
+        scale_default="pretrain_lr",
+        title="pretraining lr",
+        description="null: the scale's pretrain_lr (laptop 0.01, paper 1e-3)",
+        cli_help="initial pretraining learning rate",
+        science=("train/_pretrain.py",),
+    ),
+    DesignAxis(
+        section="finetuning",
+        key="scope",
+        type=str,
+        default=("encoder",),
+        choices=tuple(s for s in SCOPES if s != "none"),
+        baseline="none",
+        title="transfer scope",
+        label=str,
+        run_label=lambda s: _SHORT_SCOPES.get(s, s),
+        effect=True,
+        description="the weights transferred",
+        cli_help="transfer scope",
+        science=("model", "train/_finetune.py", "analysis/_transfer.py", "report/_figures.py"),
+    ),
+    DesignAxis(
+        section="finetuning",
+        key="schedule",
+        type=str,
+        default=("at_once",),
+        choices=SCHEDULES,
+        baseline="at_once",
+        title="schedule",
+        label=str,
+        run_label=lambda s: _SHORT_SCHEDULES.get(s, s),
+        stages=lambda s: 2 if s == "freeze_then_unfreeze" else 1,
+        effect=True,
+        description="fine-tune at once, or frozen first then unfrozen",
+        science=("model", "train/_finetune.py", "analysis/_transfer.py", "report/_figures.py"),
+    ),
+    DesignAxis(
+        section="finetuning",
+        key="lr",
+        type=float,
+        default=(None,),
+        check=_learning_rate,
+        continuous=True,
+        scale_default="finetune_lr",
+        baseline=TUNED,
+        in_unit=True,
+        title="fine-tuning lr",
+        effect=True,
+        description="null: the scale's finetune_lr (laptop 0.01, paper 1e-3)",
+        cli_help="initial fine-tuning learning rate",
+        science=("train/_finetune.py",),
+    ),
+    DesignAxis(
+        section="finetuning",
+        key="unfrozen_lr",
+        type=float,
+        default=(None,),
+        check=_learning_rate,
+        continuous=True,
+        optional=True,
+        null_means="the learning rate",
+        title="lr after unfreezing",
+        in_unit=True,
+        canonical=lambda v, values: canonical_unfrozen_lr(values["schedule"], values["lr"], v),
+        description="initial lr after unfreezing; null: same as lr",
+        cli_help="initial learning rate after unfreezing (default: --lr)",
+        science=("train/_finetune.py", "analysis/_transfer.py", "report/_figures.py"),
+    ),
 ]
 
 
@@ -213,8 +313,10 @@ def canonical(params: dict[str, Any], section: Section) -> dict[str, Any]:
 def baseline_values(params: dict[str, Any]) -> dict[str, Any]:
     """The supervised baseline's fine-tuning values: each axis's baseline, the tuned ones as given
     (``baseline.<key>`` before the axis's own name)."""
-    return {a.key: a.typed(params.get(f"baseline.{a.key}", params[a.path])) if a.baseline == TUNED else a.baseline
-            for a in of("finetuning")}
+    return {
+        a.key: a.typed(params.get(f"baseline.{a.key}", params[a.path])) if a.baseline == TUNED else a.baseline
+        for a in of("finetuning")
+    }
 
 
 def stages(values: dict[str, Any]) -> int:
@@ -224,8 +326,17 @@ def stages(values: dict[str, Any]) -> int:
 
 def finetuning_stages(axes: dict[str, Any]) -> int:
     """The most fine-tuning runs one trial of a spec's axes (:meth:`StudySpec.axes`) makes."""
-    return max([1, *(a.stages(v) for a in of("finetuning") if a.stages and isinstance(axes.get(a.path), list)
-                     for v in axes[a.path])])
+    return max(
+        [
+            1,
+            *(
+                a.stages(v)
+                for a in of("finetuning")
+                if a.stages and isinstance(axes.get(a.path), list)
+                for v in axes[a.path]
+            ),
+        ]
+    )
 
 
 def unit_columns() -> tuple[str, ...]:

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from study import __version__
-from study import axes as design_axes
 from study.constants import MAX_TRIALS, SUPERVISED
+from study.design import axes as design_axes
+from study.design.scale import Scale
+from study.design.spec import StudySpec, distribution
 from study.errors import SpecError
-from study.scale import Scale
-from study.spec import StudySpec, distribution
-
 
 
 class _PretrainPointMethods:
-    """A pretraining: one value of each pretraining axis (:mod:`study.axes`) on one data set."""
+    """A pretraining: one value of each pretraining axis (:mod:`study.design.axes`) on one data set."""
 
     @property
     def key(self) -> str:
@@ -48,8 +47,14 @@ class _PretrainPointMethods:
 
     def identity(self) -> dict[str, Any]:
         """Everything that names the pretrained weights, as a record carries it."""
-        return {"key": self.key, "strategy": self.strategy, "dataset": self.dataset, **self.values(),
-                "seed": self.seed, "split_seed": self.split_seed}
+        return {
+            "key": self.key,
+            "strategy": self.strategy,
+            "dataset": self.dataset,
+            **self.values(),
+            "seed": self.seed,
+            "split_seed": self.split_seed,
+        }
 
     @property
     def strategy(self) -> str:
@@ -63,8 +68,11 @@ class _TrialPointMethods:
     @property
     def id(self) -> str:
         p = self.pretraining
-        hashed = {**_in_id(self.to_json(), design_axes.of("finetuning")), "pretraining": p._hashed() if p else None,
-                  "scale": self.scale.hashed()}
+        hashed = {
+            **_in_id(self.to_json(), design_axes.of("finetuning")),
+            "pretraining": p._hashed() if p else None,
+            "scale": self.scale.hashed(),
+        }
         return _digest({"kind": "trial", **hashed, "version": __version__})
 
     def values(self) -> dict[str, Any]:
@@ -81,17 +89,25 @@ class _TrialPointMethods:
     @property
     def unit(self) -> str:
         """What the analysis ranks and pruning judges: the strategy at its learning rates."""
-        return design_axes.unit_name(self.strategy, {a.flat: getattr(self, a.key) for a in design_axes.of("finetuning")
-                                                     if a.in_unit})
+        return design_axes.unit_name(
+            self.strategy, {a.flat: getattr(self, a.key) for a in design_axes.of("finetuning") if a.in_unit}
+        )
 
     def params(self) -> dict[str, Any]:
         """The design choices, flat, as MLflow parameters and table columns."""
         p = self.pretraining
         pretraining = {a.flat: getattr(p, a.key) if p else a.baseline for a in design_axes.of("pretraining")}
         finetuning = {a.flat: getattr(self, a.key) for a in design_axes.of("finetuning")}
-        return {"dataset": self.dataset, "label_fraction": self.label_fraction, "strategy": self.strategy,
-                **pretraining, **finetuning, "pretrain_key": p.key if p else None,
-                "seed": self.seed, "split_seed": self.split_seed}
+        return {
+            "dataset": self.dataset,
+            "label_fraction": self.label_fraction,
+            "strategy": self.strategy,
+            **pretraining,
+            **finetuning,
+            "pretrain_key": p.key if p else None,
+            "seed": self.seed,
+            "split_seed": self.split_seed,
+        }
 
     def identity(self) -> dict[str, Any]:
         """Everything that names the trial's numbers, as a record carries it."""
@@ -105,25 +121,36 @@ class _TrialPointMethods:
     @classmethod
     def from_json(cls, d: dict) -> TrialPoint:
         p = d.get("pretraining")
-        return cls(**{**d, "pretraining": PretrainPoint.from_json(p) if p else None,
-                      "scale": Scale.model_validate(d["scale"])})
+        return cls(
+            **{**d, "pretraining": PretrainPoint.from_json(p) if p else None, "scale": Scale.model_validate(d["scale"])}
+        )
 
 
 def _point_class(name: str, methods: type, section: str, head: list, middle: list = ()) -> type:
     """A frozen point with a keyword-only field per axis of its section; an axis declared after
     studies ran defaults to the value it left out of their ids, so their saved points still read."""
-    axes = [(a.key, Any) if a.id_default is design_axes.ALWAYS_IN_ID else (a.key, Any, field(default=a.id_default))
-            for a in design_axes.of(section)]
-    tail = [("scale", Scale, field(compare=False, hash=False)), ("seed", int, field(default=0)),
-            ("split_seed", int, field(default=0))]
+    axes = [
+        (a.key, Any) if a.id_default is design_axes.ALWAYS_IN_ID else (a.key, Any, field(default=a.id_default))
+        for a in design_axes.of(section)
+    ]
+    tail = [
+        ("scale", Scale, field(compare=False, hash=False)),
+        ("seed", int, field(default=0)),
+        ("split_seed", int, field(default=0)),
+    ]
     cls = make_dataclass(name, [*head, *axes, *middle, *tail], bases=(methods,), frozen=True, kw_only=True)
     cls.__module__, cls.__doc__ = __name__, methods.__doc__
     return cls
 
 
 PretrainPoint = _point_class("PretrainPoint", _PretrainPointMethods, "pretraining", [("dataset", str)])
-TrialPoint = _point_class("TrialPoint", _TrialPointMethods, "finetuning", [("dataset", str), ("label_fraction", float)],
-                          [("pretraining", Any)])
+TrialPoint = _point_class(
+    "TrialPoint",
+    _TrialPointMethods,
+    "finetuning",
+    [("dataset", str), ("label_fraction", float)],
+    [("pretraining", Any)],
+)
 
 
 def _in_id(values: dict, section_axes: list) -> dict:
@@ -135,31 +162,42 @@ def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def resolve(spec: StudySpec, dataset: str, params: dict[str, Any], replicate: tuple[int, int] | None = None) -> TrialPoint:
+def resolve(
+    spec: StudySpec, dataset: str, params: dict[str, Any], replicate: tuple[int, int] | None = None
+) -> TrialPoint:
     """The trial that a set of axis values (``pretraining.task`` ... ``label_fraction``) means, for
     one replicate ``(seed, split_seed)`` (default: the spec's first).
 
-    The baseline's choice (``pretraining.task == "none"``, :data:`study.axes.BASELINE_CHOICE`) is
+    The baseline's choice (``pretraining.task == "none"``, :data:`study.design.axes.BASELINE_CHOICE`) is
     the supervised baseline; its pretraining and transfer axes are dropped, so every sampled
     baseline with the same lr and fraction is one trial.
     """
     seed, split_seed = replicate or spec.replicates()[0]
-    return point(dataset=dataset, label_fraction=float(params["label_fraction"]), params=params, scale=spec.scale,
-                 seed=seed, split_seed=split_seed)
+    return point(
+        dataset=dataset,
+        label_fraction=float(params["label_fraction"]),
+        params=params,
+        scale=spec.scale,
+        seed=seed,
+        split_seed=split_seed,
+    )
 
 
-def point(*, dataset: str, label_fraction: float, params: dict[str, Any], scale: Scale, seed: int = 0,
-          split_seed: int = 0) -> TrialPoint:
+def point(
+    *, dataset: str, label_fraction: float, params: dict[str, Any], scale: Scale, seed: int = 0, split_seed: int = 0
+) -> TrialPoint:
     """The trial of axis values given by dotted name (:meth:`StudySpec.axes`), typed and made
-    canonical by their declarations (:func:`study.axes.canonical`)."""
+    canonical by their declarations (:func:`study.design.axes.canonical`)."""
     common = {"dataset": dataset, "scale": scale, "seed": seed, "split_seed": split_seed}
     path, none = design_axes.BASELINE_CHOICE
     if params.get(path, none) == none:
-        return TrialPoint(label_fraction=label_fraction, pretraining=None, **common,
-                          **design_axes.baseline_values(params))
+        return TrialPoint(
+            label_fraction=label_fraction, pretraining=None, **common, **design_axes.baseline_values(params)
+        )
     pretraining = PretrainPoint(**common, **design_axes.canonical(params, "pretraining"))
-    return TrialPoint(label_fraction=label_fraction, pretraining=pretraining, **common,
-                      **design_axes.canonical(params, "finetuning"))
+    return TrialPoint(
+        label_fraction=label_fraction, pretraining=pretraining, **common, **design_axes.canonical(params, "finetuning")
+    )
 
 
 @dataclass
@@ -194,8 +232,10 @@ def optuna_space(spec: StudySpec) -> dict[str, Any]:
     axis (the baseline's choice joins its axis when the baseline is enabled)."""
     import optuna.distributions as d
 
-    space: dict[str, Any] = {"dataset": d.CategoricalDistribution(spec.datasets),
-                             "label_fraction": d.CategoricalDistribution(spec.label_fractions)}
+    space: dict[str, Any] = {
+        "dataset": d.CategoricalDistribution(spec.datasets),
+        "label_fraction": d.CategoricalDistribution(spec.label_fractions),
+    }
     path, none = design_axes.BASELINE_CHOICE
     for name, axis in spec.axes().items():
         if name.startswith("baseline."):
@@ -213,11 +253,14 @@ def make_plan(spec: StudySpec) -> Plan:
         return Plan(spec, [])
     axes = spec.axes()
     names = [n for n in axes if not n.startswith("baseline.")]
-    size = len(spec.replicates()) * len(spec.datasets) * len(spec.label_fractions) * math.prod(
-        len(axes[n]) for n in names)
+    size = (
+        len(spec.replicates()) * len(spec.datasets) * len(spec.label_fractions) * math.prod(len(axes[n]) for n in names)
+    )
     if size > MAX_TRIALS:
-        raise SpecError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}: narrow the axes or use "
-                        "search.algorithm tpe with num_samples")
+        raise SpecError(
+            f"the grid has {size:,} trials, more than {MAX_TRIALS:,}: narrow the axes or use "
+            "search.algorithm tpe with num_samples"
+        )
     path, none = design_axes.BASELINE_CHOICE
     tuned = design_axes.tuned_by_baseline()
     baseline_axes = [axes.get(f"baseline.{a.key}", axes[a.path]) for a in tuned]
