@@ -30,7 +30,8 @@ import torch
 
 from study.constants import DEFAULT_SEED
 from study.data import PhantomSettings, builtin_dataset
-from study.design.plan import PretrainPoint, TrialPoint
+from study.design import axes as design_axes
+from study.design.plan import TrialPoint, point
 from study.design.scale import Scale
 from study.execution.trial import ensure_pretrained, run_trial
 from study.folder.store import StudyStore
@@ -39,27 +40,14 @@ VARIANTS = {"fp32": {}, "fp32 again": {}, "channels_last": {"cpu_channels_last":
 
 
 def trial(scale: Scale, dataset: str, fraction: float) -> TrialPoint:
-    seeds = {"seed": DEFAULT_SEED, "split_seed": 0}
-    pre = PretrainPoint(
-        dataset=dataset,
-        task="restoration",
-        patch_size=32,
-        sampler="poisson_disc",
-        extent=1.0,
-        lr=scale.pretrain_lr,
-        scale=scale,
-        **seeds,
-    )
-    return TrialPoint(
+    # the trial python -m study.train runs with no flags, at the seeds of a one-seed study: the same id
+    return point(
         dataset=dataset,
         label_fraction=fraction,
-        scope="encoder",
-        schedule="at_once",
-        lr=scale.finetune_lr,
-        unfrozen_lr=None,
-        pretraining=pre,
+        params=design_axes.default_params(scale),
         scale=scale,
-        **seeds,
+        seed=DEFAULT_SEED,
+        split_seed=0,
     )
 
 

@@ -45,7 +45,8 @@ import study.train._loop as loop_module
 import study.train._pipeline as pipeline_module
 from study.constants import DEFAULT_SEED
 from study.data import PhantomSettings, builtin_dataset
-from study.design.plan import PretrainPoint, TrialPoint
+from study.design import axes as design_axes
+from study.design.plan import TrialPoint, point
 from study.design.scale import Scale
 from study.folder.store import StudyStore
 
@@ -129,28 +130,14 @@ def import_seconds() -> float:
 
 
 def trial_point(scale: Scale, dataset: str, fraction: float) -> TrialPoint:
-    # the seeds of python -m study.train and of a one-seed study, so the trial id is theirs
-    seeds = {"seed": DEFAULT_SEED, "split_seed": 0}
-    pre = PretrainPoint(
-        dataset=dataset,
-        task="restoration",
-        patch_size=32,
-        sampler="poisson_disc",
-        extent=1.0,
-        lr=scale.pretrain_lr,
-        scale=scale,
-        **seeds,
-    )
-    return TrialPoint(
+    # the trial python -m study.train runs with no flags, at the seeds of a one-seed study: the same id
+    return point(
         dataset=dataset,
         label_fraction=fraction,
-        scope="encoder",
-        schedule="at_once",
-        lr=scale.finetune_lr,
-        unfrozen_lr=None,
-        pretraining=pre,
+        params=design_axes.default_params(scale),
         scale=scale,
-        **seeds,
+        seed=DEFAULT_SEED,
+        split_seed=0,
     )
 
 

@@ -350,6 +350,12 @@ def unit_name(strategy: str, values: dict[str, Any]) -> str:
     return strategy + "".join(f" {k}={v:g}" for k, v in values.items() if v is not None)
 
 
+def default_params(scale: Any) -> dict[str, Any]:
+    """Each axis's first default by dotted name, the scale's value where the spec would leave it to
+    the scale: the trial ``python -m study.train`` runs with no flags (benchmarks time that trial)."""
+    return {a.path: getattr(scale, a.scale_default) if a.scale_default else a.default[0] for a in AXES}
+
+
 def example_values(section: Section) -> dict[str, Any]:
     """A valid value of each axis of a section, by key (its first default; a mid-range learning
     rate where the scale gives it): for configs shown, not run."""
