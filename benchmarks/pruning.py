@@ -7,6 +7,11 @@ answers agree: per data set the top-3 overlap of the final rankings, whether the
 beat the baseline at the corrected level among the pruned run's survivors are the same, and the
 best set each verdict names (the strategies no other is shown better than) at each label fraction.
 
+It also gives the least compute any pruning could spend and still name the full grid's best sets:
+pruning stops a configuration on every trial of a data set, so each strategy in a best set of the
+full grid (at any label fraction) must run to the end, and so must the baseline; the rest cost
+nothing at best (``floor``), or their share up to the first rung (``floor_at_rung``).
+
     python benchmarks/pruning.py [--space search_spaces/pretext.yaml] [--out DIR] [--set KEY=VALUE ...]
     python benchmarks/pruning.py --summarize DIR    # the figures of two runs already in DIR
 
@@ -24,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from study.constants import SUPERVISED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,9 +52,9 @@ def run_study(space: Path, folder: Path, extra: list[str]) -> float:
     return seconds
 
 
-def summary(study: Path) -> tuple[dict, dict, dict[str, float], float]:
-    """(summary.json of the analysis, ranking per data set, fine-tuning images per data set and
-    seconds of every ended trial)."""
+def summary(study: Path) -> tuple[dict, dict, dict[str, float], float, dict[str, dict[str, float]]]:
+    """(summary.json of the analysis, ranking per data set, fine-tuning images per data set,
+    seconds of every ended trial, and fine-tuning images per data set and strategy)."""
     import pandas as pd
 
     from study.folder.store import StudyStore
@@ -62,9 +69,22 @@ def summary(study: Path) -> tuple[dict, dict, dict[str, float], float]:
     ranks = {str(ds): frame.sort_values("rank") for ds, frame in ranking.groupby("dataset")}
     results = StudyStore(study).results()
     images: dict[str, float] = {}
+    by_strategy: dict[str, dict[str, float]] = {}
     for r in results:
-        images[r.dataset] = images.get(r.dataset, 0.0) + float(r.metrics.get("finetune_images", 0) or 0)
-    return answer, ranks, images, sum(r.seconds or 0 for r in results)
+        n = float(r.metrics.get("finetune_images", 0) or 0)
+        images[r.dataset] = images.get(r.dataset, 0.0) + n
+        mine = by_strategy.setdefault(r.dataset, {})
+        mine[r.strategy] = mine.get(r.strategy, 0.0) + n
+    return answer, ranks, images, sum(r.seconds or 0 for r in results), by_strategy
+
+
+def compute_floor(best_sets: dict[str, list[str]], images: dict[str, float], rung: float) -> tuple[float, float]:
+    """The least fine-tuning images of one data set that keep ``best_sets`` (the full grid's, per
+    label fraction): every strategy not in one stopped at no cost, or at the first ``rung``."""
+    kept = set().union(*best_sets.values()) if best_sets else set()
+    stoppable = sum(n for s, n in images.items() if s not in kept and s != SUPERVISED)
+    total = sum(images.values())
+    return (total - stoppable) / total, (total - (1 - rung) * stoppable) / total
 
 
 def main() -> None:
@@ -91,8 +111,9 @@ def main() -> None:
         pruned_s = run_study(args.space.resolve(), pruned, [*args.extra, "pruning.enabled=true"])
         (root / "wall.json").write_text(json.dumps({"full": full_s, "pruned": pruned_s}))
 
-    full_answer, full_ranks, full_images, full_trial_s = summary(full / "studies" / name)
-    pruned_answer, pruned_ranks, pruned_images, pruned_trial_s = summary(pruned / "studies" / name)
+    full_answer, full_ranks, full_images, full_trial_s, full_by_strategy = summary(full / "studies" / name)
+    pruned_answer, pruned_ranks, pruned_images, pruned_trial_s, _ = summary(pruned / "studies" / name)
+    rung = min(json.loads((pruned / "studies" / name / "study.json").read_text())["spec"]["pruning"]["rungs"])
     per_dataset = {}
     for ds, ranking in full_ranks.items():
         survivors = set(pruned_ranks[ds]["strategy"]) if ds in pruned_ranks else set()
@@ -104,6 +125,7 @@ def main() -> None:
             run: {f: v["best_set"] for f, v in answer["datasets"].get(ds, {}).get("by_fraction", {}).items()}
             for run, answer in (("full", full_answer), ("pruned", pruned_answer))
         }
+        floor, floor_at_rung = compute_floor(best["full"], full_by_strategy[ds], rung)
         per_dataset[ds] = {
             "top3_full": top_full,
             "top3_pruned": top_pruned,
@@ -117,13 +139,20 @@ def main() -> None:
             "ranked_full": len(ranking),
             "ranked_pruned": len(survivors),
             "compute_ratio": round(pruned_images.get(ds, 0) / full_images[ds], 3) if full_images.get(ds) else None,
+            "floor": round(floor, 3),
+            "floor_at_rung": round(floor_at_rung, 3),
         }
         print(
             f"{ds}: top 3 full {top_full}, pruned {top_pruned}; beat the baseline: full "
             f"{per_dataset[ds]['beats_full']}, pruned {per_dataset[ds]['beats_pruned']}; best set per fraction: "
-            f"full {best['full']}, pruned {best['pruned']}"
+            f"full {best['full']}, pruned {best['pruned']}; the least compute that keeps the full grid's best sets: "
+            f"{floor:.3f} (stops free), {floor_at_rung:.3f} (stops at the first rung, {rung:g})"
         )
     stopped = pruned_answer["left_out"].get("stopped", 0)
+    floors = {
+        key: sum(per_dataset[ds][key] * full_images[ds] for ds in per_dataset) / sum(full_images.values())
+        for key in ("floor", "floor_at_rung")
+    }
     full_images, pruned_images = sum(full_images.values()), sum(pruned_images.values())
     print(
         f"fine-tuning images: full {full_images:,.0f}, pruned {pruned_images:,.0f}; {stopped} trials stopped; "
@@ -134,6 +163,8 @@ def main() -> None:
         json.dumps(
             {
                 "compute_ratio": round(pruned_images / full_images, 3) if full_images else None,
+                "compute_floor": round(floors["floor"], 3),
+                "compute_floor_at_rung": round(floors["floor_at_rung"], 3),
                 "wall_ratio": round(pruned_s / full_s, 3),
                 "trial_time_ratio": round(pruned_trial_s / full_trial_s, 3) if full_trial_s else None,
                 "stopped_trials": stopped,

@@ -22,6 +22,9 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, flo
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logging, no TensorBoard
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # the results of trials a halt stopped
+    # Ray starts a task worker per CPU for the first driver; trials run in actors, which get workers
+    # of their own, so those idle ones only took CPU from the trials (their start, then polling).
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
     try:
         if address:

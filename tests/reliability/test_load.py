@@ -111,6 +111,7 @@ tracker = Tracker(sys.argv[1], "shared", StudyStore(sys.argv[2]))
 run = tracker.client.create_run(tracker.experiment_id).info.run_id
 for step in range(int(sys.argv[3])):
     tracker.log_epoch(run, {"stage": "finetune", "val_loss": step / 10, "train_loss": step / 20}, step)
+tracker.flush()  # the rows are queued; a driver writes them before it reads or ends a run
 print(run)
 """
 
