@@ -155,7 +155,8 @@ def test_the_dry_run_prints_the_resolved_training_and_the_disk_it_needs(tmp_path
     )
     assert "fine-tuning: up to 500 epochs, early stopping after 10" in out
     assert "network: default U-Net, widths 32-64-128-256-512, 16 groups" in out
-    # 7.77 M float32 parameters per network: 29.6 MiB per weights file, 32 pretrainings + 68 trials kept
-    assert "disk kept (keep_weights best): 2.90 GiB; mri: 16 pretrained weights of 29.6 MiB, 34 fine-tuned" in out
+    # 7.77 M float32 parameters per network: 29.6 MiB per weights file, 64 pretrainings + 136 trials
+    # kept (two seeds)
+    assert "disk kept (keep_weights best): 5.79 GiB; mri: 32 pretrained weights of 29.6 MiB, 68 fine-tuned" in out
     assert "118.6 MiB of resume checkpoints per running trial" in out
     assert not any(tmp_path.iterdir())
