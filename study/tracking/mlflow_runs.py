@@ -241,7 +241,14 @@ class Tracker:
     def start_pretraining(self, point: PretrainPoint) -> str:
         """The pretraining's own run, nested under the parent: reopened when its folder names one.
         A pretraining that already has a record gets its final logging at once."""
+        self.flush()
+        params = {k: v for k, v in point.identity().items() if k != "key"} | {
+            f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()
+        }
         run_id = self.store.pretrain_run_id(point.key)
+        if run_id is None and (run_id := self._unsaved_run("pretraining", "study.pretrain_key", point.key)):
+            self._params(run_id, params)
+            self.store.save_pretrain_run_id(point.key, run_id)
         if run_id is None or not self._exists(run_id):
             tags = {
                 STUDY_RUN_TAG: self.parent_id,
@@ -256,11 +263,7 @@ class Tracker:
                 run_name=f"pretraining {pretraining_name(point)} | {dataset_label(point.dataset)}",
             )
             run_id = run.info.run_id
-            self._params(
-                run_id,
-                {k: v for k, v in point.identity().items() if k != "key"}
-                | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()},
-            )
+            self._params(run_id, params)
             self.store.save_pretrain_run_id(point.key, run_id)
         elif self.client.get_run(run_id).info.status not in ("FINISHED", "FAILED"):
             self.client.update_run(run_id, status="RUNNING")
@@ -321,6 +324,21 @@ class Tracker:
             self.client.set_tag(run_id, "study.failure", record.reason[:5000])
         self.client.set_terminated(run_id, "FINISHED" if record.finished else "FAILED")
 
+    def _unsaved_run(self, kind: str, tag: str, value: str) -> str | None:
+        """This study's run of ``kind`` for ``value`` that a driver created and was killed before it
+        saved the run's id in the study folder: continued, not made twice."""
+        if self.parent_id is None:
+            return None
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`study.kind` = '{kind}' and tags.`{tag}` = '{value}' "
+                f"and tags.`{STUDY_RUN_TAG}` = '{self.parent_id}'"
+            ),
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
     def _exists(self, run_id: str) -> bool:
         try:
             return self.client.get_run(run_id).info.lifecycle_stage == "active"
@@ -339,7 +357,11 @@ class Tracker:
     def start_trial(self, trial: TrialPoint, pretrain_run: str | None = None) -> str:
         """The trial's child run: reopened when its folder names one, created otherwise; linked to
         its pretraining's run (a tag and, in the run's description, a link the UI follows)."""
+        self.flush()
         run_id = self.store.run_id(trial.id)
+        if run_id is None and (run_id := self._unsaved_run("trial", "study.trial_id", trial.id)):
+            self._params(run_id, trial.params())
+            self.store.save_run_id(trial.id, run_id)
         if run_id is None or not self._exists(run_id):
             tags = {
                 STUDY_RUN_TAG: self.parent_id,
