@@ -68,13 +68,11 @@ def summary(study: Path) -> tuple[dict, dict, dict[str, float], float, dict[str,
     ranking = pd.read_csv(study / "analysis" / "ranking.csv")
     ranks = {str(ds): frame.sort_values("rank") for ds, frame in ranking.groupby("dataset")}
     results = StudyStore(study).results()
-    images: dict[str, float] = {}
     by_strategy: dict[str, dict[str, float]] = {}
     for r in results:
-        n = float(r.metrics.get("finetune_images", 0) or 0)
-        images[r.dataset] = images.get(r.dataset, 0.0) + n
         mine = by_strategy.setdefault(r.dataset, {})
-        mine[r.strategy] = mine.get(r.strategy, 0.0) + n
+        mine[r.strategy] = mine.get(r.strategy, 0.0) + float(r.metrics.get("finetune_images", 0) or 0)
+    images = {ds: sum(mine.values()) for ds, mine in by_strategy.items()}
     return answer, ranks, images, sum(r.seconds or 0 for r in results), by_strategy
 
 

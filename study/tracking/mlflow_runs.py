@@ -242,13 +242,8 @@ class Tracker:
         """The pretraining's own run, nested under the parent: reopened when its folder names one.
         A pretraining that already has a record gets its final logging at once."""
         self.flush()
-        params = {k: v for k, v in point.identity().items() if k != "key"} | {
-            f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()
-        }
-        run_id = self.store.pretrain_run_id(point.key)
-        if run_id is None and (run_id := self._unsaved_run("pretraining", "study.pretrain_key", point.key)):
-            self._params(run_id, params)
-            self.store.save_pretrain_run_id(point.key, run_id)
+        saved = self.store.pretrain_run_id(point.key)
+        run_id = saved or self._unsaved_run("pretraining", "study.pretrain_key", point.key)
         if run_id is None or not self._exists(run_id):
             tags = {
                 STUDY_RUN_TAG: self.parent_id,
@@ -263,10 +258,12 @@ class Tracker:
                 run_name=f"pretraining {pretraining_name(point)} | {dataset_label(point.dataset)}",
             )
             run_id = run.info.run_id
-            self._params(run_id, params)
-            self.store.save_pretrain_run_id(point.key, run_id)
         elif self.client.get_run(run_id).info.status not in ("FINISHED", "FAILED"):
             self.client.update_run(run_id, status="RUNNING")
+        if run_id != saved:  # new, or made by a driver killed before it saved the id
+            params = {k: v for k, v in point.identity().items() if k != "key"}
+            self._params(run_id, params | {f"scale.{k}": v for k, v in point.scale.model_dump(mode="json").items()})
+            self.store.save_pretrain_run_id(point.key, run_id)
         record = self.store.pretrain_result(point.key)
         if record is not None:
             self.finish_pretraining(run_id, record)
@@ -358,10 +355,8 @@ class Tracker:
         """The trial's child run: reopened when its folder names one, created otherwise; linked to
         its pretraining's run (a tag and, in the run's description, a link the UI follows)."""
         self.flush()
-        run_id = self.store.run_id(trial.id)
-        if run_id is None and (run_id := self._unsaved_run("trial", "study.trial_id", trial.id)):
-            self._params(run_id, trial.params())
-            self.store.save_run_id(trial.id, run_id)
+        saved = self.store.run_id(trial.id)
+        run_id = saved or self._unsaved_run("trial", "study.trial_id", trial.id)
         if run_id is None or not self._exists(run_id):
             tags = {
                 STUDY_RUN_TAG: self.parent_id,
@@ -376,10 +371,11 @@ class Tracker:
                 self.experiment_id, run_name=trial_name(trial, varied=self.named_axes), tags=tags
             )
             run_id = run.info.run_id
-            self._params(run_id, trial.params())
-            self.store.save_run_id(trial.id, run_id)
         elif self.client.get_run(run_id).info.status != "FINISHED":
             self.client.update_run(run_id, status="RUNNING")
+        if run_id != saved:  # new, or made by a driver killed before it saved the id
+            self._params(run_id, trial.params())
+            self.store.save_run_id(trial.id, run_id)
         if pretrain_run is not None and trial.pretraining is not None:
             self.client.set_tag(run_id, "study.pretrain_run_id", pretrain_run)
             self.client.set_tag(
